@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create or refresh .venv themselves; a second run with nothing changed is quick.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRAS ?= runtime,train,dev
+DEMO_DIR ?= demo
+
+.PHONY: demo test check lint format system-deps venv bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+check: venv
+	$(VENV)/bin/ruff check monitor train engines tests bench
+	$(VENV)/bin/ruff format --check monitor train engines tests bench
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff check --fix monitor train engines tests bench
+	$(VENV)/bin/ruff format monitor train engines tests bench
+
+test: venv system-deps check
+	$(PY) -m pytest
+
+demo: venv system-deps
+	$(PY) -m monitor.demo --dir $(DEMO_DIR)
+
+bench: venv
+	$(PY) bench/synth_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

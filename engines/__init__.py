@@ -1,0 +1,1 @@
+"""Inference engines: ONNX export, TensorRT build, backends behind one interface."""

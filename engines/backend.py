@@ -1,0 +1,61 @@
+"""The one interface between the monitor and an inference runtime.
+
+`monitor` only ever calls `Backend.score(audio, faces) -> Scores`. Implementations live in
+their own modules (onnxruntime, torch, TensorRT, Triton) and are imported lazily, so the
+slim runtime never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from monitor.contract import InputContract
+from monitor.errors import ContractError
+
+
+@dataclass(frozen=True)
+class Scores:
+    """P(fake) per window for each head, float32 arrays of shape [B]."""
+
+    fused: np.ndarray
+    audio: np.ndarray
+    visual: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.fused.shape[0])
+
+    def row(self, i: int) -> tuple[float, float, float]:
+        return float(self.fused[i]), float(self.audio[i]), float(self.visual[i])
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Scores batches of windows. Implementations must be safe to call from one worker thread."""
+
+    name: str
+    contract: InputContract
+
+    def score(self, audio: np.ndarray, faces: np.ndarray) -> Scores:
+        """audio: float32 [B, window_samples]; faces: uint8 [B, K, H, W, 3] RGB."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_batch(contract: InputContract, audio: np.ndarray, faces: np.ndarray) -> None:
+    """Validate one batch against the contract before it reaches a runtime."""
+    want_a = (contract.window_samples,)
+    want_f = contract.faces_shape
+    if audio.ndim != 2 or audio.shape[1:] != want_a:
+        raise ContractError(f"audio batch has shape {audio.shape}, expected [B, {want_a[0]}]")
+    if faces.ndim != 5 or faces.shape[1:] != want_f:
+        raise ContractError(f"faces batch has shape {faces.shape}, expected [B, {', '.join(map(str, want_f))}]")
+    if audio.shape[0] != faces.shape[0]:
+        raise ContractError(f"audio batch {audio.shape[0]} != faces batch {faces.shape[0]}")
+    if audio.dtype != np.float32:
+        raise ContractError(f"audio must be float32, got {audio.dtype}")
+    if faces.dtype != np.uint8:
+        raise ContractError(f"faces must be uint8, got {faces.dtype}")

@@ -1,0 +1,1 @@
+"""deepfake-monitor runtime: media, face crops, windows, live pipeline, scoring, CLI."""

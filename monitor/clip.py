@@ -1,0 +1,93 @@
+"""Whole-clip window extraction: the one path from a media file to model inputs.
+
+Training caches, offline scoring and file sources in tests all call `extract_windows`, so
+the detector sees identical audio windows and face crops wherever it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from monitor.contract import InputContract
+from monitor.errors import NotMediaError
+from monitor.faces import FaceCropper
+from monitor.media import load_audio, probe, sample_frames
+from monitor.windows import WindowSpec, cut_audio, plan_windows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipWindows:
+    """Model inputs for every window of one clip."""
+
+    path: str
+    duration_s: float
+    windows: list[WindowSpec]
+    audio: np.ndarray  # float32 [N, window_samples]
+    faces: np.ndarray  # uint8 [N, K, S, S, 3]
+    face_found: np.ndarray  # bool [N, K]: a face was detected or tracked (not a fallback)
+    has_audio: bool
+    has_video: bool
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+
+def extract_windows(
+    path: str | Path,
+    contract: InputContract,
+    *,
+    hop_seconds: float | None = None,
+    max_windows: int | None = None,
+    cropper: FaceCropper | None = None,
+) -> ClipWindows:
+    """Decode a clip once and cut it into the contract's windows.
+
+    A clip without audio gets silent windows and a clip without video gets blank crops
+    (both recorded in the result, so callers can count and report the fallback); a file
+    with neither raises NotMediaError.
+    """
+    src = str(path)
+    info = probe(src)
+    if not info.has_audio and not info.has_video:
+        raise NotMediaError(src, "no audio or video stream")
+    if info.has_audio:
+        audio = load_audio(src, contract.sample_rate)
+    else:
+        logger.info("%s: no audio stream, scoring silent audio windows", src)
+        audio = np.zeros(0, dtype=np.float32)
+    duration = max(info.duration_s, audio.shape[0] / contract.sample_rate)
+    windows = plan_windows(duration, contract, hop_seconds)
+    if max_windows is not None and len(windows) > max_windows:
+        # Keep windows spread over the whole clip rather than just its start.
+        keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
+        windows = [windows[i] for i in sorted(set(keep.tolist()))]
+    n, k, s = len(windows), contract.k_crops, contract.crop_size
+    audio_w = np.stack([cut_audio(audio, w.start_s, contract) for w in windows])
+    faces = np.zeros((n, k, s, s, 3), dtype=np.uint8)
+    found = np.zeros((n, k), dtype=bool)
+    if info.has_video:
+        times = [t for w in windows for t in w.frame_times]
+        frames = sample_frames(src, times)
+        cropper = cropper or FaceCropper(crop_size=s, margin=contract.crop_margin)
+        for j, frame in enumerate(frames):
+            res = cropper.crop(frame.image)
+            faces[j // k, j % k] = res.image
+            found[j // k, j % k] = res.found
+    else:
+        logger.info("%s: no video stream, scoring blank face crops", src)
+    return ClipWindows(
+        path=src,
+        duration_s=duration,
+        windows=windows,
+        audio=audio_w,
+        faces=faces,
+        face_found=found,
+        has_audio=info.has_audio,
+        has_video=info.has_video,
+    )

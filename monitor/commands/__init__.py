@@ -1,0 +1,1 @@
+"""Subcommand modules of the `deepfake-monitor` CLI (see monitor/cli.py)."""

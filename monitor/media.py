@@ -1,0 +1,292 @@
+"""Media decoding with PyAV, shared by training, offline scoring and the live monitor.
+
+Audio comes out as mono float32 at the contract's sample rate, whatever the source's
+rate and channel layout. Video comes out as RGB uint8 frames with presentation times in
+seconds; `sample_frames` converts only the frames asked for and seeks over long gaps, so
+scoring never holds a whole clip's frames in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+
+from monitor.contract import SAMPLE_RATE
+from monitor.errors import (
+    BadDimensionsError,
+    CorruptMediaError,
+    MediaError,
+    MediaNotFoundError,
+    NoAudioStreamError,
+    NotMediaError,
+    NoVideoStreamError,
+    ZeroDurationError,
+)
+
+logger = logging.getLogger(__name__)
+
+MIN_DIMENSION = 16  # px; smaller frames cannot hold a face worth scoring
+MAX_DIMENSION = 8192  # px; beyond 8K is a broken header or a decompression bomb
+SEEK_AHEAD_SECONDS = 2.0  # seek instead of decoding through gaps longer than this
+TRUNCATION_TOLERANCE = 0.8  # decoded/declared duration below this means a truncated file
+# Leading bytes of containers we recognise, to tell "corrupt media" from "not media".
+_MEDIA_MAGIC = (b"ftyp", b"moov", b"mdat", b"\x1a\x45\xdf\xa3", b"RIFF", b"OggS", b"ID3", b"FLV")
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What `probe` found in a file or stream."""
+
+    path: str
+    container: str
+    duration_s: float
+    audio_codec: str | None = None
+    audio_rate: int = 0  # Hz
+    audio_channels: int = 0
+    video_codec: str | None = None
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_codec is not None
+
+    def describe(self) -> str:
+        parts = [f"{self.path}: {self.container} {self.duration_s:.2f}s"]
+        if self.has_video:
+            parts.append(f"video {self.video_codec} {self.width}x{self.height} {self.fps:.2f}fps")
+        else:
+            parts.append("video none")
+        if self.has_audio:
+            parts.append(f"audio {self.audio_codec} {self.audio_rate}Hz {self.audio_channels}ch")
+        else:
+            parts.append("audio none")
+        return " | ".join(parts)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded video frame: presentation time in seconds and an RGB uint8 image."""
+
+    t: float
+    image: np.ndarray  # [H, W, 3] uint8 RGB
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _looks_like_media(path: Path) -> bool:
+    try:
+        head = path.read_bytes()[:16] if path.stat().st_size < 64 else path.open("rb").read(16)
+    except OSError:
+        return False
+    return any(m in head for m in _MEDIA_MAGIC)
+
+
+def open_media(
+    path: str | Path, options: dict[str, str] | None = None, timeout: float | None = None
+) -> Any:
+    """Open a file or URL for reading, turning PyAV's errors into typed MediaErrors."""
+    src = str(path)
+    if not _is_url(src):
+        p = Path(src)
+        if not p.is_file():
+            raise MediaNotFoundError(src)
+        if p.stat().st_size == 0:
+            raise NotMediaError(src, "empty file")
+    try:
+        return av.open(src, mode="r", options=options or {}, timeout=timeout)
+    except (av.error.InvalidDataError, av.error.EOFError) as exc:
+        if not _is_url(src) and _looks_like_media(Path(src)):
+            raise CorruptMediaError(src, str(exc)) from exc
+        raise NotMediaError(src, str(exc)) from exc
+    except av.error.FileNotFoundError as exc:
+        raise MediaNotFoundError(src, str(exc)) from exc
+    except av.FFmpegError as exc:
+        raise CorruptMediaError(src, str(exc)) from exc
+
+
+def _duration_s(container: Any) -> float:
+    if container.duration is not None and container.duration > 0:
+        return float(container.duration) / av.time_base
+    best = 0.0
+    for s in container.streams:
+        if s.duration is not None and s.time_base is not None:
+            best = max(best, float(s.duration * s.time_base))
+    return best
+
+
+def _check_dimensions(src: str, width: int, height: int) -> None:
+    if not (MIN_DIMENSION <= width <= MAX_DIMENSION and MIN_DIMENSION <= height <= MAX_DIMENSION):
+        raise BadDimensionsError(
+            src, f"{width}x{height}, allowed {MIN_DIMENSION}..{MAX_DIMENSION} px per side"
+        )
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Read stream metadata without decoding; raises a MediaError for unusable input."""
+    src = str(path)
+    with open_media(src) as container:
+        a = container.streams.audio[0] if container.streams.audio else None
+        v = container.streams.video[0] if container.streams.video else None
+        if a is None and v is None:
+            raise NotMediaError(src, "no audio or video stream")
+        duration = _duration_s(container)
+        if duration <= 0.0:
+            raise ZeroDurationError(src)
+        info = MediaInfo(
+            path=src,
+            container=container.format.name,
+            duration_s=duration,
+        )
+        kwargs: dict[str, Any] = {}
+        if a is not None:
+            ctx = a.codec_context
+            kwargs.update(
+                audio_codec=ctx.name,
+                audio_rate=int(ctx.sample_rate or 0),
+                audio_channels=int(ctx.channels or 0),
+            )
+        if v is not None:
+            ctx = v.codec_context
+            _check_dimensions(src, int(ctx.width), int(ctx.height))
+            rate = v.average_rate or v.guessed_rate
+            kwargs.update(
+                video_codec=ctx.name,
+                width=int(ctx.width),
+                height=int(ctx.height),
+                fps=float(rate) if rate else 0.0,
+            )
+        return MediaInfo(**{**info.__dict__, **kwargs})
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode the first audio stream to mono float32 at `sample_rate` Hz."""
+    src = str(path)
+    with open_media(src) as container:
+        if not container.streams.audio:
+            raise NoAudioStreamError(src)
+        stream = container.streams.audio[0]
+        declared = _duration_s(container)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.FFmpegError as exc:
+            raise CorruptMediaError(src, f"audio decode failed: {exc}") from exc
+    if not chunks:
+        raise ZeroDurationError(src, "no audio samples decoded")
+    audio = np.concatenate(chunks).astype(np.float32, copy=False)
+    decoded = audio.shape[0] / sample_rate
+    if declared > 1.0 and decoded < TRUNCATION_TOLERANCE * declared:
+        raise CorruptMediaError(src, f"decoded {decoded:.2f}s of audio, header says {declared:.2f}s")
+    return audio
+
+
+def _video_stream(container: Any, src: str) -> Any:
+    if not container.streams.video:
+        raise NoVideoStreamError(src)
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    _check_dimensions(src, int(ctx.width), int(ctx.height))
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def iter_frames(path: str | Path) -> Iterator[Frame]:
+    """Decode every video frame in order (use `sample_frames` when only some are needed)."""
+    src = str(path)
+    with open_media(src) as container:
+        stream = _video_stream(container, src)
+        n = 0
+        try:
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                n += 1
+                yield Frame(float(frame.time), frame.to_ndarray(format="rgb24"))
+        except av.FFmpegError as exc:
+            raise CorruptMediaError(src, f"video decode failed after {n} frames: {exc}") from exc
+        if n == 0:
+            raise ZeroDurationError(src, "no video frames decoded")
+
+
+def sample_frames(path: str | Path, times: Sequence[float]) -> list[Frame]:
+    """Return, for each time in seconds, the frame on screen at that time.
+
+    Frames are decoded in order and converted to RGB only when chosen; when the next
+    requested time lies more than SEEK_AHEAD_SECONDS ahead, the decoder seeks to the
+    keyframe before it instead of decoding the gap. Times past the end get the last frame.
+    """
+    src = str(path)
+    if not times:
+        return []
+    order = sorted(range(len(times)), key=lambda i: times[i])
+    out: list[Frame | None] = [None] * len(times)
+    with open_media(src) as container:
+        stream = _video_stream(container, src)
+        tb = stream.time_base
+        k = 0  # index into `order` of the next time to fill
+        prev: Any = None  # last decoded av.VideoFrame not after the next target
+        last_t = 0.0  # time of the last decoded frame (0 before any: decode from the start)
+        n = 0
+
+        def _emit(frame: Any) -> Frame:
+            return Frame(float(frame.time), frame.to_ndarray(format="rgb24"))
+
+        try:
+            while k < len(order):
+                target = times[order[k]]
+                if target - last_t > SEEK_AHEAD_SECONDS and tb is not None:
+                    container.seek(int(target / tb), stream=stream, backward=True)
+                    prev = None
+                exhausted = True
+                for frame in container.decode(stream):
+                    if frame.time is None:
+                        continue
+                    n += 1
+                    t = float(frame.time)
+                    while k < len(order) and t > times[order[k]] + 1e-6:
+                        out[order[k]] = _emit(prev if prev is not None else frame)
+                        k += 1
+                    prev, last_t = frame, t
+                    if k >= len(order) or times[order[k]] - t > SEEK_AHEAD_SECONDS:
+                        exhausted = False
+                        break
+                if exhausted:
+                    # End of stream: times past the last frame get the last frame.
+                    if prev is not None:
+                        final = _emit(prev)
+                        while k < len(order):
+                            out[order[k]] = final
+                            k += 1
+                    break
+        except av.FFmpegError as exc:
+            raise CorruptMediaError(src, f"video decode failed after {n} frames: {exc}") from exc
+    if n == 0 or any(f is None for f in out):
+        raise ZeroDurationError(src, "no video frames decoded")
+    return [f for f in out if f is not None]
+
+
+def media_error_reason(exc: BaseException) -> str:
+    """Short machine-readable reason for error reports."""
+    if isinstance(exc, MediaError):
+        return type(exc).__name__.removesuffix("Error").lower()
+    return type(exc).__name__

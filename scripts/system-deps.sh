@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian packages the tests and the demo use. Installs only what is missing; without root
+# it says what to install and carries on (the tests that need a package skip without it).
+set -euo pipefail
+PKGS=(
+  ffmpeg                                   # ffprobe/ffmpeg for cross-checking media in tests
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "system-deps: not root; please install: ${missing[*]}" >&2
+  exit 0
+fi
+echo "system-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

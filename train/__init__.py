@@ -1,0 +1,1 @@
+"""Training: competition-format datasets, the detector, training, evaluation, synthetic data."""
