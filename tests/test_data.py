@@ -1,0 +1,240 @@
+"""Competition folders, label files, manifest, the per-clip cache, sampling, augmentation."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_dataset import TINY_CONTRACT, write_clip, write_corrupt, write_dataset
+
+from monitor.errors import DatasetError
+from train.augment import Augmenter, color_jitter, jpeg_recompress, resize_down_up
+from train.cache import CacheSpec, build_cache, load_windows
+from train.config import AugmentConfig
+from train.data import ClipRecord, find_split, load_split, read_labels, read_manifest
+from train.dataset import LABEL_UNKNOWN, EpochSampler, WindowDataset
+
+# --- label files -------------------------------------------------------------------------
+
+
+def _labels(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "train_label.txt"
+    p.write_text(text)
+    return p
+
+
+def test_read_labels_ok_with_bom_and_blank_lines(tmp_path: Path) -> None:
+    p = tmp_path / "l.txt"
+    p.write_bytes("\ufeffvideo_name,target\na.mp4,1\n\nb.mp4, 0\n".encode())
+    assert read_labels(p) == [("a.mp4", 1), ("b.mp4", 0)]
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "what"),
+    [
+        ("video_name,label\na.mp4,1\n", ":1:", "header"),
+        ("video_name,target\na.mp4,1\nb.mp4\n", ":3:", "expected 2 columns"),
+        ("video_name,target\na.mp4,1,x\n", ":2:", "expected 2 columns"),
+        ("video_name,target\na.mp4,1\nb.mp4,0.7\n", ":3:", "target must be 0 or 1"),
+        ("video_name,target\na.mp4,yes\n", ":2:", "target must be 0 or 1"),
+        ("video_name,target\n,1\n", ":2:", "empty video_name"),
+        ("video_name,target\n../x.mp4,1\n", ":2:", "plain file name"),
+        ("video_name,target\na.mp4,1\na.mp4,0\n", ":3:", "already listed on line 2"),
+        ("video_name,target\n", "", "lists no clips"),
+    ],
+)
+def test_read_labels_errors_name_file_and_line(
+    tmp_path: Path, text: str, where: str, what: str
+) -> None:
+    p = _labels(tmp_path, text)
+    with pytest.raises(DatasetError, match=what) as err:
+        read_labels(p)
+    assert str(p) + where in str(err.value)
+
+
+def test_manifest_errors(tmp_path: Path) -> None:
+    p = tmp_path / "manifest.csv"
+    p.write_text("video_name,split,target,audio_fake,video_fake,method\na.mp4,trainset,1,1,2,x\n")
+    with pytest.raises(DatasetError, match=r"manifest.csv:2: video_fake must be 0 or 1"):
+        read_manifest(p)
+    p.write_text("video_name,target,audio_fake\na.mp4,1\n")
+    with pytest.raises(DatasetError, match=r"manifest.csv:2: row has"):
+        read_manifest(p)
+    p.write_text("name,target\n")
+    with pytest.raises(DatasetError, match="'video_name' column"):
+        read_manifest(p)
+    p.write_text("video_name,target,audio_fake,video_fake\na.mp4,1,,1\n")
+    row = read_manifest(p)["a.mp4"]
+    assert (row.target, row.audio_fake, row.video_fake, row.method) == (1, None, 1, None)
+
+
+# --- folders -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    return write_dataset(root, {"real": 4, "voice_clone": 2, "face_swap": 2}, seed=3)
+
+
+def test_load_split_with_manifest(tiny: Path) -> None:
+    idx = load_split(tiny, "train")
+    assert idx.split == "trainset" and len(idx) == 8 and idx.n_fake == 4 and not idx.missing
+    by_method = {r.method for r in idx.records}
+    assert by_method == {"real", "voice_clone", "face_swap"}
+    clone = next(r for r in idx.records if r.method == "voice_clone")
+    assert (clone.target, clone.audio_fake, clone.video_fake) == (1, 1, 0)
+    assert load_split(tiny, "valset").split == "valset"
+
+
+def test_phase1_layout_and_long_label_names(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_dataset(
+        root / "phase1",
+        {"real": 1, "both": 1},
+        manifest=False,
+        label_names=("trainset_label.txt", "valset_label.txt"),
+    )
+    clip_dir, label = find_split(root, "val")
+    assert clip_dir == root / "phase1" / "valset" and label.name == "valset_label.txt"
+    idx = load_split(root, "train")
+    assert len(idx) == 2 and idx.manifest is None
+    assert all(r.audio_fake is None and r.method is None for r in idx.records)
+    with pytest.raises(DatasetError, match="no 'testset/' folder"):
+        find_split(root, "test")
+
+
+def test_missing_clips_are_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "trainset").mkdir()
+    write_clip(tmp_path / "trainset" / "here.mp4", False, False, seed=1)
+    (tmp_path / "train_label.txt").write_text(
+        "video_name,target\nhere.mp4,0\ngone1.mp4,1\ngone2.mp4,0\n"
+    )
+    with caplog.at_level(logging.WARNING):
+        idx = load_split(tmp_path, "train")
+    assert [r.name for r in idx.records] == ["here.mp4"]
+    assert idx.missing == ("gone1.mp4", "gone2.mp4")
+    assert "2 of 3 listed clips are missing" in caplog.text
+    (tmp_path / "train_label.txt").write_text("video_name,target\ngone1.mp4,1\n")
+    with pytest.raises(DatasetError, match="none of the 1 listed clips"):
+        load_split(tmp_path, "train")
+
+
+def test_manifest_disagreeing_with_labels_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "trainset").mkdir()
+    write_clip(tmp_path / "trainset" / "a.mp4", False, False, seed=1)
+    (tmp_path / "train_label.txt").write_text("video_name,target\na.mp4,0\n")
+    (tmp_path / "manifest.csv").write_text("video_name,target,audio_fake,video_fake\na.mp4,1,1,0\n")
+    with pytest.raises(DatasetError, match="manifest and labels disagree"):
+        load_split(tmp_path, "train")
+
+
+# --- cache -------------------------------------------------------------------------------
+
+
+def test_cache_builds_once_skips_corrupt_and_reuses(
+    tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = list(load_split(tiny, "train").records[:3])
+    bad = write_corrupt(tmp_path / "bad.mp4")
+    records.append(ClipRecord("bad.mp4", bad, 0))
+    spec = CacheSpec(tmp_path / "cache", TINY_CONTRACT, max_windows=8)
+    with caplog.at_level(logging.WARNING):
+        rep = build_cache(records, spec, workers=0)
+    assert rep.built == 3 and rep.reused == 0 and list(rep.failed) == ["bad.mp4"]
+    assert "CorruptMediaError" in rep.failed["bad.mp4"]
+    assert "bad.mp4: skipped, cannot decode" in caplog.text
+    assert "1 failed to decode (1 CorruptMediaError)" in rep.summary()
+    w = load_windows(rep.clips[0].npz)
+    assert w.audio.dtype == np.float32 and w.audio.shape == (3, TINY_CONTRACT.window_samples)
+    assert w.faces.shape == (3, *TINY_CONTRACT.faces_shape) and w.faces.dtype == np.uint8
+    assert rep.clips[0].n_windows == 3
+
+    # Second pass: nothing decoded again, the corrupt clip's marker is honoured.
+    rep2 = build_cache(records, spec, workers=0)
+    assert rep2.built == 0 and rep2.reused == 3 and list(rep2.failed) == ["bad.mp4"]
+
+    # A touched clip gets a new entry; another contract gets another folder.
+    st = records[0].path.stat()
+    os.utime(records[0].path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert build_cache(records[:1], spec, workers=0).built == 1
+    other = CacheSpec(tmp_path / "cache", TINY_CONTRACT, max_windows=2)
+    rep3 = build_cache(records[:1], other, workers=0)
+    assert other.folder != spec.folder and rep3.built == 1 and rep3.clips[0].n_windows == 2
+
+
+def test_cache_in_worker_processes(tiny: Path, tmp_path: Path) -> None:
+    records = list(load_split(tiny, "val").records)
+    records.append(ClipRecord("bad.mp4", write_corrupt(tmp_path / "bad.mp4"), 1))
+    spec = CacheSpec(tmp_path / "cache", TINY_CONTRACT)
+    rep = build_cache(records, spec, workers=2)
+    assert rep.built == len(records) - 1 and list(rep.failed) == ["bad.mp4"]
+    assert sorted(c.record.name for c in rep.clips) == sorted(r.name for r in records[:-1])
+
+
+# --- sampling and datasets ---------------------------------------------------------------
+
+
+def test_epoch_sampler_balances_and_shards() -> None:
+    targets = [1] * 9 + [0] * 3
+    s = EpochSampler(targets, seed=5, balance=True)
+    order = s.epoch_order()
+    assert order.size == 12 and int(np.isin(order, np.arange(9)).sum()) == 6
+    # the 3 reals are drawn twice each before any repeats a third time
+    assert sorted(np.bincount(order[order >= 9] - 9, minlength=3).tolist()) == [2, 2, 2]
+    again = EpochSampler(targets, seed=5, balance=True)
+    assert np.array_equal(order, again.epoch_order())
+    s.set_epoch(1)
+    assert not np.array_equal(order, s.epoch_order())
+    shards = [list(EpochSampler(targets, 5, True, rank=r, world_size=5)) for r in range(5)]
+    assert [len(x) for x in shards] == [3] * 5
+    positions = sorted(p for sh in shards for _, p in sh)
+    assert positions == list(range(15))
+    plain = EpochSampler(targets, seed=0, balance=False).epoch_order()
+    assert sorted(plain.tolist()) == list(range(12))
+
+
+def test_window_dataset_items_are_deterministic(tiny: Path, tmp_path: Path) -> None:
+    idx = load_split(tiny, "train")
+    spec = CacheSpec(tmp_path / "cache", TINY_CONTRACT)
+    clips = build_cache(list(idx.records), spec).clips
+    aug = Augmenter(AugmentConfig())
+    ds = WindowDataset(clips, aug, seed=1)
+    a, b = ds[(0, 4)], WindowDataset(clips, aug, seed=1)[(0, 4)]
+    assert np.array_equal(a["faces"], b["faces"]) and np.array_equal(a["audio"], b["audio"])
+    assert a["audio"].dtype == np.float32 and a["faces"].shape == TINY_CONTRACT.faces_shape
+    real = next(i for i, c in enumerate(clips) if c.record.method == "real")
+    assert ds[real]["target"] == 0 and ds[real]["audio_fake"] == 0
+    bare = replace(clips[0], record=ClipRecord(clips[0].record.name, clips[0].record.path, 1))
+    unlabelled = WindowDataset([bare], None, seed=1)
+    assert unlabelled[0]["audio_fake"] == LABEL_UNKNOWN == unlabelled[0]["video_fake"]
+
+
+# --- augmentation ------------------------------------------------------------------------
+
+
+def test_augmentations_change_pixels_but_keep_shapes() -> None:
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    j = jpeg_recompress(faces, 20)
+    assert j.shape == faces.shape and j.dtype == np.uint8
+    assert 2 < np.abs(j.astype(int) - faces).mean() < 80
+    r = resize_down_up(faces, 0.5, 1)
+    assert r.shape == faces.shape and not np.array_equal(r, faces)
+    flat = np.full((2, 8, 8, 3), 100, dtype=np.uint8)
+    assert (color_jitter(flat, 1.2, 1.0, 1.0) == 120).all()  # brightness scales levels
+    assert (color_jitter(flat, 1.0, 0.5, 1.0) == 100).all()  # contrast keeps the mean grey
+    off = Augmenter(AugmentConfig(enabled=False))
+    audio = rng.normal(0, 0.1, 1000).astype(np.float32)
+    a2, f2 = off(audio, faces, rng)
+    assert a2 is audio and f2 is faces
+    on = Augmenter(AugmentConfig(audio_gain_prob=1.0, audio_noise_prob=1.0, jpeg_prob=1.0))
+    a3, f3 = on(audio, faces, rng)
+    assert a3.dtype == np.float32 and not np.array_equal(a3, audio)
+    assert f3.shape == faces.shape and not np.array_equal(f3, faces)

@@ -1,0 +1,132 @@
+"""Augmentations of one cached window (audio + face-crop stack), numpy and OpenCV only.
+
+They run in DataLoader worker processes on uint8 crops and float32 audio, before the
+model. Each one imitates something the delivery path of a real call or upload does to
+a clip, so the detector cannot lean on the training set's exact codec, scale, exposure
+or loudness; generator artefacts that survive these are what it must learn.
+
+Photometric changes are drawn once per window and applied to the whole crop stack: the
+K crops of a window come from one camera and one encoder, and jittering them
+independently would invent a flicker no real clip has. SpecAugment lives inside the
+model (it needs the mel front end).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+from train.config import AugmentConfig
+
+logger = logging.getLogger(__name__)
+
+PIXEL_MAX = 255.0  # uint8 full scale
+# ITU-R BT.601 luma weights, for saturation changes around each pixel's grey level.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+RESIZE_INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC, cv2.INTER_NEAREST)
+MIN_RESIZED_PX = 8  # never downscale a crop below this many pixels per side
+AUDIO_CLIP = 1.0  # float audio full scale; augmented audio is clipped to +-this
+SILENCE_RMS = 1e-4  # below this RMS a window is treated as silent (no SNR-relative noise)
+
+
+def jpeg_recompress(faces: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode every RGB crop of a stack as JPEG at `quality` (5..100)."""
+    out = np.empty_like(faces)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    for i, crop in enumerate(faces):
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), params)
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        if decoded is None:  # OpenCV only fails here on absurd inputs; keep the crop
+            logger.debug("JPEG round trip failed for a %s crop, left unchanged", crop.shape)
+            out[i] = crop
+            continue
+        out[i] = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    return out
+
+
+def resize_down_up(faces: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
+    """Downscale each crop by `scale` and back to its size: the blur of a low-res source."""
+    h, w = faces.shape[1:3]
+    small = (max(MIN_RESIZED_PX, round(w * scale)), max(MIN_RESIZED_PX, round(h * scale)))
+    out = np.empty_like(faces)
+    for i, crop in enumerate(faces):
+        tiny = cv2.resize(crop, small, interpolation=interpolation)
+        out[i] = cv2.resize(tiny, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def gaussian_noise(faces: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """Add sensor-like Gaussian noise of `std` (in 0..255 units), independent per pixel."""
+    noisy = faces.astype(np.float32) + rng.normal(0.0, std, size=faces.shape).astype(np.float32)
+    return np.clip(noisy, 0, PIXEL_MAX).astype(np.uint8)
+
+
+def color_jitter(
+    faces: np.ndarray, brightness: float, contrast: float, saturation: float
+) -> np.ndarray:
+    """Scale brightness, contrast (around the stack's mean grey) and saturation; 1.0 = same."""
+    x = faces.astype(np.float32) * brightness
+    grey = x @ LUMA_WEIGHTS  # [K, H, W]
+    x = grey[..., None] + (x - grey[..., None]) * saturation
+    x = grey.mean() + (x - grey.mean()) * contrast
+    return np.clip(x, 0, PIXEL_MAX).astype(np.uint8)
+
+
+def audio_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
+    return np.clip(audio * np.float32(10.0 ** (gain_db / 20.0)), -AUDIO_CLIP, AUDIO_CLIP)
+
+
+def audio_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Add white noise `snr_db` below the window's RMS level (nothing for a silent window)."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms < SILENCE_RMS:
+        return audio
+    std = rms / (10.0 ** (snr_db / 20.0))
+    noisy = audio + rng.normal(0.0, std, size=audio.shape).astype(np.float32)
+    return np.clip(noisy, -AUDIO_CLIP, AUDIO_CLIP)
+
+
+class Augmenter:
+    """Applies the configured augmentations with a caller-supplied generator (deterministic)."""
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.cfg = cfg
+
+    def faces(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        c = self.cfg
+        if not c.enabled:
+            return faces
+        if rng.random() < c.resize_prob:
+            scale = float(rng.uniform(c.resize_min_scale, 1.0))
+            interp = RESIZE_INTERPOLATIONS[int(rng.integers(len(RESIZE_INTERPOLATIONS)))]
+            faces = resize_down_up(faces, scale, interp)
+        if rng.random() < c.color_prob:
+            b, k, s = rng.uniform(-1.0, 1.0, size=3)
+            faces = color_jitter(
+                faces, 1.0 + b * c.brightness, 1.0 + k * c.contrast, 1.0 + s * c.saturation
+            )
+        if rng.random() < c.noise_prob:
+            faces = gaussian_noise(faces, float(rng.uniform(0.0, c.noise_std_max)), rng)
+        # Last, as in delivery: whatever the camera did, the encoder compresses it.
+        if rng.random() < c.jpeg_prob:
+            q = int(rng.integers(c.jpeg_quality_min, c.jpeg_quality_max + 1))
+            faces = jpeg_recompress(faces, q)
+        return faces
+
+    def audio(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        c = self.cfg
+        if not c.enabled:
+            return audio
+        if rng.random() < c.audio_gain_prob:
+            audio = audio_gain(audio, float(rng.uniform(-c.audio_gain_db, c.audio_gain_db)))
+        if rng.random() < c.audio_noise_prob:
+            snr = float(rng.uniform(c.audio_snr_db_min, c.audio_snr_db_max))
+            audio = audio_noise(audio, snr, rng)
+        return audio.astype(np.float32, copy=False)
+
+    def __call__(
+        self, audio: np.ndarray, faces: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.audio(audio, rng), self.faces(faces, rng)

@@ -1,0 +1,190 @@
+"""User configuration of a training run: one pydantic model, loadable from YAML.
+
+Every field has bounds and a description; unknown keys are refused (`extra="forbid"`)
+and a bad file raises ConfigError naming the key, so a typo never trains silently with
+a default. The resolved config is written beside the checkpoints as config.yaml.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from monitor.contract import InputContract
+from monitor.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_DIR = Path(".cache/windows")  # relative to the working directory
+# Fields that may change between a run and its --resume without changing what is learnt.
+RESUME_MUTABLE_FIELDS = frozenset({"epochs", "workers", "cache_dir", "device", "progress"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ContractConfig(_Strict):
+    """Overrides of the input contract the detector is trained for (None: the default)."""
+
+    window_seconds: float | None = Field(
+        default=None, ge=0.25, le=30.0, description="window length, s"
+    )
+    hop_seconds: float | None = Field(
+        default=None, gt=0.0, le=30.0, description="stride between cached windows, s"
+    )
+    k_crops: int | None = Field(default=None, ge=1, le=64, description="face crops per window")
+    crop_size: int | None = Field(default=None, ge=32, le=512, description="face crop side, px")
+    crop_margin: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="margin around faces"
+    )
+
+    def build(self) -> InputContract:
+        """The InputContract these overrides describe (raises ContractError if inconsistent)."""
+        kwargs = {k: v for k, v in self.model_dump().items() if v is not None}
+        return InputContract(**kwargs)
+
+
+class AugmentConfig(_Strict):
+    """Augmentations of cached windows; each fires with its probability per sample.
+
+    They imitate what real uploads and calls do to a clip (re-encoding, rescaling,
+    sensor noise, exposure and colour shifts, level changes) so the detector has to
+    rely on artefacts that survive them rather than on one dataset's codec settings.
+    """
+
+    enabled: bool = Field(default=True, description="master switch for all augmentations below")
+    jpeg_prob: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="P(JPEG re-compression of crops)"
+    )
+    jpeg_quality_min: int = Field(default=40, ge=5, le=100, description="lowest JPEG quality")
+    jpeg_quality_max: int = Field(default=95, ge=5, le=100, description="highest JPEG quality")
+    resize_prob: float = Field(default=0.3, ge=0.0, le=1.0, description="P(downscale then upscale)")
+    resize_min_scale: float = Field(
+        default=0.4, gt=0.0, le=1.0, description="smallest downscale factor"
+    )
+    noise_prob: float = Field(default=0.3, ge=0.0, le=1.0, description="P(Gaussian pixel noise)")
+    noise_std_max: float = Field(
+        default=8.0, ge=0.0, le=64.0, description="largest noise std, 0..255"
+    )
+    color_prob: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="P(brightness/colour jitter)"
+    )
+    brightness: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="max relative brightness change"
+    )
+    contrast: float = Field(default=0.2, ge=0.0, le=1.0, description="max relative contrast change")
+    saturation: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="max relative saturation change"
+    )
+    audio_gain_prob: float = Field(default=0.5, ge=0.0, le=1.0, description="P(random audio gain)")
+    audio_gain_db: float = Field(default=6.0, ge=0.0, le=40.0, description="max |gain| in dB")
+    audio_noise_prob: float = Field(default=0.3, ge=0.0, le=1.0, description="P(added white noise)")
+    audio_snr_db_min: float = Field(default=20.0, ge=-10.0, le=80.0, description="lowest SNR, dB")
+    audio_snr_db_max: float = Field(default=50.0, ge=-10.0, le=80.0, description="highest SNR, dB")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentConfig:
+        if self.jpeg_quality_min > self.jpeg_quality_max:
+            raise ValueError("jpeg_quality_min must be <= jpeg_quality_max")
+        if self.audio_snr_db_min > self.audio_snr_db_max:
+            raise ValueError("audio_snr_db_min must be <= audio_snr_db_max")
+        return self
+
+
+class TrainConfig(_Strict):
+    """Everything that decides what a training run learns and how fast."""
+
+    preset: Literal["demo", "default"] = Field(
+        default="default", description="model preset: demo (small, CPU-friendly) or default"
+    )
+    model: dict[str, Any] = Field(
+        default_factory=dict, description="ModelConfig fields overriding the preset"
+    )
+    contract: ContractConfig = Field(
+        default=ContractConfig(), description="input contract overrides"
+    )
+    augment: AugmentConfig = Field(default=AugmentConfig(), description="augmentations")
+    epochs: int = Field(default=20, ge=1, le=10_000, description="passes over the training set")
+    batch_size: int = Field(default=32, ge=1, le=8192, description="windows per step (per process)")
+    lr: float = Field(default=1e-3, gt=0.0, le=1.0, description="peak AdamW learning rate")
+    weight_decay: float = Field(default=0.05, ge=0.0, le=1.0, description="AdamW weight decay")
+    warmup_steps: int = Field(default=100, ge=0, le=1_000_000, description="linear warm-up steps")
+    grad_clip: float = Field(default=5.0, ge=0.0, le=1e6, description="max gradient norm (0: off)")
+    audio_loss_weight: float = Field(
+        default=1.0, ge=0.0, le=100.0, description="audio head loss weight"
+    )
+    visual_loss_weight: float = Field(
+        default=1.0, ge=0.0, le=100.0, description="visual head loss weight"
+    )
+    balance_classes: bool = Field(default=True, description="sample reals and fakes equally often")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed of every random choice")
+    workers: int = Field(default=2, ge=0, le=256, description="processes for caching and loading")
+    cache_dir: Path = Field(default=DEFAULT_CACHE_DIR, description="per-clip window cache")
+    max_windows: int = Field(
+        default=8, ge=1, le=1024, description="windows cached per clip, spread over the clip"
+    )
+    cache_audio_dtype: Literal["float16", "float32"] = Field(
+        default="float16", description="storage type of cached audio windows"
+    )
+    max_train_clips: int | None = Field(
+        default=None, ge=1, description="use at most this many clips"
+    )
+    max_val_clips: int | None = Field(
+        default=None, ge=1, description="validate on at most this many"
+    )
+    amp: bool = Field(default=True, description="mixed precision (torch.autocast) on CUDA")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where to train")
+    progress: bool = Field(default=True, description="show a tqdm progress bar")
+
+    def build_contract(self) -> InputContract:
+        return self.contract.build()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def save_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        problems.append(f"{key}: {err['msg']}")
+    return f"{source}: invalid training config: " + "; ".join(problems)
+
+
+def make_config(data: dict[str, Any] | None = None, source: str = "config") -> TrainConfig:
+    """Validate a mapping into a TrainConfig, raising ConfigError that names bad keys."""
+    try:
+        return TrainConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from exc
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config and apply command-line overrides (top-level keys)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read training config {p}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a training config must be a mapping, got {type(data).__name__}")
+    data.update(overrides or {})
+    return make_config(data, str(p))
+
+
+def resume_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:
+    """Differences between a run's saved config and a resume request, harmless fields aside."""
+    a, b = saved.model_dump(mode="json"), new.model_dump(mode="json")
+    return sorted(
+        f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in RESUME_MUTABLE_FIELDS and a[k] != b[k]
+    )

@@ -1,0 +1,128 @@
+"""What a training epoch draws: which clips (class-balanced), which window, which augmentation.
+
+Both classes here are plain Python (no torch import): a torch DataLoader accepts any
+object with `__len__`/`__getitem__` as a dataset and any iterable as a sampler.
+
+Determinism: every random choice of an epoch comes from generators seeded with
+(seed, epoch, draw position), never from process-global state, so a run gives the same
+batches whatever the number of loader workers, and `--resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from train.augment import Augmenter
+from train.cache import CachedClip, load_window
+
+logger = logging.getLogger(__name__)
+
+LABEL_UNKNOWN = -1.0  # per-modality label absent (competition labels give only the target)
+_SAMPLER_STREAM = 1  # generator sub-stream ids, so sampler and items never share draws
+_ITEM_STREAM = 2
+
+Draw = tuple[int, int]  # (clip index, position of the draw in the epoch)
+
+
+def _label(v: int | None) -> np.float32:
+    return np.float32(LABEL_UNKNOWN if v is None else v)
+
+
+class WindowDataset:
+    """Item (clip, position) = one random window of that clip, augmented.
+
+    A clip drawn twice in an epoch (balanced sampling draws the rarer class with
+    replacement) gets a different window and augmentation each time.
+    """
+
+    def __init__(self, clips: Sequence[CachedClip], augmenter: Augmenter | None, seed: int) -> None:
+        self.clips = list(clips)
+        self.augmenter = augmenter
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, item: Draw | int) -> dict[str, Any]:
+        i, pos = item if isinstance(item, tuple) else (item, item)
+        rng = np.random.default_rng([self.seed, _ITEM_STREAM, self.epoch, pos])
+        c = self.clips[i]
+        audio, faces = load_window(c.npz, int(rng.integers(c.n_windows)))
+        if self.augmenter is not None:
+            audio, faces = self.augmenter(audio, faces, rng)
+        r = c.record
+        return {
+            "audio": np.ascontiguousarray(audio, dtype=np.float32),
+            "faces": np.ascontiguousarray(faces),
+            "target": np.float32(r.target),
+            "audio_fake": _label(r.audio_fake),
+            "video_fake": _label(r.video_fake),
+        }
+
+
+class EpochSampler:
+    """Draws one epoch of (clip, position) pairs, class-balanced if asked, sharded by rank.
+
+    Balanced: half the draws are fakes and half reals; each class is walked in fresh
+    random permutations, so a clip repeats only after all of its class were drawn. The
+    epoch has as many draws as there are clips (rounded up to a multiple of the world
+    size); rank r takes positions r, r + world, ... like DistributedSampler.
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[int],
+        seed: int,
+        balance: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of {world_size}")
+        self.targets = np.asarray(targets, dtype=np.int64)
+        if self.targets.size == 0:
+            raise ValueError("no clips to sample from")
+        self.seed, self.rank, self.world = seed, rank, world_size
+        self.balance = balance and 0 < int(self.targets.sum()) < self.targets.size
+        if balance and not self.balance:
+            logger.warning("training set holds a single class; sampling without balancing")
+        self.total = -(-self.targets.size // world_size) * world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.total // self.world
+
+    def epoch_order(self) -> np.ndarray:
+        """Clip indices of the whole epoch (all ranks), in draw order."""
+        rng = np.random.default_rng([self.seed, _SAMPLER_STREAM, self.epoch])
+        if not self.balance:
+            return _cycled(np.arange(self.targets.size), self.total, rng)
+        n_fake = self.total // 2 + int(rng.integers(2)) * (self.total % 2)
+        parts = [
+            _cycled(np.flatnonzero(self.targets == 1), n_fake, rng),
+            _cycled(np.flatnonzero(self.targets == 0), self.total - n_fake, rng),
+        ]
+        order = np.concatenate(parts)
+        return order[rng.permutation(order.size)]
+
+    def __iter__(self) -> Iterator[Draw]:
+        order = self.epoch_order()
+        for pos in range(self.rank, self.total, self.world):
+            yield int(order[pos]), pos
+
+
+def _cycled(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n items walking `pool` in successive random permutations."""
+    reps = -(-n // pool.size)
+    return np.concatenate([pool[rng.permutation(pool.size)] for _ in range(reps)])[:n]
