@@ -1,0 +1,330 @@
+"""Face detection, tracking and crops on a real face photograph (skimage's astronaut)."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from monitor.clip import extract_windows
+from monitor.contract import InputContract
+from monitor.faces import (
+    FALLBACK_LOG_INTERVAL_S,
+    CropStats,
+    FaceCropper,
+    as_rgb_frame,
+    centre_crop,
+    crop_square,
+)
+
+# The astronaut photograph's face (Eileen Collins, frontal), cut to a head-and-shoulders
+# patch; FACE is the face box inside HEAD (x, y, w, h), found once by eye and cascade.
+ASTRONAUT = skdata.astronaut()
+HEAD = np.ascontiguousarray(ASTRONAUT[0:300, 100:360])  # 300 x 260 px
+FACE = (77, 66, 95, 95)
+MIN_IOU = 0.5  # a box this close to the true face is the face
+
+
+def background(h: int, w: int, kind: str = "flat", seed: int = 0) -> np.ndarray:
+    if kind == "flat":
+        return np.full((h, w, 3), 90, dtype=np.uint8)
+    if kind == "gradient":
+        ramp = np.linspace(30, 200, w, dtype=np.float32)[None, :, None]
+        return np.broadcast_to(ramp, (h, w, 3)).astype(np.uint8).copy()
+    # "texture": smooth random blobs, like an out-of-focus room
+    rng = np.random.default_rng(seed)
+    small = rng.integers(40, 200, (h // 40 + 1, w // 40 + 1, 3), dtype=np.uint8)
+    return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
+
+
+def scene(
+    h: int, w: int, x: int, y: int, kind: str = "flat", scale: float = 1.0
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A frame with the head patch at (x, y), and the true face box in it."""
+    frame = background(h, w, kind)
+    head = HEAD
+    if scale != 1.0:
+        head = cv2.resize(HEAD, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    hh, hw = head.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + hw), min(h, y + hh)
+    frame[y0:y1, x0:x1] = head[y0 - y : y1 - y, x0 - x : x1 - x]
+    fx, fy, fw, fh = (round(v * scale) for v in FACE)
+    return frame, (x + fx, y + fy, fw, fh)
+
+
+def iou(a: tuple[int, ...] | None, b: tuple[int, ...]) -> float:
+    assert a is not None
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0, min(ax1, bx1) - max(a[0], b[0]))
+    ih = max(0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def ncc(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised cross-correlation of two images of one shape (1 = identical up to gain)."""
+    x, y = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    x, y = x - x.mean(), y - y.mean()
+    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-9))
+
+
+def moving(n: int, h: int = 360, w: int = 480, step: tuple[int, int] = (8, 3)):
+    x0, y0 = 20, 10
+    for i in range(n):
+        yield scene(h, w, x0 + i * step[0], y0 + i * step[1], "gradient")
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "x", "y", "kind", "scale"),
+    [
+        (360, 480, 20, 30, "flat", 1.0),  # top-left of a small frame
+        (480, 640, 330, 150, "gradient", 1.0),  # right of a VGA frame
+        (720, 1280, 500, 100, "texture", 2.0),  # 720p, face about 190 px
+        (512, 512, 0, 0, "texture", 0.8),  # corner, face clipped by nothing but the margin
+    ],
+)
+def test_crop_is_centred_on_the_face(
+    h: int, w: int, x: int, y: int, kind: str, scale: float
+) -> None:
+    frame, truth = scene(h, w, x, y, kind, scale)
+    res = FaceCropper(crop_size=112, margin=0.25).crop(frame)
+    assert res.found and res.source == "detected"
+    assert res.image.shape == (112, 112, 3) and res.image.dtype == np.uint8
+    assert iou(res.box, truth) >= MIN_IOU, (res.box, truth)
+    # the crop shows the face with its margin: it matches a crop around the true face box
+    # far better than one shifted by a third of a face
+    tx, ty, tw, th = truth
+    centre = (tx + tw / 2, ty + th / 2)
+    true_crop = crop_square(frame, centre, tw * 1.5, 112)
+    shifted = crop_square(frame, (centre[0] + tw / 3, centre[1]), tw * 1.5, 112)
+    assert ncc(res.image, true_crop) > 0.8
+    assert ncc(res.image, true_crop) > ncc(res.image, shifted) + 0.2
+
+
+def test_tracking_follows_motion_and_skips_detections() -> None:
+    cropper = FaceCropper(crop_size=96, margin=0.25, detect_every=5, name="cam-1")
+    sources = []
+    for frame, truth in moving(20):
+        res = cropper.crop(frame)
+        assert res.found, f"lost the face at {truth}"
+        assert iou(res.box, truth) >= MIN_IOU, (res.box, truth)
+        sources.append(res.source)
+    s = cropper.stats
+    assert s == CropStats(frames=20, detected=4, tracked=16, fallback=0, detector_runs=4)
+    assert sources[:6] == ["detected", "tracked", "tracked", "tracked", "tracked", "detected"]
+    assert s.as_dict()["detector_runs"] == 4
+
+
+def test_detect_every_frame_when_asked() -> None:
+    cropper = FaceCropper(detect_every=1, smoothing=0.0)
+    for frame, truth in moving(4):
+        res = cropper.crop(frame)
+        assert res.source == "detected" and iou(res.box, truth) >= 0.7
+    assert cropper.stats.detector_runs == 4 and cropper.stats.tracked == 0
+
+
+def test_smoothing_reduces_jitter() -> None:
+    # the head shakes by up to 2 px and the detector adds its own jitter
+    rng = np.random.default_rng(0)
+    shakes = rng.integers(-2, 3, (8, 2)).tolist()
+    frames = [scene(360, 480, 100 + dx, 50 + dy, "gradient")[0] for dx, dy in shakes]
+
+    def jitter(smoothing: float) -> float:
+        cropper = FaceCropper(detect_every=1, smoothing=smoothing)
+        boxes = np.array([cropper.crop(f).box for f in frames], dtype=np.float64)
+        return float(np.abs(np.diff(boxes, axis=0)).mean())
+
+    assert jitter(0.5) < 0.75 * jitter(0.0)
+
+
+def test_fallback_on_blank_and_noise_is_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rng = np.random.default_rng(1)
+    frames = [
+        np.zeros((240, 320, 3), np.uint8),
+        np.full((240, 320, 3), 200, np.uint8),
+        rng.integers(0, 256, (240, 320, 3), dtype=np.uint8),
+        rng.integers(0, 256, (300, 200, 3), dtype=np.uint8),
+    ]
+    cropper = FaceCropper(crop_size=64, name="lobby-cam")
+    with caplog.at_level(logging.INFO, logger="monitor.faces"):
+        for frame in frames:
+            res = cropper.crop(frame)
+            assert not res.found and res.source == "fallback" and res.box is None
+            assert np.array_equal(res.image, centre_crop(frame, 64))
+    assert cropper.stats.fallback == 4 and cropper.stats.frames == 4
+    assert cropper.stats.detector_runs == 4  # nothing to track: detect every frame
+    lines = [r.getMessage() for r in caplog.records if "no face" in r.getMessage()]
+    assert len(lines) == 1, f"not rate-limited to one line per {FALLBACK_LOG_INTERVAL_S}s"
+    assert "lobby-cam" in lines[0]
+
+
+def test_face_leaves_then_returns() -> None:
+    cropper = FaceCropper(max_misses=2)
+    frames = [f for f, _ in moving(3)]
+    for f in frames:
+        assert cropper.crop(f).found
+    blank = background(360, 480, "gradient")
+    results = [cropper.crop(blank) for _ in range(4)]
+    assert [r.source for r in results] == ["fallback"] * 4
+    runs = cropper.stats.detector_runs
+    cropper.crop(blank)
+    assert cropper.stats.detector_runs == runs + 1  # lost: full detection on every frame
+    frame, truth = scene(360, 480, 200, 40, "gradient")
+    res = cropper.crop(frame)
+    assert res.source == "detected" and iou(res.box, truth) >= MIN_IOU
+
+
+def test_prefers_the_tracked_face_over_a_newcomer() -> None:
+    cropper = FaceCropper(detect_every=2)
+    h, w = 480, 720
+    for i in range(4):
+        frame, truth = scene(h, w, 10 + 2 * i, 20, "flat")
+        if i >= 2:  # a second face enters, bigger and more central
+            big = cv2.resize(HEAD, None, fx=1.3, fy=1.3, interpolation=cv2.INTER_AREA)
+            frame[60 : 60 + big.shape[0], 330 : 330 + big.shape[1]] = big
+        res = cropper.crop(frame)
+        assert iou(res.box, truth) >= MIN_IOU, (i, res.box, truth)
+    assert cropper.stats.detector_runs >= 2
+    # a fresh cropper picks the larger, central face
+    fresh = FaceCropper().crop(frame)
+    assert fresh.box is not None and fresh.box[0] > 330
+
+
+def test_border_padding_keeps_the_face_centred() -> None:
+    # face right at the top-left corner: the margin square sticks out of the frame
+    frame, truth = scene(360, 480, -60, -50, "flat")
+    zero = FaceCropper(crop_size=100, margin=0.5).crop(frame)
+    assert zero.found and iou(zero.box, truth) >= MIN_IOU
+    assert zero.image.shape == (100, 100, 3)
+    assert not zero.image[:8, :8].any()  # zero padding outside the frame
+    edge = FaceCropper(crop_size=100, margin=0.5, pad_mode="edge").crop(frame)
+    assert edge.image[:8, :8].min() > 0
+    assert np.array_equal(zero.image[40:60, 40:60], edge.image[40:60, 40:60])
+
+
+def test_crop_square_geometry() -> None:
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[40:60, 90:110] = 255  # a white square in the middle
+    out = crop_square(img, (100, 50), 40, 40)
+    assert out.shape == (40, 40, 3) and out[10:30, 10:30].min() == 255 and out[:10].max() == 0
+    up = crop_square(img, (100, 50), 20, 80)  # upscaled with INTER_LINEAR
+    assert up.shape == (80, 80, 3) and up.min() == 255
+    corner = crop_square(img, (0, 0), 50, 50)  # three quarters outside the frame
+    assert corner[:25].max() == 0 and corner[:, :25].max() == 0
+    assert crop_square(img, (-500, -500), 10, 16).shape == (16, 16, 3)
+    cc = centre_crop(img, 100)
+    assert np.array_equal(cc, img[:, 50:150])
+
+
+def test_bad_input_raises_clear_errors() -> None:
+    cropper = FaceCropper()
+    frame, _ = scene(240, 320, 20, 0)
+    with pytest.raises(ValueError, match="uint8"):
+        cropper.crop(frame.astype(np.float32) / 255)
+    with pytest.raises(ValueError, match="shape"):
+        cropper.crop(frame[:, :, :2])
+    with pytest.raises(ValueError, match="shape"):
+        cropper.crop(np.zeros(100, np.uint8))
+    with pytest.raises(ValueError, match="too small"):
+        cropper.crop(np.zeros((8, 300, 3), np.uint8))
+    with pytest.raises(ValueError, match="numpy"):
+        cropper.crop(frame.tolist())
+    with pytest.raises(ValueError, match="detect_every"):
+        FaceCropper(detect_every=0)
+    with pytest.raises(ValueError, match="margin"):
+        FaceCropper(margin=-0.1)
+    assert cropper.stats.frames == 0
+    # convertible inputs: greyscale, [H, W, 1], RGBA, a non-contiguous view
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    assert as_rgb_frame(grey).shape == (240, 320, 3)
+    res = cropper.crop(grey[:, :, None])
+    assert res.found and res.image.shape == (112, 112, 3)
+    rgba = np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)])
+    assert cropper.crop(rgba).found
+    assert cropper.crop(frame[:, ::-1]).image.shape == (112, 112, 3)
+
+
+def test_deterministic_and_reset() -> None:
+    frames = [f for f, _ in moving(7)]
+    a, b = FaceCropper(name="a"), FaceCropper(name="b")
+    ra = [a.crop(f) for f in frames]
+    rb = [b.crop(f) for f in frames]
+    for x, y in zip(ra, rb, strict=True):
+        assert x.box == y.box and x.source == y.source
+        assert np.array_equal(x.image, y.image)
+    assert a.stats == b.stats
+    assert a.crop(frames[0]).source == "tracked" or a.stats.detector_runs == 3
+    a.reset()
+    assert a.crop(frames[1]).source == "detected"
+    assert a.stats.frames == 9  # reset keeps the counters
+
+
+def test_frame_size_change_redetects() -> None:
+    cropper = FaceCropper()
+    f1, _ = scene(360, 480, 30, 30)
+    f2, truth = scene(480, 640, 300, 100)
+    assert cropper.crop(f1).source == "detected"
+    res = cropper.crop(f2)
+    assert res.source == "detected" and iou(res.box, truth) >= MIN_IOU
+
+
+def test_from_contract_uses_crop_size_and_margin() -> None:
+    contract = InputContract(crop_size=64, crop_margin=0.1)
+    cropper = FaceCropper.from_contract(contract, name="x", detect_every=3)
+    assert (cropper.crop_size, cropper.margin, cropper.detect_every) == (64, 0.1, 3)
+
+
+def write_talking_head(path: Path, seconds: float = 3.0, fps: int = 10) -> None:
+    """An H.264 + AAC MP4: the astronaut's head drifting over a gradient, a tone as voice."""
+    w, h, sr = 480, 360, 44_100
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        video.options = {"preset": "ultrafast", "crf": "23"}
+        audio = out.add_stream("aac", rate=sr)
+        audio.layout = "stereo"
+        n_frames = round(seconds * fps)
+        for i in range(n_frames):
+            frame, _ = scene(h, w, 20 + 5 * i, 20 + (i % 10), "gradient")
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            for packet in video.encode(vf):
+                out.mux(packet)
+        t = np.arange(round(seconds * sr)) / sr
+        tone = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        chunk = 1024  # AAC frame size
+        for start in range(0, tone.shape[0], chunk):
+            part = np.ascontiguousarray(np.stack([tone[start : start + chunk]] * 2))
+            af = av.AudioFrame.from_ndarray(part, format="fltp", layout="stereo")
+            af.sample_rate, af.pts, af.time_base = sr, start, Fraction(1, sr)
+            for packet in audio.encode(af):
+                out.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode(None):
+                out.mux(packet)
+
+
+def test_extract_windows_on_a_generated_mp4(tmp_path: Path) -> None:
+    path = tmp_path / "talking_head.mp4"
+    write_talking_head(path)
+    contract = InputContract()  # 2 s windows, hop 1 s, K = 4, 112 px crops
+    cropper = FaceCropper.from_contract(contract, name=path.name)
+    clip = extract_windows(path, contract, cropper=cropper)
+    assert len(clip) == 2 and clip.has_audio and clip.has_video
+    assert clip.audio.shape == (2, contract.window_samples) and clip.audio.dtype == np.float32
+    assert clip.faces.shape == (2, *contract.faces_shape) and clip.faces.dtype == np.uint8
+    assert clip.face_found.shape == (2, 4) and clip.face_found.all()
+    assert cropper.stats.frames == 8 and cropper.stats.fallback == 0
+    assert cropper.stats.detector_runs < 8  # frames 0.5 s apart are still tracked
+    assert np.abs(clip.audio).max() > 0.05
+    # every crop shows the face: it matches a crop of the photograph itself
+    ref = crop_square(HEAD, (77 + 47.5, 66 + 47.5), 95 * 1.5, 112)
+    for crop in clip.faces.reshape(-1, 112, 112, 3):
+        assert ncc(crop, ref) > 0.7
