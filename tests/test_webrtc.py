@@ -1,0 +1,616 @@
+"""WebRTC source: real aiortc peers and a real headless Chromium against the real aiohttp app.
+
+The only stand-in is the pipeline: `RecordingRegistry` is a small, real implementation of
+the StreamRegistry / MediaSink protocols (monitor/ingest.py) that records what arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import AsyncIterator, Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from aiohttp import ClientSession, web
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+from pydantic import SecretStr, ValidationError
+
+from monitor.contract import SAMPLE_RATE
+from monitor.errors import ConfigError
+from monitor.ingest import StreamStatus
+from monitor.sources.webrtc import WEBRTC_SERVER, WebRTCConfig, add_webrtc_routes
+
+TONE_HZ = 440.0
+CLIP_SIZE = (320, 240)  # px
+CLIP_FPS = 15
+CLIP_SECONDS = 3.0
+LONG_CLIP_SECONDS = 12.0
+TOKEN = "s3cret-token-for-tests"
+CHROMIUM = "/usr/bin/chromium"
+CALLER_SCRIPT = Path(__file__).with_name("webrtc_caller.py")
+
+
+# --- a real (tiny) implementation of the pipeline's side of the seam ----------------------
+
+
+class RecordingSink:
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.audio: list[tuple[float, np.ndarray]] = []
+        self.video: list[tuple[float, int, int]] = []  # (t, width, height)
+        self.audio_wall: list[float] = []  # monotonic time of each push_audio
+        self.closed: str | None = None
+        self.last_luma = 0.0
+
+    def push_audio(self, samples: np.ndarray, t: float) -> None:
+        self.audio.append((t, samples))
+        self.audio_wall.append(time.monotonic())
+
+    def push_video(self, frame: Any, t: float) -> None:
+        img = frame.to_ndarray(format="rgb24") if isinstance(frame, av.VideoFrame) else frame
+        self.video.append((t, img.shape[1], img.shape[0]))
+        self.last_luma = float(img.mean()) / 255.0
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+    def samples(self) -> np.ndarray:
+        return np.concatenate([s for _, s in self.audio]) if self.audio else np.zeros(0, np.float32)
+
+    def audio_seconds(self) -> float:
+        return sum(s.size for _, s in self.audio) / SAMPLE_RATE
+
+
+class RecordingRegistry:
+    def __init__(self, max_streams: int = 100) -> None:
+        self.max_streams = max_streams
+        self.sinks: dict[str, RecordingSink] = {}  # every stream ever opened
+        self.open: set[str] = set()
+        self.closed: list[str] = []
+
+    def open_stream(self, stream_id: str, kind: str) -> RecordingSink:
+        assert kind == "webrtc"
+        if len(self.open) >= self.max_streams:
+            raise ConfigError(f"stream limit {self.max_streams} reached")
+        sink = self.sinks[stream_id] = RecordingSink(stream_id)
+        self.open.add(stream_id)
+        return sink
+
+    def close_stream(self, stream_id: str) -> None:
+        self.open.discard(stream_id)
+        self.closed.append(stream_id)
+
+    def status(self, stream_id: str) -> StreamStatus | None:
+        if stream_id not in self.open:
+            return None
+        sink = self.sinks[stream_id]
+        live = bool(sink.audio) and bool(sink.video)
+        rms = float(np.sqrt(np.mean(sink.audio[-1][1] ** 2))) if sink.audio else None
+        return StreamStatus(
+            stream_id=stream_id,
+            state="CLEAR" if live else "STARTING",
+            fused=None if rms is None else min(1.0, rms),
+            audio=rms,
+            visual=sink.last_luma if sink.video else None,
+            windows_scored=len(sink.audio) // 50,
+            windows_dropped=0,
+            fps=float(len(sink.video)),
+            latency_ms=12.0,
+        )
+
+
+# --- media fixtures -------------------------------------------------------------------------
+
+
+def _picture(i: int, width: int, height: int) -> np.ndarray:
+    """A gradient with a moving square: cheap to make, gives the encoder something to do."""
+    img = np.zeros((height, width, 3), np.uint8)
+    img[..., 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+    img[..., 2] = np.linspace(255, 0, height, dtype=np.uint8)[:, None]
+    x = (i * 8) % (width - 40)
+    img[height // 3 : height // 3 + 40, x : x + 40] = 255
+    return img
+
+
+def _tone(seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
+
+
+def write_mp4(path: Path, seconds: float = CLIP_SECONDS) -> Path:
+    """H.264 + AAC (48 kHz stereo) clip with a tone, interleaved by the muxer."""
+    width, height = CLIP_SIZE
+    rate = 48_000
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=CLIP_FPS)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        aus = out.add_stream("aac", rate=rate)
+        aus.layout = "stereo"
+        tone = _tone(seconds, rate)
+        chunk = 1024
+        a_next = 0
+        for i in range(round(seconds * CLIP_FPS)):
+            frame = av.VideoFrame.from_ndarray(_picture(i, width, height), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, CLIP_FPS)
+            out.mux(vs.encode(frame))
+            while a_next < min(tone.size, (i + 1) * rate // CLIP_FPS):
+                part = tone[a_next : a_next + chunk]
+                inter = np.repeat(part, 2)[None, :]  # packed stereo
+                af = av.AudioFrame.from_ndarray(inter, format="flt", layout="stereo")
+                af.sample_rate, af.pts, af.time_base = rate, a_next, Fraction(1, rate)
+                out.mux(aus.encode(af))
+                a_next += chunk
+        out.mux(vs.encode(None))
+        out.mux(aus.encode(None))
+    return path
+
+
+def write_y4m(path: Path, seconds: float = 2.0) -> Path:
+    width, height = CLIP_SIZE
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{CLIP_FPS}:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(round(seconds * CLIP_FPS)):
+            frame = av.VideoFrame.from_ndarray(_picture(i, width, height), format="rgb24")
+            yuv = frame.reformat(format="yuv420p").to_ndarray()  # planes stacked: [H*3/2, W]
+            f.write(b"FRAME\n" + yuv.tobytes())
+    return path
+
+
+def write_wav(path: Path, seconds: float = 2.0, rate: int = 48_000) -> Path:
+    pcm = (_tone(seconds, rate) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mp4(tmp_path_factory.mktemp("webrtc") / "clip.mp4")
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # long enough to outlast its test: aiortc's MediaPlayer(loop=True) restarts pts at each
+    # loop and its VP8 encoder then stops the sender ("Invalid data"), a client-side quirk
+    return write_mp4(tmp_path_factory.mktemp("webrtc") / "long.mp4", seconds=LONG_CLIP_SECONDS)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serve(registry: RecordingRegistry, cfg: WebRTCConfig) -> AsyncIterator[tuple[str, Any]]:
+    """The real app on a real loopback port; yields (base URL, WebRTCServer)."""
+    app = web.Application()
+    add_webrtc_routes(app, registry, cfg)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", app[WEBRTC_SERVER]
+    finally:
+        await runner.cleanup()  # runs on_shutdown: closes every peer
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def aiortc_offer(pc: RTCPeerConnection) -> str:
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc.localDescription.sdp
+
+
+async def join(
+    http: ClientSession, base: str, pc: RTCPeerConnection, *, name: str, token: str | None = None
+) -> str:
+    payload = {"sdp": await aiortc_offer(pc), "type": "offer", "name": name}
+    async with http.post(f"{base}/offer", json=payload, headers=bearer(token)) as resp:
+        body = await resp.json()
+        assert resp.status == 200, body
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+    return str(body["stream_id"])
+
+
+def player_pc(path: Path) -> tuple[RTCPeerConnection, MediaPlayer]:
+    player = MediaPlayer(str(path))
+    pc = RTCPeerConnection()
+    assert player.audio is not None and player.video is not None
+    pc.addTrack(player.audio)
+    pc.addTrack(player.video)
+    return pc, player
+
+
+def dominant_frequency(x: np.ndarray, rate: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.argmax(spec) * rate / x.size)
+
+
+def check_audio(sink: RecordingSink) -> None:
+    """Mono float32 at 16 kHz, times consistent with the sample count, the tone intact."""
+    assert all(s.dtype == np.float32 and s.ndim == 1 for _, s in sink.audio)
+    n = sum(s.size for _, s in sink.audio)
+    t_first, t_last = sink.audio[0][0], sink.audio[-1][0]
+    span = t_last + sink.audio[-1][1].size / SAMPLE_RATE - t_first
+    assert n / span == pytest.approx(SAMPLE_RATE, rel=0.03), (n, span)
+    # samples per second of arrival: the rate really is 16 kHz, not 48 kHz relabelled
+    wall = sink.audio_wall[-1] - sink.audio_wall[0]
+    n_after_first = n - sink.audio[0][1].size
+    assert n_after_first / wall == pytest.approx(SAMPLE_RATE, rel=0.2), (n_after_first, wall)
+    x = sink.samples()[SAMPLE_RATE // 4 :]
+    assert dominant_frequency(x, SAMPLE_RATE) == pytest.approx(TONE_HZ, abs=8)
+    assert 0.05 < float(np.abs(x).max()) <= 1.0
+
+
+# --- 1. an aiortc caller ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_aiortc_caller_audio_video_and_hangup(clip: Path) -> None:
+    async def scenario() -> None:
+        registry = RecordingRegistry()
+        async with serve(registry, WebRTCConfig()) as (base, server), ClientSession() as http:
+            pc, _player = player_pc(clip)
+            stream_id = await join(http, base, pc, name="aio_caller")
+            assert stream_id.startswith("webrtc-aio_caller-") and len(stream_id) == 24
+            sink = registry.sinks[stream_id]
+            await wait_until(lambda: sink.audio_seconds() >= 2.0, 15, "2 s of audio")
+            await wait_until(lambda: len(sink.video) >= 20, 10, "20 video frames")
+            assert stream_id in server.peers
+
+            async with http.get(f"{base}/api/status/{stream_id}") as resp:
+                status = await resp.json()
+                assert resp.status == 200
+                assert status["stream_id"] == stream_id and status["state"] == "CLEAR"
+
+            await pc.close()  # hang up: RTCP BYE / DTLS close
+            await wait_until(lambda: stream_id in registry.closed, 10, "the stream to close")
+            assert sink.closed is not None and stream_id not in server.peers
+            async with http.get(f"{base}/api/status/{stream_id}") as resp:
+                assert resp.status == 404
+
+        check_audio(sink)
+        times = [t for t, _, _ in sink.video]
+        assert all(b > a for a, b in itertools.pairwise(times)), "video times increase"
+        assert {(w, h) for _, w, h in sink.video} == {CLIP_SIZE}
+        # one timeline for both tracks: they start within half a second of each other
+        assert abs(sink.video[0][0] - sink.audio[0][0]) < 0.5
+        fps = (len(times) - 1) / (times[-1] - times[0])
+        assert fps == pytest.approx(CLIP_FPS, rel=0.25)
+
+    asyncio.run(scenario())
+
+
+# --- 3. refusals: auth, sizes, malformed offers, limits, vanishing peers ------------------
+
+
+def test_config_is_strict_and_hides_the_token() -> None:
+    cfg = WebRTCConfig.model_validate(
+        {"token": TOKEN, "ice_servers": [{"urls": ["stun:stun.example.org:3478"]}]}
+    )
+    assert TOKEN not in repr(cfg) and TOKEN not in str(cfg.model_dump())
+    with pytest.raises(ValidationError, match="max_peer"):
+        WebRTCConfig(max_peer=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="max_peers"):
+        WebRTCConfig(max_peers=0)
+    with pytest.raises(ValidationError, match="max_sdp_bytes"):
+        WebRTCConfig(max_body_bytes=2048, max_sdp_bytes=4096)
+    with pytest.raises(ValidationError, match="not a stun"):
+        WebRTCConfig.model_validate({"ice_servers": [{"urls": ["http://example.org"]}]})
+    assert WebRTCConfig().ice_servers == []  # no STUN unless asked
+
+
+def test_disabled_adds_no_routes() -> None:
+    app = web.Application()
+    add_webrtc_routes(app, RecordingRegistry(), WebRTCConfig(enabled=False))
+    assert len(app.router.routes()) == 0
+
+
+def test_refusals_are_clear_json_and_leak_nothing() -> None:
+    async def scenario() -> None:
+        registry = RecordingRegistry()
+        cfg = WebRTCConfig(token=SecretStr(TOKEN), max_body_bytes=8192, max_sdp_bytes=6000)
+        async with serve(registry, cfg) as (base, server), ClientSession() as http:
+            pc = RTCPeerConnection()
+            pc.addTransceiver("audio", direction="sendonly")
+            pc.addTransceiver("video", direction="sendonly")
+            good = await aiortc_offer(pc)
+            await pc.close()
+            assert len(good) < 6000
+
+            async def post(body: Any, token: str | None = TOKEN, raw: bool = False) -> tuple:
+                data = body if raw else json.dumps(body)
+                async with http.post(f"{base}/offer", data=data, headers=bearer(token)) as r:
+                    assert r.content_type == "application/json", await r.text()
+                    return r.status, (await r.json())["error"]
+
+            # the page and its assets are public (the page asks for the token) ...
+            async with http.get(f"{base}/") as r:
+                assert r.status == 200 and "app.js" in await r.text()
+                assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+            async with http.get(f"{base}/static/app.js") as r:
+                assert r.status == 200
+            async with http.get(f"{base}/static/../webrtc.py") as r:
+                assert r.status in (403, 404)
+            # ... the API is not
+            offer = {"sdp": good, "type": "offer"}
+            for token in (None, "wrong-token-xyz", TOKEN + "x"):
+                assert (await post(offer, token))[0] == 401
+                async with http.get(f"{base}/api/config", headers=bearer(token)) as r:
+                    assert r.status == 401 and "Bearer" in r.headers["WWW-Authenticate"]
+                async with http.get(f"{base}/api/status/webrtc-x-1", headers=bearer(token)) as r:
+                    assert r.status == 401
+            async with http.post(
+                f"{base}/offer", json=offer, headers={"Authorization": f"Basic {TOKEN}"}
+            ) as r:
+                assert r.status == 401
+            async with http.get(f"{base}/api/config", headers=bearer(TOKEN)) as r:
+                assert r.status == 200 and (await r.json())["ice_servers"] == []
+
+            # sizes
+            assert (await post("x" * 9000, raw=True))[0] == 413  # body over max_body_bytes
+            big_sdp = good + "a=x-pad:" + "p" * (6000 - len(good)) + "\r\n"
+            status, msg = await post({"sdp": big_sdp, "type": "offer"})
+            assert status == 413 and "SDP" in msg
+
+            # malformed
+            no_candidates = "\r\n".join(
+                line for line in good.split("\r\n") if not line.startswith("a=candidate")
+            )
+            no_ufrag = "\r\n".join(
+                line for line in good.split("\r\n") if not line.startswith("a=ice-ufrag")
+            )
+            audio_at = good.index("m=audio")
+            video_at = good.index("m=video")
+            two_audio = good + good[audio_at:video_at]
+            cases: list[tuple[Any, bool, str]] = [
+                ("{not json", True, "not JSON"),
+                (b"\xff\xfe\x00", True, "not JSON"),
+                ([1, 2], False, "JSON object"),
+                ({"type": "offer"}, False, "sdp"),
+                ({"sdp": good, "type": "answer"}, False, "type"),
+                ({"sdp": good, "type": "offer", "name": "../../etc"}, False, "name"),
+                ({"sdp": good, "type": "offer", "name": "x" * 33}, False, "name"),
+                ({"sdp": good, "type": "offer", "name": 7}, False, "name"),
+                ({"sdp": "hello world", "type": "offer"}, False, "no audio or video"),
+                ({"sdp": "v=0\r\nm=video x y\r\n", "type": "offer"}, False, "SDP"),
+                ({"sdp": no_candidates, "type": "offer"}, False, "ICE candidates"),
+                ({"sdp": two_audio, "type": "offer"}, False, "2 audio"),
+                ({"sdp": no_ufrag, "type": "offer"}, False, "offer"),
+            ]
+            for body, raw, needle in cases:
+                status, msg = await post(body, raw=raw)
+                assert status == 400 and needle in msg, (body, status, msg)
+
+            async with http.get(f"{base}/api/status/nope", headers=bearer(TOKEN)) as r:
+                assert r.status == 404
+            async with http.get(f"{base}/api/status/bad%20id", headers=bearer(TOKEN)) as r:
+                assert r.status == 400
+
+            # nothing leaked: every stream opened for a rejected offer was closed again
+            assert registry.open == set() and server.peers == {}
+
+            # the registry's own stream limit is a 503 as well
+            registry.max_streams = 0
+            status, msg = await post(offer)
+            assert status == 503 and "stream limit" in msg
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_peer_limit_and_a_vanishing_peer(long_clip: Path) -> None:
+    async def scenario() -> None:
+        registry = RecordingRegistry()
+        cfg = WebRTCConfig(max_peers=2, media_timeout_s=1.5)
+        async with serve(registry, cfg) as (base, server), ClientSession() as http:
+            pc_a, _player_a = player_pc(long_clip)
+            stream_a = await join(http, base, pc_a, name="stays")
+            sink_a = registry.sinks[stream_a]
+
+            caller = subprocess.Popen(
+                [sys.executable, str(CALLER_SCRIPT), base, str(long_clip), "vanishes"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert caller.stdout is not None
+                line = await asyncio.to_thread(caller.stdout.readline)
+                stream_b = line.strip()
+                assert stream_b.startswith("webrtc-vanishes-"), line
+                sink_b = registry.sinks[stream_b]
+                await wait_until(lambda: len(sink_b.video) >= 5, 10, "media from the subprocess")
+
+                # a third caller is over the limit
+                pc_c = RTCPeerConnection()
+                pc_c.addTransceiver("audio", direction="sendonly")
+                payload = {"sdp": await aiortc_offer(pc_c), "type": "offer"}
+                async with http.post(f"{base}/offer", json=payload) as resp:
+                    assert resp.status == 503
+                    assert "peer limit" in (await resp.json())["error"]
+
+                caller.send_signal(signal.SIGKILL)  # no BYE, no DTLS close: just gone
+            finally:
+                caller.kill()
+                caller.wait()
+            killed_at = time.monotonic()
+            await wait_until(lambda: stream_b in registry.closed, 10, "the vanished peer")
+            gone_after = time.monotonic() - killed_at
+            assert sink_b.closed is not None and "no media" in sink_b.closed
+            assert gone_after < cfg.media_timeout_s + 2.0
+
+            # the other caller went on all along
+            n = len(sink_a.video)
+            await wait_until(lambda: len(sink_a.video) >= n + 5, 5, "the remaining peer")
+            assert stream_a in server.peers and stream_a not in registry.closed
+
+            # the freed slot takes a new caller
+            async with http.post(f"{base}/offer", json=payload) as resp:
+                assert resp.status == 200
+            await pc_c.close()
+            await pc_a.close()
+        # app shutdown closed whatever was left
+        assert registry.open == set()
+
+    asyncio.run(scenario())
+
+
+# --- 2. a real browser ----------------------------------------------------------------------
+
+
+class DevTools:
+    """Just enough of the Chrome DevTools protocol to click and read the page."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.next_id = 0
+
+    async def evaluate(self, expression: str) -> Any:
+        self.next_id += 1
+        my_id = self.next_id
+        params = {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        await self.ws.send_json({"id": my_id, "method": "Runtime.evaluate", "params": params})
+        while True:
+            msg = await self.ws.receive_json()
+            if msg.get("id") == my_id:
+                return msg["result"]["result"].get("value")
+
+
+async def devtools_page_url(user_data_dir: Path, http: ClientSession) -> str:
+    port_file = user_data_dir / "DevToolsActivePort"
+    await wait_until(port_file.exists, 30, "Chromium's DevTools port")
+    port = port_file.read_text().split()[0]
+    for _ in range(100):
+        async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
+            pages = [t for t in await resp.json() if t["type"] == "page"]
+        if pages:
+            return str(pages[0]["webSocketDebuggerUrl"])
+        await asyncio.sleep(0.1)
+    raise AssertionError("Chromium shows no page")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"
+)
+def test_headless_chromium_joins_and_shows_the_score(tmp_path: Path) -> None:
+    y4m = write_y4m(tmp_path / "clip.y4m")
+    wav = write_wav(tmp_path / "clip.wav")
+
+    async def scenario() -> None:
+        registry = RecordingRegistry()
+        cfg = WebRTCConfig(token=SecretStr(TOKEN), status_interval_ms=200)
+        async with serve(registry, cfg) as (base, server), ClientSession() as http:
+            profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+            browser = subprocess.Popen(
+                [
+                    CHROMIUM,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    f"--user-data-dir={profile}",
+                    "--use-fake-ui-for-media-stream",
+                    "--use-fake-device-for-media-stream",
+                    f"--use-file-for-fake-video-capture={y4m}",
+                    f"--use-file-for-fake-audio-capture={wav}",
+                    "--remote-debugging-port=0",
+                    f"{base}/#token={TOKEN}&name=chromium",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # its helpers die with the group below
+            )
+            try:
+                ws_url = await devtools_page_url(profile, http)
+                async with http.ws_connect(ws_url, max_msg_size=0) as ws:
+                    page = DevTools(ws)
+                    await wait_until_async(  # our page, scripts run (not about:blank)
+                        lambda: page.evaluate("document.body && document.body.dataset.phase"),
+                        "idle",
+                        15,
+                    )
+                    # the token left the address bar as soon as the page read it
+                    assert TOKEN not in await page.evaluate("location.href")
+                    await page.evaluate("document.getElementById('start').click()")
+
+                    await wait_until(lambda: len(registry.sinks) == 1, 20, "the browser's offer")
+                    stream_id = next(iter(registry.sinks))
+                    assert stream_id.startswith("webrtc-chromium-")
+                    sink = registry.sinks[stream_id]
+                    await wait_until(lambda: sink.audio_seconds() >= 2.5, 20, "browser audio")
+                    await wait_until(lambda: len(sink.video) >= 20, 10, "browser video")
+                    await wait_until_async(
+                        lambda: page.evaluate("document.getElementById('state').textContent"),
+                        "CLEAR",
+                        10,
+                    )
+                    shown = await page.evaluate(
+                        "['stream-id','fused','audio','visual','fps','connection']"
+                        ".map(id => document.getElementById(id).textContent)"
+                    )
+                    assert shown[0] == stream_id
+                    assert all(v not in ("", "–") for v in shown[1:5]), shown
+                    assert shown[5] == "connected"
+                    assert await page.evaluate("document.body.dataset.phase") == "live"
+
+                    await page.evaluate("document.getElementById('stop').click()")
+                    await wait_until(lambda: stream_id in registry.closed, 10, "hang-up")
+                    assert stream_id not in server.peers
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(browser.pid, signal.SIGKILL)
+                browser.wait()
+                shutil.rmtree(profile, ignore_errors=True)
+
+        check_audio(sink)
+        times = [t for t, _, _ in sink.video]
+        assert all(b > a for a, b in itertools.pairwise(times))
+        assert sink.video[-1][1:] == CLIP_SIZE
+
+    asyncio.run(scenario())
+
+
+async def wait_until_async(get: Callable[[], Any], want: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        got = await get()
+        if got == want:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"wanted {want!r}, last saw {got!r}")
