@@ -11,7 +11,8 @@ region around the last box. Boxes are smoothed (EMA) so crops do not jitter. The
 square around the face plus `margin` (fraction of the box size per side), padded with zeros
 (or edge pixels) where it leaves the frame, so the face stays centred and at the same scale.
 When no face is found the crop is the frame's centre square, flagged `found=False`, counted
-and logged (rate-limited) with the stream's name.
+and logged (rate-limited) with the stream's name; while no face is tracked, detection runs
+on every frame, or every `idle_detect_every` frames to save CPU on faceless streams.
 
 A cropper holds one stream's state and is not itself thread-safe; use one per stream. The
 cascade is loaded once per process and shared; detection on it is serialised by a lock.
@@ -201,6 +202,7 @@ class FaceCropper:
         detect_long_side: int = DETECT_LONG_SIDE,
         smoothing: float = DEFAULT_SMOOTHING,
         max_misses: int = DEFAULT_MAX_MISSES,
+        idle_detect_every: int = 1,
         track_min_score: float = TRACK_MIN_SCORE,
         pad_mode: PadMode = "constant",
         scale_factor: float = SCALE_FACTOR,
@@ -218,6 +220,8 @@ class FaceCropper:
             problems.append(f"detect_long_side={detect_long_side} below {4 * MIN_FACE_SIDE} px")
         if not 0.0 <= smoothing < 1.0:
             problems.append(f"smoothing={smoothing} outside [0, 1)")
+        if idle_detect_every < 1:
+            problems.append(f"idle_detect_every={idle_detect_every} must be >= 1")
         if max_misses < 0:
             problems.append(f"max_misses={max_misses} must be >= 0")
         if not -1.0 <= track_min_score <= 1.0:
@@ -237,6 +241,7 @@ class FaceCropper:
         self.detect_long_side = detect_long_side
         self.smoothing = smoothing
         self.max_misses = max_misses
+        self.idle_detect_every = idle_detect_every
         self.track_min_score = track_min_score
         self.pad_mode: PadMode = pad_mode
         self.scale_factor = scale_factor
@@ -244,6 +249,7 @@ class FaceCropper:
         self._cascade = load_cascade(cascade_path)
         self.stats = CropStats()
         self._track: _Track | None = None
+        self._idle_skip = 0  # frames left to skip detection while no face is tracked
         self._fallbacks_unlogged = 0
         self._frames_unlogged = 0
         self._last_log = -math.inf
@@ -256,47 +262,26 @@ class FaceCropper:
     def reset(self) -> None:
         """Forget the tracked face; the next frame runs a full detection. Stats are kept."""
         self._track = None
+        self._idle_skip = 0
 
     def crop(self, image: np.ndarray) -> CropResult:
         """Detect or track the face in one RGB uint8 frame and return its crop."""
         rgb = as_rgb_frame(image)
         h, w = rgb.shape[:2]
-        scale = min(1.0, self.detect_long_side / max(h, w))
-        grey = self._grey(rgb, scale)
         self.stats.frames += 1
         self._frames_unlogged += 1
-
-        track = self._track
-        if track is not None and track.frame_shape != (h, w):
-            logger.info("%s: frame size changed to %dx%d, re-detecting the face", self.name, w, h)
-            track = self._track = None
-        box: tuple[int, int, int, int] | None = None
-        source: Source = "fallback"
-        if track is not None:
-            track.since_detect += 1
-        due = track is None or track.since_detect >= self.detect_every
-        tracked_tried = False
-        if not due:
-            box, tracked_tried = self._follow(grey), True
-            source = "tracked"
-        if box is None:
-            box = self._detect(grey)
-            source = "detected"
-            if box is not None:
-                self._start_track(grey, box, (h, w))
-            elif self._track is not None:
-                self._track.misses += 1  # the detector did not confirm the tracked face
-                if not tracked_tried:
-                    box = self._follow(grey)
-                    source = "tracked"
-        if box is not None and self._track is not None and self._track.misses > self.max_misses:
-            logger.debug("%s: face not confirmed for %d frames", self.name, self._track.misses)
-            box = None
-        if box is None:
-            if self._track is not None and self._track.misses > self.max_misses:
-                self._track = None  # lost: the next frame detects over the whole frame
+        if self._track is None and self._idle_skip > 0:
+            self._idle_skip -= 1  # no face lately: detect only every idle_detect_every frames
             return self._fallback(rgb)
-
+        if self._track is not None and self._track.frame_shape != (h, w):
+            logger.info("%s: frame size changed to %dx%d, re-detecting the face", self.name, w, h)
+            self._track = None
+        scale = min(1.0, self.detect_long_side / max(h, w))
+        grey = self._grey(rgb, scale)
+        found = self._locate(grey, (h, w))
+        if found is None:
+            return self._fallback(rgb)
+        box, source = found
         assert self._track is not None
         smooth = self._smooth(self._track, np.asarray(box, dtype=np.float64) / scale)
         cx, cy, bw, bh = smooth
@@ -310,6 +295,39 @@ class FaceCropper:
         return CropResult(image=crop, found=True, box=out_box, source=source)
 
     # -- steps ------------------------------------------------------------------------
+
+    def _locate(
+        self, grey: np.ndarray, frame_shape: tuple[int, int]
+    ) -> tuple[tuple[int, int, int, int], Source] | None:
+        """This frame's face box at detection scale and how it was found, or None."""
+        track = self._track
+        may_follow = track is not None
+        if track is not None:
+            track.since_detect += 1
+            if track.since_detect < self.detect_every:
+                box = self._follow(grey)
+                if box is not None:
+                    return box, "tracked"
+                may_follow = False  # it just failed: detect, and do not follow again
+        box = self._detect(grey)
+        if box is not None:
+            self._start_track(grey, box, frame_shape)
+            return box, "detected"
+        if self._track is None:
+            self._idle_skip = self.idle_detect_every - 1
+            return None
+        # The detector did not confirm the tracked face: it may still be there (turned,
+        # blurred), so follow it, but give it up after max_misses such frames in a row.
+        self._track.misses += 1
+        if self._track.misses > self.max_misses:
+            logger.debug("%s: face not confirmed for %d frames", self.name, self._track.misses)
+            self._track = None  # lost: the next frame detects over the whole frame
+            return None
+        if may_follow:
+            box = self._follow(grey)
+            if box is not None:
+                return box, "tracked"
+        return None
 
     @staticmethod
     def _grey(rgb: np.ndarray, scale: float) -> np.ndarray:

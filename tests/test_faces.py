@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from skimage import data as skdata
 
 from monitor.clip import extract_windows
 from monitor.contract import InputContract
+from monitor.errors import ModelFormatError
 from monitor.faces import (
     FALLBACK_LOG_INTERVAL_S,
     CropStats,
@@ -21,6 +23,7 @@ from monitor.faces import (
     as_rgb_frame,
     centre_crop,
     crop_square,
+    load_cascade,
 )
 
 # The astronaut photograph's face (Eileen Collins, frontal), cut to a head-and-shoulders
@@ -166,6 +169,17 @@ def test_fallback_on_blank_and_noise_is_counted_and_logged(
     assert "lobby-cam" in lines[0]
 
 
+def test_idle_detect_every_backs_off_without_a_face() -> None:
+    cropper = FaceCropper(idle_detect_every=3)
+    blank = background(360, 480, "gradient")
+    assert not any(cropper.crop(blank).found for _ in range(7))
+    assert cropper.stats.detector_runs == 3  # frames 1, 4 and 7
+    assert cropper.stats.fallback == 7
+    frames = [f for f, _ in moving(3)]
+    found = [cropper.crop(f).found for f in frames]
+    assert found == [False, False, True]  # the face is looked for again on frame 10
+
+
 def test_face_leaves_then_returns() -> None:
     cropper = FaceCropper(max_misses=2)
     frames = [f for f, _ in moving(3)]
@@ -265,6 +279,26 @@ def test_deterministic_and_reset() -> None:
     a.reset()
     assert a.crop(frames[1]).source == "detected"
     assert a.stats.frames == 9  # reset keeps the counters
+
+
+def test_shared_cascade_is_safe_across_threads(tmp_path: Path) -> None:
+    assert load_cascade() is load_cascade()  # loaded once per process
+    with pytest.raises(ModelFormatError, match="opencv-python-headless"):
+        load_cascade(str(tmp_path / "missing.xml"))
+    frames = [f for f, _ in moving(6)]
+    expected = [r.box for r in map(FaceCropper(detect_every=2).crop, frames)]
+    got: dict[int, list] = {}
+
+    def work(i: int) -> None:
+        cropper = FaceCropper(detect_every=2, name=f"thread-{i}")
+        got[i] = [cropper.crop(f).box for f in frames]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == {0: expected, 1: expected}
 
 
 def test_frame_size_change_redetects() -> None:
