@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from skimage import data as skdata
 
-from monitor.faces import FaceCropper
+from monitor.faces import SCALE_FACTOR, FaceCropper
 
 SIZES = {"480p": (480, 640), "720p": (720, 1280)}  # name -> (H, W)
 FACE_HEIGHT_FRACTION = 0.25  # face box height / frame height, a typical video call
@@ -76,10 +76,14 @@ def main() -> None:
         "--threads", type=int, default=-1, help="cv2.setNumThreads (-1: OpenCV's default)"
     )
     parser.add_argument("--detect-every", type=int, default=5, help="tracking mode's N")
+    parser.add_argument("--scale-factor", type=float, default=SCALE_FACTOR, help="Haar step")
     args = parser.parse_args()
     if args.threads >= 0:
         cv2.setNumThreads(args.threads)
-    print(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads, {args.frames} frames/row")
+    print(
+        f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads, {args.frames} frames/row, "
+        f"scale factor {args.scale_factor}, crops {CROP_SIZE} px"
+    )
     print(
         f"{'size':6} {'mode':22} {'median ms':>10} {'mean ms':>8} {'cpu ms':>7} {'fps':>7} "
         f"{'det runs':>9} {'found':>6}"
@@ -94,7 +98,12 @@ def main() -> None:
         for mode, frames, every in rows:
             frames = frames if frames is not None else face_frames
             assert frames is not None
-            cropper = FaceCropper(crop_size=CROP_SIZE, detect_every=every, name=f"bench-{name}")
+            cropper = FaceCropper(
+                crop_size=CROP_SIZE,
+                detect_every=every,
+                scale_factor=args.scale_factor,
+                name=f"bench-{name}",
+            )
             med, mean, cpu, runs, found = time_cropper(cropper, frames)
             print(
                 f"{name:6} {mode:22} {med:10.2f} {mean:8.2f} {cpu:7.2f} {1e3 / mean:7.1f} "

@@ -7,9 +7,10 @@ Per stream, frames arrive in time order. A full face detection (OpenCV's Haar fr
 cascade, shipped inside opencv-python-headless, nothing downloaded) runs on a downscaled
 grayscale copy every `detect_every` frames or when tracking is lost; in between, the face
 is tracked by normalised cross-correlation of the last detected face patch inside a search
-region around the last box. Boxes are smoothed (EMA) so crops do not jitter. The crop is a
-square around the face plus `margin` (fraction of the box size per side), padded with zeros
-(or edge pixels) where it leaves the frame, so the face stays centred and at the same scale.
+region around the last box. Boxes are smoothed (a speed-adaptive EMA) so crops do not
+jitter. The crop is a square around the face plus `margin` (fraction of the box size per
+side), padded with zeros (or edge pixels) where it leaves the frame, so the face stays
+centred and at the same scale.
 When no face is found the crop is the frame's centre square, flagged `found=False`, counted
 and logged (rate-limited) with the stream's name; while no face is tracked, detection runs
 on every frame, or every `idle_detect_every` frames to save CPU on faceless streams.
@@ -45,7 +46,7 @@ MIN_FACE_SIDE = 24  # px at detection scale; the cascade's own window size
 TRACK_SEARCH_FRACTION = 0.5  # search region = last box grown by this x box side per side
 TRACK_MIN_SCORE = 0.6  # normalised cross-correlation below this = tracking failed
 MIN_TEMPLATE_STD = 4.0  # grey levels; a flatter face patch cannot be tracked by correlation
-DEFAULT_MAX_MISSES = 3  # consecutive unconfirmed frames before the track is dropped
+DEFAULT_MAX_MISSES = 3  # detector runs in a row not confirming the face before it is dropped
 DEFAULT_SMOOTHING = 0.5  # EMA weight kept from the previous box (0 = raw boxes)
 JUMP_RESET_FRACTION = 0.5  # centre moved more than this x box side: snap, do not smooth
 SIZE_RESET_RATIO = 1.5  # box side changed by more than this factor: snap, do not smooth

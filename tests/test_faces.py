@@ -256,6 +256,7 @@ def test_bad_input_raises_clear_errors() -> None:
     with pytest.raises(ValueError, match="margin"):
         FaceCropper(margin=-0.1)
     assert cropper.stats.frames == 0
+    assert not cropper.crop(np.full((20, 20, 3), 128, np.uint8)).found  # tiny but valid
     # convertible inputs: greyscale, [H, W, 1], RGBA, a non-contiguous view
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     assert as_rgb_frame(grey).shape == (240, 320, 3)
