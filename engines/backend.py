@@ -52,7 +52,9 @@ def check_batch(contract: InputContract, audio: np.ndarray, faces: np.ndarray) -
     if audio.ndim != 2 or audio.shape[1:] != want_a:
         raise ContractError(f"audio batch has shape {audio.shape}, expected [B, {want_a[0]}]")
     if faces.ndim != 5 or faces.shape[1:] != want_f:
-        raise ContractError(f"faces batch has shape {faces.shape}, expected [B, {', '.join(map(str, want_f))}]")
+        raise ContractError(
+            f"faces batch has shape {faces.shape}, expected [B, {', '.join(map(str, want_f))}]"
+        )
     if audio.shape[0] != faces.shape[0]:
         raise ContractError(f"audio batch {audio.shape[0]} != faces batch {faces.shape[0]}")
     if audio.dtype != np.float32:

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from monitor.errors import DeepfakeMonitorError
 
@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 COMMANDS: dict[str, str] = {
     "synth": "train.synth.command",
     "probe": "monitor.commands.probe",
+    "watch": "monitor.commands.watch",
+    "serve": "monitor.commands.serve",
 }
 
 
@@ -29,14 +31,34 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deepfake-monitor",
         description="Real-time multimodal (voice + face) deepfake monitor.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            # e.g. the slim runtime without the `train` extra: say so when the command is used
+            p = sub.add_parser(name, help=f"(unavailable: {exc})")
+            p.set_defaults(_run=_unavailable(name, exc))
+            continue
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def _unavailable(name: str, exc: ImportError) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(
+            f"deepfake-monitor {name}: unavailable in this installation ({exc}); "
+            "install the matching extra, e.g. pip install 'deepfake-monitor[train]'",
+            file=sys.stderr,
+        )
+        return 2
+
+    return run
 
 
 def configure_logging(verbosity: int) -> None:

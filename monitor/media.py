@@ -173,6 +173,42 @@ def probe(path: str | Path) -> MediaInfo:
         return MediaInfo(**{**info.__dict__, **kwargs})
 
 
+class AudioConverter:
+    """Stateful converter from decoded audio frames to mono float32 at `sample_rate`.
+
+    Resamples each channel with libswresample (keeping the layout), then averages the
+    channels: an equal-weight downmix, so a stereo source is as loud as the same mono one
+    (swresample's own stereo->mono matrix adds +3 dB to correlated channels). Use one
+    converter per stream: the resampler carries filter state between frames.
+    """
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+        self.sample_rate = sample_rate
+        self._resampler: Any = None
+        self._layout: str | None = None
+
+    def convert(self, frame: Any) -> np.ndarray:
+        """One av.AudioFrame -> mono float32 samples (possibly empty while filters fill)."""
+        layout = frame.layout.name
+        if self._resampler is None or layout != self._layout:
+            # a layout change mid-stream (rare, e.g. WebRTC renegotiation) restarts the filter
+            self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.sample_rate)
+            self._layout = layout
+        return self._collect(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._collect(self._resampler.resample(None))
+
+    @staticmethod
+    def _collect(frames: list[Any]) -> np.ndarray:
+        if not frames:
+            return np.zeros(0, dtype=np.float32)
+        planes = np.concatenate([f.to_ndarray() for f in frames], axis=1)  # [channels, n]
+        return planes.mean(axis=0, dtype=np.float32)
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode the first audio stream to mono float32 at `sample_rate` Hz."""
     src = str(path)
@@ -181,22 +217,22 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             raise NoAudioStreamError(src)
         stream = container.streams.audio[0]
         declared = _duration_s(container)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        converter = AudioConverter(sample_rate)
         chunks: list[np.ndarray] = []
         try:
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                chunks.append(converter.convert(frame))
+            chunks.append(converter.flush())
         except av.FFmpegError as exc:
             raise CorruptMediaError(src, f"audio decode failed: {exc}") from exc
-    if not chunks:
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    if audio.shape[0] == 0:
         raise ZeroDurationError(src, "no audio samples decoded")
-    audio = np.concatenate(chunks).astype(np.float32, copy=False)
     decoded = audio.shape[0] / sample_rate
     if declared > 1.0 and decoded < TRUNCATION_TOLERANCE * declared:
-        raise CorruptMediaError(src, f"decoded {decoded:.2f}s of audio, header says {declared:.2f}s")
+        raise CorruptMediaError(
+            src, f"decoded {decoded:.2f}s of audio, header says {declared:.2f}s"
+        )
     return audio
 
 
@@ -247,6 +283,7 @@ def sample_frames(path: str | Path, times: Sequence[float]) -> list[Frame]:
         prev: Any = None  # last decoded av.VideoFrame not after the next target
         last_t = 0.0  # time of the last decoded frame (0 before any: decode from the start)
         n = 0
+        sought = -1  # index k we last sought for: never seek twice for one target
 
         def _emit(frame: Any) -> Frame:
             return Frame(float(frame.time), frame.to_ndarray(format="rgb24"))
@@ -254,9 +291,9 @@ def sample_frames(path: str | Path, times: Sequence[float]) -> list[Frame]:
         try:
             while k < len(order):
                 target = times[order[k]]
-                if target - last_t > SEEK_AHEAD_SECONDS and tb is not None:
+                if target - last_t > SEEK_AHEAD_SECONDS and tb is not None and sought != k:
                     container.seek(int(target / tb), stream=stream, backward=True)
-                    prev = None
+                    prev, sought = None, k
                 exhausted = True
                 for frame in container.decode(stream):
                     if frame.time is None:
@@ -267,7 +304,9 @@ def sample_frames(path: str | Path, times: Sequence[float]) -> list[Frame]:
                         out[order[k]] = _emit(prev if prev is not None else frame)
                         k += 1
                     prev, last_t = frame, t
-                    if k >= len(order) or times[order[k]] - t > SEEK_AHEAD_SECONDS:
+                    if k >= len(order) or (
+                        times[order[k]] - t > SEEK_AHEAD_SECONDS and sought != k
+                    ):
                         exhausted = False
                         break
                 if exhausted:

@@ -49,7 +49,7 @@ def plan_windows(
     if duration_s <= w:
         starts = [0.0]
     else:
-        n = int(math.floor((duration_s - w) / hop + 1e-9)) + 1
+        n = math.floor((duration_s - w) / hop + 1e-9) + 1
         starts = [i * hop for i in range(n)]
         tail = duration_s - (starts[-1] + w)
         if tail >= MIN_TAIL_FRACTION * hop:
