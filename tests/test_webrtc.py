@@ -267,6 +267,9 @@ def check_audio(sink: RecordingSink) -> None:
     wall = sink.audio_wall[-1] - sink.audio_wall[0]
     n_after_first = n - sink.audio[0][1].size
     assert n_after_first / wall == pytest.approx(SAMPLE_RATE, rel=0.2), (n_after_first, wall)
+    # drained as fast as it comes: arrival time minus stream time does not grow
+    lag = [wall - t for (t, _), wall in zip(sink.audio, sink.audio_wall, strict=True)]
+    assert float(np.median(lag[-20:]) - np.median(lag[:20])) < 0.25, (lag[:20], lag[-20:])
     x = sink.samples()[SAMPLE_RATE // 4 :]
     assert dominant_frequency(x, SAMPLE_RATE) == pytest.approx(TONE_HZ, abs=8)
     assert 0.05 < float(np.abs(x).max()) <= 1.0
@@ -424,6 +427,26 @@ def test_refusals_are_clear_json_and_leak_nothing() -> None:
             registry.max_streams = 0
             status, msg = await post(offer)
             assert status == 503 and "stream limit" in msg
+
+    asyncio.run(scenario())
+
+
+def test_caller_that_never_connects_is_dropped() -> None:
+    async def scenario() -> None:
+        registry = RecordingRegistry()
+        cfg = WebRTCConfig(connect_timeout_s=1.0)
+        async with serve(registry, cfg) as (base, server), ClientSession() as http:
+            pc = RTCPeerConnection()
+            pc.addTransceiver("video", direction="sendonly")
+            payload = {"sdp": await aiortc_offer(pc), "type": "offer", "name": "ghost"}
+            await pc.close()  # gone before ICE could even start
+            async with http.post(f"{base}/offer", json=payload) as resp:
+                assert resp.status == 200
+                stream_id = (await resp.json())["stream_id"]
+            assert stream_id in server.peers
+            await wait_until(lambda: stream_id in registry.closed, 5, "the ghost to be dropped")
+            assert registry.sinks[stream_id].closed == "not connected within 1 s"
+            assert server.peers == {}
 
     asyncio.run(scenario())
 

@@ -47,7 +47,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STREAM_KIND = "webrtc"
 DEFAULT_NAME = "peer"
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # caller-chosen part of the stream id
-STREAM_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")  # what /api/status accepts at all
+STREAM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # any stream id the pipeline makes
 STREAM_SUFFIX_BYTES = 3  # random suffix: 6 hex characters
 NEGOTIATION_TIMEOUT_S = 10.0  # setRemoteDescription + createAnswer + ICE gathering
 READ_CHUNK_BYTES = 16 * 1024  # body read granularity while enforcing the size limit
@@ -67,7 +67,7 @@ PAGE_HEADERS = {
 class IceServer(BaseModel):
     """One STUN or TURN server, offered to aiortc and to the browser page."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     urls: list[str] = Field(
         min_length=1,
@@ -88,7 +88,7 @@ class IceServer(BaseModel):
 class WebRTCConfig(BaseModel):
     """User configuration of the WebRTC source (the `webrtc:` section of the config file)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True, description="serve the page and accept WebRTC callers")
     max_peers: int = Field(

@@ -25,7 +25,7 @@ function readFragment() {
 }
 
 function setPhase(phase) {
-  document.body.dataset.phase = phase; // idle | starting | live | ended | error
+  document.body.dataset.phase = phase; // loading (HTML) -> idle | starting | live | ended | error
   $("start").disabled = phase === "starting" || phase === "live";
   $("stop").disabled = !(phase === "starting" || phase === "live");
 }
