@@ -75,3 +75,7 @@ class StreamError(MediaError):
     """A live source failed (connect, read, stall); the supervisor will retry."""
 
     reason = "stream failed"
+
+
+class ExportError(DeepfakeMonitorError):
+    """Exporting a model failed a check (exporter, onnx.checker, numeric parity); no file kept."""
