@@ -35,6 +35,7 @@ from monitor.contract import SAMPLE_RATE
 from monitor.errors import ConfigError
 from monitor.ingest import StreamStatus
 from monitor.sources.webrtc import WEBRTC_SERVER, WebRTCConfig, add_webrtc_routes
+from monitor.sources.webrtc_peer import TrackClock, frame_time
 
 TONE_HZ = 440.0
 CLIP_SIZE = (320, 240)  # px
@@ -57,6 +58,7 @@ class RecordingSink:
         self.audio_wall: list[float] = []  # monotonic time of each push_audio
         self.closed: str | None = None
         self.last_luma = 0.0
+        self.fail_every = 0  # >0: every n-th push_video raises after recording the frame
 
     def push_audio(self, samples: np.ndarray, t: float) -> None:
         self.audio.append((t, samples))
@@ -66,6 +68,8 @@ class RecordingSink:
         img = frame.to_ndarray(format="rgb24") if isinstance(frame, av.VideoFrame) else frame
         self.video.append((t, img.shape[1], img.shape[0]))
         self.last_luma = float(img.mean()) / 255.0
+        if self.fail_every and len(self.video) % self.fail_every == 0:
+            raise RuntimeError("a bug in the pipeline")  # the source must shrug it off
 
     def close(self, reason: str) -> None:
         self.closed = reason
@@ -287,9 +291,10 @@ def test_aiortc_caller_audio_video_and_hangup(clip: Path) -> None:
             stream_id = await join(http, base, pc, name="aio_caller")
             assert stream_id.startswith("webrtc-aio_caller-") and len(stream_id) == 24
             sink = registry.sinks[stream_id]
+            sink.fail_every = 10
             await wait_until(lambda: sink.audio_seconds() >= 2.0, 15, "2 s of audio")
             await wait_until(lambda: len(sink.video) >= 20, 10, "20 video frames")
-            assert stream_id in server.peers
+            assert server.peers[stream_id].stats.sink_errors == len(sink.video) // 10 >= 2
 
             async with http.get(f"{base}/api/status/{stream_id}") as resp:
                 status = await resp.json()
@@ -312,6 +317,17 @@ def test_aiortc_caller_audio_video_and_hangup(clip: Path) -> None:
         assert fps == pytest.approx(CLIP_FPS, rel=0.25)
 
     asyncio.run(scenario())
+
+
+def test_track_clock_puts_tracks_on_one_timeline() -> None:
+    clock = TrackClock(origin=100.0)
+    assert clock.stream_time(None, now=100.5) == 0.5  # no pts: arrival time
+    assert clock.stream_time(0.0, now=101.0) == 1.0  # first pts pinned to its arrival
+    assert clock.stream_time(0.04, now=101.3) == pytest.approx(1.04)  # then media time
+    frame = av.AudioFrame(format="s16", layout="stereo", samples=960)
+    assert frame_time(frame) is None
+    frame.pts, frame.time_base = 96_000, Fraction(1, 48_000)
+    assert frame_time(frame) == 2.0
 
 
 # --- 3. refusals: auth, sizes, malformed offers, limits, vanishing peers ------------------
@@ -380,8 +396,15 @@ def test_refusals_are_clear_json_and_leak_nothing() -> None:
             async with http.get(f"{base}/api/config", headers=bearer(TOKEN)) as r:
                 assert r.status == 200 and (await r.json())["ice_servers"] == []
 
-            # sizes
-            assert (await post("x" * 9000, raw=True))[0] == 413  # body over max_body_bytes
+            # sizes: declared (Content-Length) and undeclared (chunked) bodies
+            assert (await post("x" * 9000, raw=True))[0] == 413
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(10):
+                    yield b"y" * 1000
+
+            async with http.post(f"{base}/offer", data=chunks(), headers=bearer(TOKEN)) as r:
+                assert r.status == 413 and "larger than 8192" in (await r.json())["error"]
             big_sdp = good + "a=x-pad:" + "p" * (6000 - len(good)) + "\r\n"
             status, msg = await post({"sdp": big_sdp, "type": "offer"})
             assert status == 413 and "SDP" in msg
@@ -501,9 +524,10 @@ def test_peer_limit_and_a_vanishing_peer(long_clip: Path) -> None:
             async with http.post(f"{base}/offer", json=payload) as resp:
                 assert resp.status == 200
             await pc_c.close()
-            await pc_a.close()
-        # app shutdown closed whatever was left
+        # the application's shutdown closed the callers still there
         assert registry.open == set()
+        assert sink_a.closed == "server shutting down"
+        await pc_a.close()
 
     asyncio.run(scenario())
 
