@@ -72,13 +72,18 @@ def extract_windows(
     faces = np.zeros((n, k, s, s, 3), dtype=np.uint8)
     found = np.zeros((n, k), dtype=bool)
     if info.has_video:
-        times = [t for w in windows for t in w.frame_times]
-        frames = sample_frames(src, times)
+        # Overlapping windows share frame times: decode and crop each distinct time once,
+        # in time order, so the cropper's tracker only ever moves forward.
+        wanted = [round(t, 6) for w in windows for t in w.frame_times]
+        unique = sorted(set(wanted))
+        frames = sample_frames(src, unique)
         cropper = cropper or FaceCropper(crop_size=s, margin=contract.crop_margin)
-        for j, frame in enumerate(frames):
+        by_time: dict[float, tuple[np.ndarray, bool]] = {}
+        for t, frame in zip(unique, frames, strict=True):
             res = cropper.crop(frame.image)
-            faces[j // k, j % k] = res.image
-            found[j // k, j % k] = res.found
+            by_time[t] = (res.image, res.found)
+        for j, t in enumerate(wanted):
+            faces[j // k, j % k], found[j // k, j % k] = by_time[t]
     else:
         logger.info("%s: no video stream, scoring blank face crops", src)
     return ClipWindows(
