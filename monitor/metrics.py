@@ -1,0 +1,241 @@
+"""Prometheus metrics of the live monitor, in their own CollectorRegistry.
+
+Metrics are recorded where things happen, through a typed per-stream holder
+(`StreamMetrics`) that the stream's runtime owns: the decode thread counts dropped
+media, the supervisor counts reconnects and stalls, the state machine sets the state.
+Label values come from bounded sets: stream ids are sanitized and capped by the
+configured stream limit; heads, states, stages and kinds are fixed tuples below. When a
+stream ends, every series carrying its id is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from monitor.state import ALL_STATES, HEADS, Level
+
+NAMESPACE = "deepfake"
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # window -> score
+INFER_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # windows per backend call
+DROP_STAGES = ("crop", "scorer")  # where a window was dropped
+MEDIA_KINDS = ("video", "audio")  # video: frames; audio: samples
+WEBHOOK_OUTCOMES = ("sent", "failed", "dropped")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class MonitorMetrics:
+    """Every metric family of the monitor; one instance per process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r, ns = self.registry, NAMESPACE
+        self.score = Gauge(
+            "score",
+            "Rolling (smoothed) P(fake) per stream and head",
+            ["stream", "head"],
+            namespace=ns,
+            registry=r,
+        )
+        self.raw_score = Gauge(
+            "score_raw",
+            "P(fake) of the latest scored window",
+            ["stream", "head"],
+            namespace=ns,
+            registry=r,
+        )
+        self.state = Gauge(
+            "stream_state",
+            "1 for the stream's current state, 0 for the others",
+            ["stream", "state"],
+            namespace=ns,
+            registry=r,
+        )
+        self.head_level = Gauge(
+            "head_level",
+            "Hysteresis level per head: 0 CLEAR, 1 SUSPICIOUS, 2 ALERT",
+            ["stream", "head"],
+            namespace=ns,
+            registry=r,
+        )
+        self.windows_scored = Counter(
+            "windows_scored", "Windows scored", ["stream"], namespace=ns, registry=r
+        )
+        self.windows_dropped = Counter(
+            "windows_dropped",
+            "Windows dropped because a stage fell behind",
+            ["stream", "stage"],
+            namespace=ns,
+            registry=r,
+        )
+        self.media_dropped = Counter(
+            "media_dropped",
+            "Decoded media dropped before use (video: frames, audio: samples)",
+            ["stream", "kind"],
+            namespace=ns,
+            registry=r,
+        )
+        self.frames = Counter(
+            "video_frames", "Video frames received", ["stream"], namespace=ns, registry=r
+        )
+        self.fps = Gauge(
+            "video_fps", "Video frames per second received", ["stream"], namespace=ns, registry=r
+        )
+        self.reconnects = Counter(
+            "source_reconnects", "Source reconnect attempts", ["stream"], namespace=ns, registry=r
+        )
+        self.stalls = Counter(
+            "source_stalls",
+            "Sources that stopped delivering media",
+            ["stream"],
+            namespace=ns,
+            registry=r,
+        )
+        self.source_up = Gauge(
+            "source_up", "1 while the source delivers media", ["stream"], namespace=ns, registry=r
+        )
+        self.latency = Histogram(
+            "window_latency_seconds",
+            "Window complete -> score available",
+            buckets=LATENCY_BUCKETS_S,
+            namespace=ns,
+            registry=r,
+        )
+        self.infer = Histogram(
+            "inference_seconds",
+            "Backend time per batch",
+            buckets=INFER_BUCKETS_S,
+            namespace=ns,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "batch_size",
+            "Windows per backend call",
+            buckets=BATCH_BUCKETS,
+            namespace=ns,
+            registry=r,
+        )
+        self.scorer_queue = Gauge(
+            "scorer_queue", "Windows waiting for the scorer", namespace=ns, registry=r
+        )
+        self.streams = Gauge("streams", "Streams being monitored", namespace=ns, registry=r)
+        self.events = Counter(
+            "events", "State-change events emitted", ["state"], namespace=ns, registry=r
+        )
+        self.webhook = Counter(
+            "webhook_events", "Webhook deliveries by outcome", ["outcome"], namespace=ns, registry=r
+        )
+        self.backend_ready = Gauge(
+            "backend_ready", "1 once the backend is loaded and warm", namespace=ns, registry=r
+        )
+        self._streams: dict[str, StreamMetrics] = {}
+        self._lock = threading.Lock()
+
+    def stream(self, stream_id: str) -> StreamMetrics:
+        with self._lock:
+            holder = self._streams.get(stream_id)
+            if holder is None:
+                holder = StreamMetrics(self, stream_id)
+                self._streams[stream_id] = holder
+                self.streams.set(len(self._streams))
+            return holder
+
+    def remove_stream(self, stream_id: str) -> None:
+        with self._lock:
+            holder = self._streams.pop(stream_id, None)
+            self.streams.set(len(self._streams))
+        if holder is not None:
+            holder.remove()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class StreamMetrics:
+    """The series of one stream; every method is cheap and thread-safe."""
+
+    def __init__(self, parent: MonitorMetrics, stream_id: str) -> None:
+        self.parent = parent
+        self.stream_id = stream_id
+        s = stream_id
+        self._score = {h: parent.score.labels(s, h) for h in HEADS}
+        self._raw = {h: parent.raw_score.labels(s, h) for h in HEADS}
+        self._level = {h: parent.head_level.labels(s, h) for h in HEADS}
+        self._state = {st: parent.state.labels(s, st) for st in ALL_STATES}
+        self._scored = parent.windows_scored.labels(s)
+        self._dropped = {st: parent.windows_dropped.labels(s, st) for st in DROP_STAGES}
+        self._media = {k: parent.media_dropped.labels(s, k) for k in MEDIA_KINDS}
+        self._frames = parent.frames.labels(s)
+        self._fps = parent.fps.labels(s)
+        self._reconnects = parent.reconnects.labels(s)
+        self._stalls = parent.stalls.labels(s)
+        self._up = parent.source_up.labels(s)
+        self.set_state(ALL_STATES[0])
+
+    def scored(
+        self,
+        raw: tuple[float, float, float],
+        smoothed: dict[str, float | None],
+        levels: dict[str, str],
+        latency_s: float,
+    ) -> None:
+        self._scored.inc()
+        for h, v in zip(HEADS, raw, strict=True):
+            self._raw[h].set(v)
+        for h in HEADS:
+            value = smoothed.get(h)
+            # A gated head has no rolling score: export NaN rather than a stale number.
+            self._score[h].set(float("nan") if value is None else value)
+            self._level[h].set(int(Level[levels[h]]))
+        self.parent.latency.observe(max(0.0, latency_s))
+
+    def set_state(self, state: str) -> None:
+        for name, child in self._state.items():
+            child.set(1.0 if name == state else 0.0)
+
+    def window_dropped(self, stage: str, n: int = 1) -> None:
+        self._dropped[stage].inc(n)
+
+    def media_dropped(self, kind: str, n: int) -> None:
+        self._media[kind].inc(n)
+
+    def frames(self, n: int) -> None:
+        self._frames.inc(n)
+
+    def set_fps(self, fps: float) -> None:
+        self._fps.set(fps)
+
+    def reconnect(self) -> None:
+        self._reconnects.inc()
+
+    def stall(self) -> None:
+        self._stalls.inc()
+
+    def set_up(self, up: bool) -> None:
+        self._up.set(1.0 if up else 0.0)
+
+    def remove(self) -> None:
+        p, s = self.parent, self.stream_id
+        for h in HEADS:
+            for gauge in (p.score, p.raw_score, p.head_level):
+                _remove(gauge, s, h)
+        for st in ALL_STATES:
+            _remove(p.state, s, st)
+        for stage in DROP_STAGES:
+            _remove(p.windows_dropped, s, stage)
+        for k in MEDIA_KINDS:
+            _remove(p.media_dropped, s, k)
+        for counter in (p.windows_scored, p.frames, p.reconnects, p.stalls):
+            _remove(counter, s)
+        for gauge in (p.fps, p.source_up):
+            _remove(gauge, s)
+
+
+def _remove(family: Gauge | Counter, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never set: nothing to remove
+        family.remove(*labels)

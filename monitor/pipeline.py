@@ -1,0 +1,392 @@
+"""The live pipeline: streams -> buffers -> windower -> crops -> one scorer -> state -> events.
+
+`Pipeline` implements `monitor.ingest.StreamRegistry`: sources that appear on demand
+(a WebRTC peer) call `open_stream` and push into the returned sink; configured RTSP and
+file streams are started with `add_source`, which also runs the stream's supervisor.
+Everything per stream lives in one `StreamRuntime`; the scorer is shared by all streams.
+
+Scaling out: ingest (decode + windowing + crops) is the expensive, per-stream part and
+`Window` is small and picklable. `submit_window` is the seam where windows from other
+processes (see `monitor.workers`) enter the scorer; those streams are registered with
+`open_remote_stream` and have no local buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from engines.backend import Backend
+from monitor.buffers import StreamBuffers
+from monitor.config import MonitorConfig
+from monitor.errors import ConfigError
+from monitor.events import EventDispatcher
+from monitor.ingest import StreamStatus
+from monitor.metrics import MonitorMetrics, StreamMetrics
+from monitor.scorer import BatchStats, ScoredWindow, Scorer
+from monitor.sources import RetryPolicy, Source, SourceSupervisor, sanitize_stream_id
+from monitor.state import DOWN, STARTING, StateChange, StreamState
+from monitor.windower import Cropper, CropStage, RawWindow, Window, Windower
+
+logger = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 1.0  # fps and queue gauges refresh period
+STREAM_KINDS = ("webrtc", "rtsp", "file", "remote")
+
+CropperFactory = Callable[[], Cropper]
+
+
+def retry_policy(cfg: MonitorConfig) -> RetryPolicy:
+    s = cfg.sources
+    return RetryPolicy(
+        initial_s=s.backoff_initial_s,
+        max_s=s.backoff_max_s,
+        jitter=s.backoff_jitter,
+        stall_s=s.stall_timeout_s,
+        open_timeout_s=s.open_timeout_s,
+    )
+
+
+class StreamRuntime:
+    """Everything one stream owns; also the supervisor's `SourceEvents`."""
+
+    def __init__(self, pipeline: Pipeline, stream_id: str, kind: str) -> None:
+        self.pipeline = pipeline
+        self.stream_id = stream_id
+        self.kind = kind
+        self.metrics: StreamMetrics = pipeline.metrics.stream(stream_id)
+        self.state = StreamState(stream_id, pipeline.cfg.state.params())
+        self.buffers: StreamBuffers | None = None
+        self.windower: Windower | None = None
+        self.crop: CropStage | None = None
+        self.supervisor: SourceSupervisor | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.windows_scored = 0
+        self.windows_dropped = 0
+        self.latency_s: float | None = None
+        self.fps = 0.0
+        self._frames_seen = 0
+        self._fps_at = time.monotonic()
+        self.ended: str | None = None  # reason the source ended (EOF), None while running
+
+    # -- ingest wiring (local streams) ---------------------------------------------------
+
+    def attach_ingest(self, cropper: Cropper, executor: ThreadPoolExecutor) -> StreamBuffers:
+        cfg, contract = self.pipeline.cfg, self.pipeline.contract
+        buffers = StreamBuffers(
+            self.stream_id,
+            audio_seconds=max(cfg.buffers.audio_seconds, 2 * contract.window_seconds),
+            video_frames=cfg.buffers.video_frames,
+            sample_rate=contract.sample_rate,
+        )
+        buffers.on_drop = self.media_dropped
+        self.crop = CropStage(
+            self.stream_id,
+            contract,
+            cropper,
+            executor,
+            submit=self.pipeline.submit_window,
+            on_drop=lambda n: self._window_dropped("crop", n),
+        )
+        self.windower = Windower(buffers, contract, self._emit_raw, cfg.windows.hop_seconds)
+        buffers.listener = self  # forward media to the windower, notice closes
+        self.buffers = buffers
+        return buffers
+
+    def _emit_raw(self, raw: RawWindow) -> None:
+        if self.crop is not None:
+            self.crop.put(raw)
+
+    # BufferListener
+    def on_media(self) -> None:
+        if self.windower is not None:
+            self.windower.on_media()
+
+    def on_reset(self) -> None:
+        if self.windower is not None:
+            self.windower.on_reset()
+
+    def on_close(self, reason: str) -> None:
+        self.ended = reason
+        if self.windower is not None:
+            self.windower.on_close(reason)
+        self.metrics.set_up(False)
+
+    # -- SourceEvents (supervisor) -------------------------------------------------------
+
+    def source_up(self) -> None:
+        self.metrics.set_up(True)
+        if self.state.state == DOWN:
+            self.pipeline.record_change(self, self.state.mark(STARTING))
+
+    def source_down(self, reason: str) -> None:
+        self.metrics.set_up(False)
+        self.pipeline.record_change(self, self.state.mark(DOWN))
+
+    def reconnect(self) -> None:
+        self.metrics.reconnect()
+
+    def stall(self) -> None:
+        self.metrics.stall()
+
+    def media_dropped(self, kind: str, n: int) -> None:
+        self.metrics.media_dropped(kind, n)
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def _window_dropped(self, stage: str, n: int = 1) -> None:
+        self.windows_dropped += n
+        self.metrics.window_dropped(stage, n)
+
+    def scored(self, result: ScoredWindow) -> StateChange | None:
+        w = result.window
+        change = self.state.update(
+            w.end_s,
+            result.fused,
+            result.audio,
+            result.visual,
+            face_fraction=w.face_fraction,
+            audio_rms=w.audio_rms,
+            has_audio=w.has_audio,
+            has_video=w.has_video,
+        )
+        self.windows_scored += 1
+        self.latency_s = result.latency_s
+        self.metrics.scored(
+            (result.fused, result.audio, result.visual),
+            self.state.scores(),
+            self.state.levels(),
+            result.latency_s,
+        )
+        return change
+
+    def tick(self, now: float) -> None:
+        """Housekeeping: frames per second from the buffers' counters."""
+        if self.buffers is None:
+            return
+        frames = self.buffers.video.received
+        dt = now - self._fps_at
+        if dt > 0:
+            self.fps = (frames - self._frames_seen) / dt
+            self.metrics.frames(frames - self._frames_seen)
+            self.metrics.set_fps(self.fps)
+        self._frames_seen, self._fps_at = frames, now
+
+    def status(self) -> StreamStatus:
+        scores = self.state.scores()
+        return StreamStatus(
+            stream_id=self.stream_id,
+            state=self.state.state,
+            fused=scores["fused"],
+            audio=scores["audio"],
+            visual=scores["visual"],
+            windows_scored=self.windows_scored,
+            windows_dropped=self.windows_dropped,
+            fps=self.fps,
+            latency_ms=None if self.latency_s is None else 1000.0 * self.latency_s,
+        )
+
+
+class Pipeline:
+    """Owns the streams, the crop thread pool and the shared scorer (a StreamRegistry)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        cfg: MonitorConfig,
+        *,
+        metrics: MonitorMetrics | None = None,
+        events: EventDispatcher | None = None,
+        cropper_factory: CropperFactory | None = None,
+    ) -> None:
+        self.backend = backend
+        self.contract = backend.contract
+        self.cfg = cfg
+        self.metrics = metrics or MonitorMetrics()
+        self.events = events or EventDispatcher()
+        self.cropper_factory = cropper_factory or self._default_cropper
+        self.streams: dict[str, StreamRuntime] = {}
+        self.scorer = Scorer(
+            backend,
+            self._on_result,
+            max_batch=cfg.scorer.max_batch,
+            max_delay_s=cfg.scorer.max_delay_ms / 1000.0,
+            max_pending=cfg.scorer.max_pending,
+            on_drop=self._on_scorer_drop,
+            on_batch=self._on_batch,
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=cfg.windows.crop_workers, thread_name_prefix="crop"
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+
+    def _default_cropper(self) -> Cropper:
+        from monitor.faces import FaceCropper
+
+        return FaceCropper(crop_size=self.contract.crop_size, margin=self.contract.crop_margin)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str, owner: StreamRuntime | None = None) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if owner is not None:
+            owner.tasks.add(task)
+            task.add_done_callback(owner.tasks.discard)
+        task.add_done_callback(self._log_task_end)
+        return task
+
+    @staticmethod
+    def _log_task_end(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("task %s failed: %r", task.get_name(), task.exception())
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.events.start()
+        self._spawn(self.scorer.run(), "scorer")
+        self._spawn(self._housekeeping(), "housekeeping")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Cancel every task (sources, crops, scorer) and wait for them, bounded."""
+        for sid in list(self.streams):
+            self.close_stream(sid)
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        await self.events.close(timeout_s=min(2.0, timeout_s))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            now = time.monotonic()
+            for rt in list(self.streams.values()):
+                rt.tick(now)
+            self.metrics.scorer_queue.set(self.scorer.pending)
+
+    # -- StreamRegistry ------------------------------------------------------------------
+
+    def _register(self, stream_id: str, kind: str) -> StreamRuntime:
+        if kind not in STREAM_KINDS:
+            raise ValueError(f"unknown stream kind {kind!r}")
+        sid = sanitize_stream_id(stream_id)
+        if sid in self.streams:
+            raise ConfigError(f"stream id {sid!r} is already in use; pick another id")
+        if len(self.streams) >= self.cfg.max_streams:
+            raise ConfigError(
+                f"stream limit reached ({self.cfg.max_streams}); raise max_streams or "
+                "run another monitor process"
+            )
+        rt = StreamRuntime(self, sid, kind)
+        self.streams[sid] = rt
+        rt.metrics.set_state(rt.state.state)
+        logger.info("stream %s: opened (%s)", sid, kind)
+        return rt
+
+    def open_stream(self, stream_id: str, kind: str) -> StreamBuffers:
+        """Register a stream and return its sink; call on the event loop (after start)."""
+        rt = self._register(stream_id, kind)
+        buffers = rt.attach_ingest(self.cropper_factory(), self._executor)
+        assert rt.crop is not None
+        self._spawn(rt.crop.run(), f"crop-{rt.stream_id}", rt)
+        return buffers
+
+    def open_remote_stream(self, stream_id: str) -> str:
+        """A stream ingested in another process: only scoring state lives here."""
+        return self._register(stream_id, "remote").stream_id
+
+    def close_stream(self, stream_id: str) -> None:
+        sid = sanitize_stream_id(stream_id)
+        rt = self.streams.pop(sid, None)
+        if rt is None:
+            return
+        if rt.buffers is not None and rt.buffers.closed_reason is None:
+            rt.buffers.close("removed")
+        for task in list(rt.tasks):
+            task.cancel()
+        self.scorer.discard_stream(sid)
+        self.metrics.remove_stream(sid)
+        logger.info("stream %s: removed", sid)
+
+    def status(self, stream_id: str) -> StreamStatus | None:
+        rt = self.streams.get(sanitize_stream_id(stream_id))
+        return None if rt is None else rt.status()
+
+    def statuses(self) -> list[StreamStatus]:
+        return [rt.status() for rt in self.streams.values()]
+
+    # -- sources -------------------------------------------------------------------------
+
+    def add_source(self, stream_id: str, source: Source) -> StreamRuntime:
+        """Open a stream and keep `source` running into it under a supervisor."""
+        sink = self.open_stream(stream_id, source.kind)
+        rt = self.streams[sink.stream_id]
+        rt.supervisor = SourceSupervisor(
+            rt.stream_id,
+            source,
+            sink,
+            retry_policy(self.cfg),
+            rt,
+            sample_rate=self.contract.sample_rate,
+        )
+        self._spawn(rt.supervisor.run(), f"source-{rt.stream_id}", rt)
+        return rt
+
+    def sources_ended(self) -> bool:
+        """True when every supervised source has finished (non-looping files at EOF)."""
+        return all(rt.ended is not None for rt in self.streams.values() if rt.supervisor)
+
+    def idle(self) -> bool:
+        """Nothing waiting to be cropped or scored (used to finish file runs cleanly)."""
+        crops_idle = all(rt.crop is None or rt.crop.idle for rt in self.streams.values())
+        return crops_idle and self.scorer.idle
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def submit_window(self, window: Window) -> None:
+        if window.stream_id in self.streams:
+            self.scorer.submit(window)
+
+    def _on_scorer_drop(self, window: Window) -> None:
+        rt = self.streams.get(window.stream_id)
+        if rt is not None:
+            rt._window_dropped("scorer")
+
+    def _on_batch(self, stats: BatchStats) -> None:
+        self.metrics.batch_size.observe(stats.size)
+        self.metrics.infer.observe(stats.infer_s)
+        self.metrics.scorer_queue.set(stats.queued)
+
+    def _on_result(self, result: ScoredWindow) -> None:
+        rt = self.streams.get(result.window.stream_id)
+        if rt is None:
+            return  # removed while its window was being scored
+        self.record_change(rt, rt.scored(result))
+
+    def record_change(self, rt: StreamRuntime, change: StateChange | None) -> None:
+        if change is None:
+            return
+        rt.metrics.set_state(change.state)
+        self.metrics.events.labels(change.state).inc()
+        self.events.emit(change)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
+    """Poll `predicate` on the loop until true or timeout; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll_s)
+    return True

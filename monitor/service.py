@@ -1,0 +1,319 @@
+"""The long-running monitor: startup -> run -> shutdown, plus its HTTP endpoints.
+
+Startup opens the HTTP server first (so /healthz answers at once and /readyz says "not
+yet" while the model loads), loads and warms the backend in a thread, then starts the
+pipeline and the configured streams. Shutdown (SIGTERM/SIGINT or `stop()`) stops the
+sources, the scorer and the HTTP server within `server.shutdown_timeout_s`. Signal
+handlers are installed for the run and restored afterwards.
+
+Endpoints: GET /metrics (Prometheus text), /healthz (process alive), /readyz (backend
+loaded and warm), /streams (JSON status of every stream; bearer token when configured),
+and the WebRTC routes from `monitor.sources.webrtc` when that module is present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from engines.backend import Backend
+from monitor.config import MonitorConfig
+from monitor.errors import ContractError
+from monitor.events import EventDispatcher, EventLog, Webhook
+from monitor.ingest import StreamStatus
+from monitor.metrics import CONTENT_TYPE, MonitorMetrics
+from monitor.pipeline import CropperFactory, Pipeline
+from monitor.scorer import warm_up
+from monitor.sources import make_source, redact
+
+logger = logging.getLogger(__name__)
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def load_backend(cfg: MonitorConfig) -> Backend:
+    """The configured backend, through `engines.loader.load_backend` (imported lazily, so
+    torch and TensorRT are only imported when chosen)."""
+    from engines.loader import load_backend as engines_load_backend
+
+    return engines_load_backend(cfg.model, backend=cfg.backend)
+
+
+class Service:
+    """One monitor process. Use `async with`-free: `await run()` does the whole lifecycle."""
+
+    def __init__(
+        self,
+        cfg: MonitorConfig,
+        *,
+        backend: Backend | None = None,
+        cropper_factory: CropperFactory | None = None,
+        metrics: MonitorMetrics | None = None,
+        serve_http: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or MonitorMetrics()
+        self.backend = backend
+        self.cropper_factory = cropper_factory
+        self.serve_http = serve_http
+        self.pipeline: Pipeline | None = None
+        self.ready = False
+        self.port: int | None = None  # bound port once the HTTP server runs
+        self.started_at = time.monotonic()
+        self._stop = asyncio.Event()
+        self._runner: Any = None
+        self._saved_handlers: dict[int, Any] = {}
+        self.shutdown_s: float | None = None
+        self.final_statuses: list[StreamStatus] = []  # snapshot taken as shutdown begins
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask a running service to shut down (safe from signal handlers)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def startup(self) -> None:
+        if self.serve_http:
+            await self._start_http()
+        if self.backend is None:
+            self.backend = await asyncio.to_thread(load_backend, self.cfg)
+        backend = self.backend
+        warm_s = await asyncio.to_thread(warm_up, backend, 1)
+        logger.info("backend %s ready (warm-up %.2f s)", backend.name, warm_s)
+        hop = self.cfg.windows.hop_seconds
+        if hop is not None and hop > backend.contract.window_seconds:
+            raise ContractError(
+                f"windows.hop_seconds={hop} exceeds the model's window "
+                f"({backend.contract.window_seconds} s); windows would leave gaps"
+            )
+        self.pipeline = Pipeline(
+            backend,
+            self.cfg,
+            metrics=self.metrics,
+            events=self._make_events(),
+            cropper_factory=self.cropper_factory,
+        )
+        await self.pipeline.start()
+        for stream in self.cfg.streams:
+            source = make_source(
+                stream.url,
+                loop=stream.loop,
+                realtime=stream.realtime,
+                transport=self.cfg.sources.transport,
+                open_timeout_s=self.cfg.sources.open_timeout_s,
+                read_timeout_s=self.cfg.sources.read_timeout_s,
+            )
+            self.pipeline.add_source(stream.id, source)
+            logger.info("stream %s: watching %s", stream.id, source.describe())
+        self.metrics.backend_ready.set(1)
+        self.ready = True
+
+    def _make_events(self) -> EventDispatcher:
+        ev = self.cfg.events
+        log = EventLog(ev.path) if ev.path is not None else None
+        webhook = None
+        if ev.webhook_url:
+            webhook = Webhook(
+                ev.webhook_url,
+                queue_size=ev.webhook_queue,
+                retries=ev.webhook_retries,
+                timeout_s=ev.webhook_timeout_s,
+                backoff_s=ev.webhook_backoff_s,
+                on_outcome=lambda outcome: self.metrics.webhook.labels(outcome).inc(),
+            )
+        return EventDispatcher(log, webhook)
+
+    async def shutdown(self) -> None:
+        t0 = time.monotonic()
+        limit = self.cfg.server.shutdown_timeout_s
+        self.ready = False
+        self.metrics.backend_ready.set(0)
+        if self.pipeline is not None:
+            self.final_statuses = self.pipeline.statuses()
+            await self.pipeline.stop(timeout_s=limit * 0.7)
+        if self._runner is not None:
+            await asyncio.wait_for(self._runner.cleanup(), timeout=max(0.5, limit * 0.3))
+            self._runner = None
+        if self.backend is not None:
+            try:
+                self.backend.close()
+            except Exception as exc:  # shutting down anyway: report and go on
+                logger.warning("backend close failed: %s", exc)
+        self.shutdown_s = time.monotonic() - t0
+        logger.info("shut down in %.2f s", self.shutdown_s)
+
+    async def run(
+        self,
+        *,
+        duration_s: float | None = None,
+        until: Callable[[], bool] | None = None,
+        install_signals: bool = True,
+    ) -> None:
+        """startup, wait for a signal / `stop()` / duration / `until()`, shutdown."""
+        if install_signals:
+            self._install_signal_handlers()
+        try:
+            await self.startup()
+            deadline = None if duration_s is None else time.monotonic() + duration_s
+            while not self._stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if until is not None and until():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=0.2)
+        finally:
+            try:
+                await asyncio.wait_for(self.shutdown(), timeout=self.cfg.server.shutdown_timeout_s)
+            except TimeoutError:
+                logger.error(
+                    "shutdown took longer than %.1f s; exiting anyway",
+                    self.cfg.server.shutdown_timeout_s,
+                )
+            finally:
+                if install_signals:
+                    self._restore_signal_handlers()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in HANDLED_SIGNALS:
+            self._saved_handlers[sig] = signal.getsignal(sig)
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                self._saved_handlers.pop(sig, None)
+
+    def _on_signal(self, sig: int) -> None:
+        if self._stop.is_set():
+            logger.warning("second %s: exiting without waiting", signal.Signals(sig).name)
+            raise SystemExit(128 + sig)
+        logger.warning("%s received, shutting down", signal.Signals(sig).name)
+        self.stop()
+
+    def _restore_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, handler in self._saved_handlers.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
+        self._saved_handlers.clear()
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    def build_app(self) -> Any:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/streams", self._streams)
+        self._add_webrtc(app)
+        return app
+
+    def _add_webrtc(self, app: Any) -> None:
+        enabled = getattr(self.cfg.webrtc, "enabled", True)
+        if not enabled:
+            return
+        try:
+            webrtc = importlib.import_module("monitor.sources.webrtc")
+        except ImportError as exc:
+            logger.warning("WebRTC enabled but monitor.sources.webrtc is unavailable: %s", exc)
+            return
+        webrtc.add_webrtc_routes(app, _LazyRegistry(self), self.cfg.webrtc)
+
+    async def _start_http(self) -> None:
+        from aiohttp import web
+
+        server = self.cfg.server
+        if not server.is_loopback() and server.bearer_token() is None:
+            logger.warning(
+                "listening on %s without a bearer token: anyone who can reach this port can "
+                "open WebRTC streams and read stream status; set server.token",
+                server.host,
+            )
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, server.host, server.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else server.port
+        logger.info("HTTP on http://%s:%s (/metrics /healthz /readyz)", server.host, self.port)
+
+    def _authorized(self, request: Any) -> bool:
+        token = self.cfg.server.bearer_token()
+        if token is None:
+            return True
+        return bool(request.headers.get("Authorization", "") == f"Bearer {token}")
+
+    async def _metrics(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = self.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def _healthz(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response(
+            {"status": "ok", "uptime_s": round(time.monotonic() - self.started_at, 1)}
+        )
+
+    async def _readyz(self, request: Any) -> Any:
+        from aiohttp import web
+
+        if self.ready and not self.stopping:
+            name = self.backend.name if self.backend is not None else None
+            return web.json_response({"status": "ready", "backend": name})
+        return web.json_response(
+            {"status": "starting" if not self.stopping else "stopping"}, status=503
+        )
+
+    async def _streams(self, request: Any) -> Any:
+        from aiohttp import web
+
+        if not self._authorized(request):
+            return web.json_response({"error": "bearer token required"}, status=401)
+        rows = [asdict(s) for s in self.pipeline.statuses()] if self.pipeline is not None else []
+        return web.json_response({"streams": rows})
+
+
+class _LazyRegistry:
+    """The WebRTC routes are added before the pipeline exists (the model is still loading):
+    forward to it once it does, refuse peers until then."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def _pipeline(self) -> Pipeline:
+        from monitor.errors import ConfigError
+
+        p = self._service.pipeline
+        if p is None or not self._service.ready:
+            raise ConfigError("the monitor is still starting (model loading); retry shortly")
+        return p
+
+    def open_stream(self, stream_id: str, kind: str) -> Any:
+        return self._pipeline().open_stream(stream_id, kind)
+
+    def close_stream(self, stream_id: str) -> None:
+        if self._service.pipeline is not None:
+            self._service.pipeline.close_stream(stream_id)
+
+    def status(self, stream_id: str) -> Any:
+        p = self._service.pipeline
+        return None if p is None else p.status(stream_id)
+
+
+def describe_streams(cfg: MonitorConfig) -> list[str]:
+    return [f"{s.id}: {redact(s.url)}" for s in cfg.streams]

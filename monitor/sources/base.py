@@ -1,0 +1,282 @@
+"""What every PyAV-backed live source shares: redaction, stream ids, the decode thread.
+
+A source (`monitor.sources.rtsp.UrlSource`, `monitor.sources.file.FileSource`) only knows
+how to open its container. One `DecodeThread` per connection attempt demuxes and decodes
+in a daemon thread and hands media to the event loop with `loop.call_soon_threadsafe`;
+the number of hand-overs in flight is bounded, so a slow loop makes the thread drop (and
+count) media instead of queueing it without limit. The thread never blocks the loop and
+can be abandoned: a PyAV read can hang, so the supervisor watches the thread's heartbeat
+from outside and stops waiting for it (see `monitor.sources.supervisor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from typing import Any, Protocol
+
+import av
+import av.error
+import numpy as np
+
+from monitor.contract import SAMPLE_RATE
+from monitor.errors import MediaError
+from monitor.ingest import MediaSink
+
+logger = logging.getLogger(__name__)
+
+STREAM_ID_MAX_CHARS = 64  # bounded label values for metrics and log lines
+STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_INFLIGHT_HANDOVERS = 256  # media items queued on the loop per stream before dropping
+AUDIO_RESYNC_S = 0.2  # re-anchor audio time when the decoder's clock jumps more than this
+REALTIME_MAX_SLEEP_S = 1.0  # never sleep longer than this per item while pacing (stop check)
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+_SECRET_QUERY = re.compile(
+    r"(?P<key>[?&;](?:password|passwd|pass|pwd|token|access_token|auth|key|secret|signature)=)"
+    r"(?P<value>[^&;#\s]+)",
+    re.IGNORECASE,
+)
+_ID_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def redact(text: str) -> str:
+    """Remove credentials from a URL or from any text that embeds URLs (error messages).
+
+    `rtsp://user:pass@cam/x?token=abc` -> `rtsp://***@cam/x?token=***`. This is the one
+    place credentials are stripped; logs, metrics, events and errors all go through it.
+    """
+    out = _URL_USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
+    return _SECRET_QUERY.sub(lambda m: m.group("key") + "***", out)
+
+
+def sanitize_stream_id(raw: str) -> str:
+    """Map any caller-supplied name to a safe stream id (bounded charset and length)."""
+    cleaned = _ID_BAD_CHARS.sub("_", raw).strip("_.-")
+    cleaned = cleaned[:STREAM_ID_MAX_CHARS]
+    return cleaned or "stream"
+
+
+def is_valid_stream_id(stream_id: str) -> bool:
+    return re.fullmatch(STREAM_ID_PATTERN, stream_id) is not None
+
+
+class Source(Protocol):
+    """Opens one stream's container; the decode thread and the supervisor do the rest."""
+
+    kind: str  # "rtsp" | "file" (the StreamRegistry kind)
+    live: bool  # EOF means "reconnect" (camera) rather than "finished" (file)
+    realtime: bool  # pace hand-over at the media's own rate (files); live input is paced
+    loop: bool  # restart from the beginning at EOF (files)
+
+    def describe(self) -> str:
+        """Redacted, human-readable name (never contains credentials)."""
+        ...
+
+    def open(self) -> Any:
+        """Open and return an `av.container.InputContainer`; blocking, called in the thread.
+        Raises a MediaError subclass (message already redacted)."""
+        ...
+
+
+class _Counter:
+    """Thread-side count that the loop side reads (ints are updated atomically under the GIL)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def add(self, n: int = 1) -> None:
+        self.value += n
+
+
+class DecodeThread:
+    """One connection attempt: open, demux, decode, hand over; ends on EOF, error or stop.
+
+    Stream times are rebased so that this attempt starts at `time_offset` seconds, keeping
+    a stream's clock monotonic across reconnects and file loops. `outcome` is one of
+    "eof", "error", "stopped" once the thread has ended; `error` holds a redacted message.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        source: Source,
+        sink: MediaSink,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        time_offset: float = 0.0,
+        sample_rate: int = SAMPLE_RATE,
+        on_drop: Any = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.source = source
+        self.sink = sink
+        self._loop = loop
+        self._offset = time_offset
+        self._sample_rate = sample_rate
+        self._on_drop = on_drop  # callable(kind: str, n: int), thread-safe (prometheus)
+        self._stop = threading.Event()
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self.started_at = time.monotonic()
+        self.heartbeat = self.started_at  # monotonic time of the last decoded item
+        self.first_media_at: float | None = None
+        self.connected = False
+        self.max_time = time_offset  # latest stream time handed over
+        self.outcome: str | None = None
+        self.error: str | None = None
+        self.frames = _Counter()
+        self.audio_samples = _Counter()
+        self._thread = threading.Thread(target=self._run, name=f"decode-{stream_id}", daemon=True)
+
+    # -- control, from the loop thread -------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end; it may be stuck in a read, so never join it here."""
+        self._stop.set()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # -- thread side -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        container = None
+        try:
+            container = self.source.open()
+            if self._stop.is_set():
+                self.outcome = "stopped"
+                return
+            self.connected = True
+            self.heartbeat = time.monotonic()
+            self.outcome = self._decode(container)
+        except MediaError as exc:
+            self.outcome, self.error = "error", redact(str(exc))
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.outcome = "error"
+            self.error = redact(f"{type(exc).__name__}: {exc}")
+        except RuntimeError as exc:  # the event loop closed under us: nothing to report to
+            self.outcome, self.error = "stopped", redact(str(exc))
+        finally:
+            if container is not None:
+                try:
+                    container.close()
+                except (av.FFmpegError, OSError) as exc:
+                    logger.debug("stream %s: closing container: %s", self.stream_id, exc)
+            if self._stop.is_set() and self.outcome != "error":
+                self.outcome = "stopped"
+
+    def _decode(self, container: Any) -> str:
+        audio = container.streams.audio[0] if container.streams.audio else None
+        video = container.streams.video[0] if container.streams.video else None
+        if audio is None and video is None:
+            raise MediaError(self.source.describe(), "no audio or video stream")
+        if video is not None:
+            video.thread_type = "AUTO"
+        declare = getattr(self.sink, "declare_tracks", None)
+        if declare is not None:
+            self._handover(declare, audio is not None, video is not None, force=True)
+        streams = [s for s in (audio, video) if s is not None]
+        loop_offset = self._offset
+        wall0: float | None = None
+        media0 = 0.0
+        while not self._stop.is_set():
+            resampler = (
+                av.AudioResampler(format="flt", layout="mono", rate=self._sample_rate)
+                if audio is not None
+                else None
+            )
+            t0: float | None = None
+            audio_next: float | None = None  # stream time of the next resampled sample
+            pass_max = loop_offset
+            for packet in container.demux(streams):
+                if self._stop.is_set():
+                    return "stopped"
+                for frame in packet.decode():
+                    if frame.time is None:
+                        continue
+                    raw_t = float(frame.time)
+                    if t0 is None:
+                        t0 = raw_t
+                    t = max(loop_offset, raw_t - t0 + loop_offset)
+                    self.heartbeat = time.monotonic()
+                    if self.first_media_at is None:
+                        self.first_media_at = self.heartbeat
+                    if self.source.realtime:
+                        if wall0 is None:
+                            wall0, media0 = time.monotonic(), t
+                        if not self._pace(wall0 + (t - media0)):
+                            return "stopped"
+                    if isinstance(frame, av.AudioFrame) and resampler is not None:
+                        if audio_next is None or abs(t - audio_next) > AUDIO_RESYNC_S:
+                            audio_next = t
+                        for out in resampler.resample(frame):
+                            samples = np.ascontiguousarray(out.to_ndarray().reshape(-1))
+                            if samples.dtype != np.float32:
+                                samples = samples.astype(np.float32)
+                            if self._handover(self.sink.push_audio, samples, audio_next):
+                                self.audio_samples.add(samples.shape[0])
+                            elif self._on_drop is not None:
+                                self._on_drop("audio", int(samples.shape[0]))
+                            audio_next += samples.shape[0] / self._sample_rate
+                        pass_max = max(pass_max, audio_next)
+                    elif isinstance(frame, av.VideoFrame):
+                        if self._handover(self.sink.push_video, frame, t):
+                            self.frames.add()
+                        elif self._on_drop is not None:
+                            self._on_drop("video", 1)
+                        pass_max = max(pass_max, t)
+                    self.max_time = max(self.max_time, pass_max)
+            if not (self.source.loop and not self.source.live):
+                return "eof" if not self._stop.is_set() else "stopped"
+            # Loop a file: rewind and continue the clock one frame after this pass.
+            frame_s = (
+                1.0 / float(video.average_rate)
+                if video is not None and video.average_rate
+                else 0.04
+            )
+            loop_offset = pass_max + frame_s
+            container.seek(0)
+        return "stopped"
+
+    def _pace(self, wall_target: float) -> bool:
+        """Sleep until wall_target (monotonic); False when asked to stop meanwhile."""
+        while True:
+            delay = wall_target - time.monotonic()
+            if delay <= 0:
+                return not self._stop.is_set()
+            if self._stop.wait(min(delay, REALTIME_MAX_SLEEP_S)):
+                return False
+
+    def _handover(self, fn: Any, *args: Any, force: bool = False) -> bool:
+        """Schedule fn(*args) on the loop; False (dropped) when too many are in flight."""
+        with self._inflight_lock:
+            if not force and self._inflight >= MAX_INFLIGHT_HANDOVERS:
+                return False
+            self._inflight += 1
+        self._loop.call_soon_threadsafe(self._deliver, fn, args)
+        return True
+
+    def _deliver(self, fn: Any, args: tuple[Any, ...]) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+        if self._stop.is_set():
+            return  # an abandoned attempt must not touch the stream any more
+        try:
+            fn(*args)
+        except Exception:  # per-stream boundary: log with the stream id and go on
+            logger.exception("stream %s: sink rejected media", self.stream_id)

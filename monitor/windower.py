@@ -1,0 +1,319 @@
+"""Live windowing: every hop, one window of audio + K face crops from a stream's buffers.
+
+The `Windower` listens to a stream's `StreamBuffers`. It announces the frame times the
+next windows will sample (so the buffers keep just those frames), and emits a
+`RawWindow` as soon as both tracks have reached the window's end: audio up to `end_s`
+and a frame at or after every sample time. A track the source declared missing is not
+waited for; an undeclared track that lags more than `MAX_SKEW_S` behind the other is
+treated as missing for that window.
+
+The `CropStage` turns raw windows into model inputs (`Window`) off the event loop:
+frames are converted to RGB only here, and face crops go through the stream's own
+`FaceCropper` (it tracks faces, so calls stay in time order, one at a time per stream).
+If cropping falls behind, the oldest waiting windows are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from monitor.buffers import SampledFrame, StreamBuffers, time_key
+from monitor.contract import InputContract
+from monitor.windows import frame_times
+
+logger = logging.getLogger(__name__)
+
+MAX_SKEW_S = 1.0  # emit a window once the leading track is this far past its end
+END_TOLERANCE_S = 0.25  # at end of stream, a window this close to complete is still emitted
+RESYNC_WINDOWS = 3  # jump ahead when this many windows behind the newest media
+CROP_QUEUE_WINDOWS = 4  # raw windows waiting for cropping per stream before dropping oldest
+CROP_CACHE_FRAMES = 16  # overlapping windows share sample times: crop each time once
+
+
+@dataclass(frozen=True)
+class RawWindow:
+    """A window as cut from the buffers, before RGB conversion and face cropping."""
+
+    stream_id: str
+    index: int  # 0-based per stream (restarts after a reconnect)
+    start_s: float  # stream time
+    end_s: float
+    audio: np.ndarray  # float32 [window_samples], zero where audio was missing
+    audio_coverage: float  # fraction of the window covered by received audio
+    frames: tuple[SampledFrame | None, ...]  # K frames (None: no video yet)
+    has_audio: bool  # the stream has an audio track (declared or seen)
+    has_video: bool
+    ready_at: float  # monotonic time the window's media was complete
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window's model inputs plus what the state machine needs. Small and picklable,
+    so ingest processes can send it to the scorer process."""
+
+    stream_id: str
+    index: int
+    start_s: float
+    end_s: float
+    audio: np.ndarray  # float32 [window_samples]
+    faces: np.ndarray  # uint8 [K, crop, crop, 3] RGB
+    face_found: np.ndarray  # bool [K]: a face was detected or tracked
+    audio_rms: float  # RMS of the window's audio (0 for no audio)
+    has_audio: bool
+    has_video: bool
+    ready_at: float  # monotonic (CLOCK_MONOTONIC is system-wide on Linux)
+
+    @property
+    def face_fraction(self) -> float:
+        return float(self.face_found.mean()) if self.face_found.size else 0.0
+
+
+class Cropper(Protocol):
+    """What `monitor.faces.FaceCropper` offers: crop(rgb) -> result with .image, .found."""
+
+    def crop(self, rgb: np.ndarray) -> Any: ...
+
+
+class Windower:
+    """Cuts one stream's buffers into windows every hop; see the module docstring."""
+
+    def __init__(
+        self,
+        buffers: StreamBuffers,
+        contract: InputContract,
+        emit: Callable[[RawWindow], None],
+        hop_seconds: float | None = None,
+    ) -> None:
+        self.buffers = buffers
+        self.contract = contract
+        self.emit = emit
+        self.hop = contract.hop_seconds if hop_seconds is None else hop_seconds
+        if self.hop <= 0:
+            raise ValueError(f"hop_seconds must be > 0, got {self.hop}")
+        self.window_s = contract.window_seconds
+        self._lookahead = math.ceil(self.window_s / self.hop) + 1
+        self._next_start: float | None = None
+        self._index = 0
+        self._announced_until = -1  # highest window index whose frame times were announced
+        self.windows_emitted = 0
+        self.windows_skipped = 0  # windows jumped over when far behind (e.g. after a gap)
+        self.closed = False
+        self._flushing = False
+        buffers.listener = self
+
+    # -- BufferListener ------------------------------------------------------------------
+
+    def on_media(self) -> None:
+        if self.closed:
+            return
+        if self._next_start is None:
+            first = self._first_media_t()
+            if first is None:
+                return
+            self._next_start = first
+            self._announce()
+        self._emit_ready()
+
+    def on_reset(self) -> None:
+        self._next_start = None
+        self._index = 0
+        self._announced_until = -1
+
+    def on_close(self, reason: str) -> None:
+        # Codec padding often leaves the last window a few ms short: flush it anyway.
+        self._flushing = True
+        if self._next_start is not None:
+            self._emit_ready()
+        self.closed = True
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _first_media_t(self) -> float | None:
+        times = [
+            t for t in (self.buffers.audio.start_t, self.buffers.video.latest_t) if t is not None
+        ]
+        return min(times) if times else None
+
+    def _start_of(self, index: int) -> float:
+        assert self._next_start is not None
+        return self._next_start + (index - self._index) * self.hop
+
+    def _announce(self) -> None:
+        last = self._index + self._lookahead
+        for i in range(max(self._index, self._announced_until + 1), last + 1):
+            self.buffers.video.want(frame_times(self._start_of(i), self.contract))
+        self._announced_until = max(self._announced_until, last)
+
+    def _track_state(self, end: float, times: tuple[float, ...]) -> tuple[bool, bool, bool]:
+        """(ready, has_audio, has_video) for the window ending at `end`."""
+        b = self.buffers
+        audio_end, video_t = b.audio.end_t, b.video.latest_t
+        lead = max((t for t in (audio_end, video_t) if t is not None), default=None)
+        has_audio = b.has_audio if b.has_audio is not None else audio_end is not None
+        has_video = b.has_video if b.has_video is not None else video_t is not None
+        audio_ok = b.has_audio is False or (audio_end is not None and audio_end >= end)
+        video_ok = b.has_video is False or (video_t is not None and b.video.resolved(times))
+        slack = -END_TOLERANCE_S if self._flushing else MAX_SKEW_S
+        forced = lead is not None and lead >= end + slack
+        return (audio_ok and video_ok) or forced, has_audio, has_video
+
+    def _emit_ready(self) -> None:
+        while self._next_start is not None:
+            start = self._next_start
+            end = start + self.window_s
+            lead = self.buffers.media_t
+            if lead is not None and lead - end > RESYNC_WINDOWS * self.hop + MAX_SKEW_S:
+                skip = math.floor((lead - end - MAX_SKEW_S) / self.hop)
+                self.windows_skipped += skip
+                logger.info(
+                    "stream %s: %d windows behind, skipping ahead", self.buffers.stream_id, skip
+                )
+                self._next_start = start + skip * self.hop
+                self._index += skip
+                self._announced_until = self._index - 1
+                self._announce()
+                continue
+            times = frame_times(start, self.contract)
+            ready, has_audio, has_video = self._track_state(end, times)
+            if not ready:
+                return
+            audio, coverage = self.buffers.audio.read(start, self.contract.window_samples)
+            frames = tuple(self.buffers.video.take(times)) if has_video else (None,) * len(times)
+            raw = RawWindow(
+                stream_id=self.buffers.stream_id,
+                index=self._index,
+                start_s=start,
+                end_s=end,
+                audio=audio,
+                audio_coverage=coverage,
+                frames=frames,
+                has_audio=has_audio,
+                has_video=has_video,
+                ready_at=time.monotonic(),
+            )
+            self._index += 1
+            self._next_start = start + self.hop
+            self.buffers.audio.release_before(self._next_start)
+            self.buffers.video.release_before(self._next_start)
+            self._announce()
+            self.windows_emitted += 1
+            self.emit(raw)
+
+
+def to_rgb(frame: Any) -> np.ndarray:
+    """An RGB uint8 image from an av.VideoFrame (or an RGB ndarray, returned as is)."""
+    if isinstance(frame, np.ndarray):
+        return frame
+    return np.asarray(frame.to_ndarray(format="rgb24"))
+
+
+def audio_rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+
+
+class CropStage:
+    """Per stream: RawWindow -> Window in a thread pool, in order, bounded, drop-oldest."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        contract: InputContract,
+        cropper: Cropper,
+        executor: Executor | None,
+        submit: Callable[[Window], None],
+        on_drop: Callable[[int], None] | None = None,
+        max_waiting: int = CROP_QUEUE_WINDOWS,
+    ) -> None:
+        self.stream_id = stream_id
+        self.contract = contract
+        self.cropper = cropper
+        self.executor = executor
+        self.submit = submit
+        self.on_drop = on_drop
+        self._queue: deque[RawWindow] = deque()
+        self._max_waiting = max_waiting
+        self._wake = asyncio.Event()
+        self._cache: OrderedDict[float, tuple[np.ndarray, bool]] = OrderedDict()
+        self._busy = False
+        self.dropped = 0
+        self.prepared = 0
+        self.errors = 0
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and not self._busy
+
+    def put(self, raw: RawWindow) -> None:
+        """Called on the loop by the Windower; never blocks."""
+        if len(self._queue) >= self._max_waiting:
+            self._queue.popleft()
+            self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(1)
+        self._queue.append(raw)
+        self._wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            raw = self._queue.popleft()
+            self._busy = True
+            try:
+                window = await loop.run_in_executor(self.executor, self.prepare, raw)
+            except (ValueError, RuntimeError, OSError) as exc:
+                # Per-stream boundary: one bad frame must not end the stream.
+                self.errors += 1
+                logger.warning(
+                    "stream %s: window %d not prepared: %s", self.stream_id, raw.index, exc
+                )
+                continue
+            finally:
+                self._busy = False
+            self.prepared += 1
+            self.submit(window)
+
+    def prepare(self, raw: RawWindow) -> Window:
+        """RGB conversion + face crops for one window (runs in a worker thread)."""
+        k, s = self.contract.k_crops, self.contract.crop_size
+        faces = np.zeros((k, s, s, 3), dtype=np.uint8)
+        found = np.zeros(k, dtype=bool)
+        for j, sampled in enumerate(raw.frames):
+            if sampled is None:
+                continue
+            key = time_key(sampled.t)
+            cached = self._cache.get(key)
+            if cached is None:
+                result = self.cropper.crop(to_rgb(sampled.frame))
+                cached = (np.asarray(result.image, dtype=np.uint8), bool(result.found))
+                self._cache[key] = cached
+                while len(self._cache) > CROP_CACHE_FRAMES:
+                    self._cache.popitem(last=False)
+            faces[j], found[j] = cached
+        rms = audio_rms(raw.audio) if raw.has_audio else 0.0
+        return Window(
+            stream_id=raw.stream_id,
+            index=raw.index,
+            start_s=raw.start_s,
+            end_s=raw.end_s,
+            audio=raw.audio,
+            faces=faces,
+            face_found=found,
+            audio_rms=rms,
+            has_audio=raw.has_audio,
+            has_video=raw.has_video,
+            ready_at=raw.ready_at,
+        )

@@ -1,0 +1,94 @@
+"""Small real clips for the live-monitor tests, written with PyAV.
+
+A "talking head" is skimage's astronaut photograph (a real frontal face the Haar cascade
+finds) on a flat background; `gain` scales the whole frame's brightness and `tone_amp`
+the voice's loudness. With the toy ONNX detector (`engines.toy`: P(fake) rises with
+brightness and audio energy) a bright, loud clip plays "fake" and a dark, quiet one
+"real". Audio and video packets are interleaved so the file streams well over RTSP.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from skimage import data as skdata
+
+from engines.toy import make_toy_onnx
+from monitor.contract import InputContract
+
+HEAD = np.ascontiguousarray(skdata.astronaut()[0:300, 100:360])  # head and shoulders
+FRAME_SIZE = (320, 240)  # px, small: decoding stays cheap on 2 cores
+AUDIO_RATE = 44_100  # Hz, like the competition clips
+AAC_FRAME = 1024  # samples per AAC frame
+FAKE = {"gain": 1.5, "tone_amp": 0.5}  # bright + loud: the toy model says fake
+REAL = {"gain": 0.4, "tone_amp": 0.05}  # dark + quiet: the toy model says real
+
+
+def face_frame(gain: float = 1.0, face: bool = True, shift: int = 0) -> np.ndarray:
+    w, h = FRAME_SIZE
+    frame = np.full((h, w, 3), 90, dtype=np.uint8)
+    if face:
+        head = cv2.resize(HEAD, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
+        hh, hw = head.shape[:2]
+        x, y = 70 + shift, 40
+        frame[y : y + hh, x : x + hw] = head
+    return np.clip(frame.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+def write_clip(
+    path: Path,
+    *,
+    seconds: float = 4.0,
+    fps: int = 10,
+    gain: float = 1.0,
+    tone_amp: float = 0.2,
+    audio: bool = True,
+    face: bool = True,
+    black: bool = False,
+    gop: int = 10,
+) -> Path:
+    """An H.264 (+ AAC) MP4 with a still talking head and a tone, packets interleaved."""
+    w, h = FRAME_SIZE
+    with av.open(str(path), "w", format="mp4") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.options = {"preset": "ultrafast", "crf": "23", "keyint": str(gop), "bframes": "0"}
+        a_s = None
+        if audio:
+            a_s = out.add_stream("aac", rate=AUDIO_RATE)
+            a_s.layout = "mono"
+        still = np.zeros((h, w, 3), np.uint8) if black else face_frame(gain, face)
+        n_frames = round(seconds * fps)
+        t = np.arange(round(seconds * AUDIO_RATE)) / AUDIO_RATE
+        tone = (tone_amp * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        a_pos = 0
+        for i in range(n_frames):
+            vf = av.VideoFrame.from_ndarray(still, format="rgb24")
+            vf.pts, vf.time_base = i, Fraction(1, fps)
+            for pkt in vs.encode(vf):
+                out.mux(pkt)
+            if a_s is None:
+                continue
+            until = round((i + 1) / fps * AUDIO_RATE)
+            while a_pos < min(until, tone.shape[0]):
+                part = tone[a_pos : a_pos + AAC_FRAME]
+                af = av.AudioFrame.from_ndarray(part[None, :], format="fltp", layout="mono")
+                af.sample_rate, af.pts, af.time_base = AUDIO_RATE, a_pos, Fraction(1, AUDIO_RATE)
+                for pkt in a_s.encode(af):
+                    out.mux(pkt)
+                a_pos += part.shape[0]
+        for stream in (vs, a_s):
+            if stream is not None:
+                for pkt in stream.encode(None):
+                    out.mux(pkt)
+    return path
+
+
+def toy_model(folder: Path, contract: InputContract | None = None) -> Path:
+    """The toy ONNX detector (+ manifest) in `folder`, loadable with engines.load_backend."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return make_toy_onnx(contract or InputContract(), folder / "model.onnx")

@@ -1,0 +1,165 @@
+"""The cross-stream scorer: flush on size and on delay, routing, drop-oldest backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engines.backend import Scores
+from monitor.contract import InputContract
+from monitor.scorer import ScoredWindow, Scorer
+from monitor.windower import Window
+
+CONTRACT = InputContract(window_seconds=0.5, hop_seconds=0.5, k_crops=1, crop_size=32)
+
+
+class RecordingBackend:
+    """Deterministic: every head scores the window's first audio sample. Optional delay."""
+
+    name = "recording"
+    contract = CONTRACT
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.batches: list[int] = []
+        self.threads: set[str] = set()
+
+    def score(self, audio: np.ndarray, faces: np.ndarray) -> Scores:
+        self.batches.append(audio.shape[0])
+        self.threads.add(threading.current_thread().name)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        v = audio[:, 0].astype(np.float32)
+        return Scores(fused=v, audio=v, visual=v)
+
+    def close(self) -> None:
+        pass
+
+
+def window(stream: str, value: float, index: int = 0) -> Window:
+    c = CONTRACT
+    return Window(
+        stream_id=stream,
+        index=index,
+        start_s=float(index),
+        end_s=float(index) + c.window_seconds,
+        audio=np.full(c.window_samples, value, np.float32),
+        faces=np.zeros(c.faces_shape, np.uint8),
+        face_found=np.ones(c.k_crops, bool),
+        audio_rms=value,
+        has_audio=True,
+        has_video=True,
+        ready_at=time.monotonic(),
+    )
+
+
+async def _settle(scorer: Scorer, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not scorer.idle and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
+def test_flush_on_full_batch_routes_each_row_back() -> None:
+    backend = RecordingBackend()
+    results: list[ScoredWindow] = []
+
+    async def main() -> float:
+        scorer = Scorer(backend, results.append, max_batch=4, max_delay_s=10.0, max_pending=16)
+        task = asyncio.create_task(scorer.run())
+        t0 = time.monotonic()
+        for i in range(8):  # two streams interleaved
+            scorer.submit(window("a" if i % 2 == 0 else "b", i / 10, i))
+        await _settle(scorer)
+        task.cancel()
+        return time.monotonic() - t0
+
+    took = asyncio.run(main())
+    assert backend.batches == [4, 4]
+    assert took < 5.0  # full batches did not wait for the 10 s delay
+    assert all(r.fused == pytest.approx(r.window.index / 10) for r in results)
+    assert {r.window.stream_id for r in results} == {"a", "b"}
+    assert all(name.startswith("scorer") for name in backend.threads)  # off the loop
+
+
+def test_flush_on_delay_when_the_batch_does_not_fill() -> None:
+    backend = RecordingBackend()
+    results: list[ScoredWindow] = []
+
+    async def main() -> None:
+        scorer = Scorer(backend, results.append, max_batch=32, max_delay_s=0.15, max_pending=64)
+        task = asyncio.create_task(scorer.run())
+        scorer.submit(window("a", 0.3))
+        scorer.submit(window("b", 0.6))
+        await asyncio.sleep(0.05)
+        assert backend.batches == []  # still waiting for more windows
+        await _settle(scorer)
+        task.cancel()
+
+    asyncio.run(main())
+    assert backend.batches == [2]
+    assert sorted(r.fused for r in results) == pytest.approx([0.3, 0.6])
+    assert all(r.latency_s >= 0.1 for r in results)  # they waited ~max_delay
+
+
+def test_backpressure_drops_the_oldest_windows_and_counts_them() -> None:
+    backend = RecordingBackend(delay_s=0.3)  # a backend far slower than the input
+    results: list[ScoredWindow] = []
+    dropped: list[Window] = []
+
+    async def main() -> Scorer:
+        scorer = Scorer(
+            backend,
+            results.append,
+            max_batch=2,
+            max_delay_s=0.0,
+            max_pending=4,
+            on_drop=dropped.append,
+        )
+        task = asyncio.create_task(scorer.run())
+        scorer.submit(window("a", 0.0, 0))
+        await asyncio.sleep(0.05)  # window 0 is now being scored (0.3 s)
+        for i in range(1, 11):
+            scorer.submit(window("a", i / 100, i))
+            assert scorer.pending <= 4  # never more than max_pending waiting
+        await _settle(scorer)
+        task.cancel()
+        return scorer
+
+    scorer = asyncio.run(main())
+    scored = [r.window.index for r in results]
+    # the freshest windows survive; the oldest waiting ones were dropped
+    assert scored == [0, 7, 8, 9, 10]
+    assert [w.index for w in dropped] == [1, 2, 3, 4, 5, 6]
+    assert scorer.windows_dropped == 6 and scorer.windows_scored == 5
+
+
+def test_a_failing_batch_does_not_stop_the_scorer() -> None:
+    class Flaky(RecordingBackend):
+        def score(self, audio: np.ndarray, faces: np.ndarray) -> Scores:
+            if audio[0, 0] < 0:
+                raise RuntimeError("boom")
+            return super().score(audio, faces)
+
+    results: list[ScoredWindow] = []
+
+    async def main() -> Scorer:
+        scorer = Scorer(Flaky(), results.append, max_batch=1, max_delay_s=0.0, max_pending=4)
+        task = asyncio.create_task(scorer.run())
+        scorer.submit(window("a", -1.0))
+        await _settle(scorer)
+        scorer.submit(window("a", 0.5))
+        await _settle(scorer)
+        task.cancel()
+        return scorer
+
+    scorer = asyncio.run(main())
+    assert scorer.errors == 1 and [r.fused for r in results] == [0.5]
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        Scorer(RecordingBackend(), lambda r: None, max_batch=8, max_pending=4)
