@@ -23,6 +23,9 @@ COMMANDS: dict[str, str] = {
     "probe": "monitor.commands.probe",
     "watch": "monitor.commands.watch",
     "serve": "monitor.commands.serve",
+    "export": "engines.commands.export",
+    "build-engine": "engines.commands.build_engine",
+    "export-triton": "engines.commands.export_triton",
 }
 
 

@@ -1,0 +1,1 @@
+"""CLI subcommands of the engines package: export, build-engine, export-triton."""
