@@ -7,10 +7,12 @@ the StreamRegistry / MediaSink protocols (monitor/ingest.py) that records what a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -44,6 +46,7 @@ CLIP_SECONDS = 3.0
 LONG_CLIP_SECONDS = 12.0
 TOKEN = "s3cret-token-for-tests"
 CHROMIUM = "/usr/bin/chromium"
+FUZZ_CASES = 60  # mutated offers (drop lines, truncate, flip characters, garble values)
 CALLER_SCRIPT = Path(__file__).with_name("webrtc_caller.py")
 
 
@@ -416,12 +419,16 @@ def test_refusals_are_clear_json_and_leak_nothing() -> None:
             no_ufrag = "\r\n".join(
                 line for line in good.split("\r\n") if not line.startswith("a=ice-ufrag")
             )
+            no_fingerprint = "\r\n".join(
+                line for line in good.split("\r\n") if not line.startswith("a=fingerprint")
+            )
             audio_at = good.index("m=audio")
             video_at = good.index("m=video")
             two_audio = good + good[audio_at:video_at]
             cases: list[tuple[Any, bool, str]] = [
                 ("{not json", True, "not JSON"),
                 (b"\xff\xfe\x00", True, "not JSON"),
+                ("[" * 4000 + "]" * 4000, True, "nested too deeply"),
                 ([1, 2], False, "JSON object"),
                 ({"type": "offer"}, False, "sdp"),
                 ({"sdp": good, "type": "answer"}, False, "type"),
@@ -432,7 +439,8 @@ def test_refusals_are_clear_json_and_leak_nothing() -> None:
                 ({"sdp": "v=0\r\nm=video x y\r\n", "type": "offer"}, False, "SDP"),
                 ({"sdp": no_candidates, "type": "offer"}, False, "ICE candidates"),
                 ({"sdp": two_audio, "type": "offer"}, False, "2 audio"),
-                ({"sdp": no_ufrag, "type": "offer"}, False, "offer"),
+                ({"sdp": no_ufrag, "type": "offer"}, False, "ICE ufrag"),
+                ({"sdp": no_fingerprint, "type": "offer"}, False, "DTLS fingerprint"),
             ]
             for body, raw, needle in cases:
                 status, msg = await post(body, raw=raw)
@@ -450,6 +458,48 @@ def test_refusals_are_clear_json_and_leak_nothing() -> None:
             registry.max_streams = 0
             status, msg = await post(offer)
             assert status == 503 and "stream limit" in msg
+
+    asyncio.run(scenario())
+
+
+def mutate_sdp(sdp: str, rng: random.Random) -> str:
+    lines = sdp.split("\r\n")
+    how = rng.randrange(4)
+    if how == 0:  # lines dropped
+        return "\r\n".join(line for line in lines if rng.random() > 0.15)
+    if how == 1:  # truncated
+        return sdp[: rng.randrange(len(sdp))]
+    if how == 2:  # characters replaced
+        chars = list(sdp)
+        for _ in range(5):
+            chars[rng.randrange(len(chars))] = chr(rng.randrange(32, 127))
+        return "".join(chars)
+    i = rng.randrange(len(lines))  # one attribute's value garbled
+    lines[i] = lines[i].split(":")[0] + ":" + "x" * rng.randrange(5)
+    return "\r\n".join(lines)
+
+
+def test_fuzzed_offers_get_400_or_200_never_500() -> None:
+    async def scenario() -> None:
+        registry = RecordingRegistry()
+        cfg = WebRTCConfig(max_peers=256, connect_timeout_s=0.5)
+        async with serve(registry, cfg) as (base, server), ClientSession() as http:
+            pc = RTCPeerConnection()
+            pc.addTransceiver("audio", direction="sendonly")
+            pc.addTransceiver("video", direction="sendonly")
+            good = await aiortc_offer(pc)
+            await pc.close()
+            rng = random.Random(1234)
+            seen: collections.Counter[int] = collections.Counter()
+            for _ in range(FUZZ_CASES):
+                payload = {"sdp": mutate_sdp(good, rng), "type": "offer"}
+                async with http.post(f"{base}/offer", json=payload) as resp:
+                    seen[resp.status] += 1
+                    assert resp.status in (200, 400), (payload, await resp.text())
+            assert seen[400] > FUZZ_CASES // 2, seen
+            # accepted ones never connect (nobody is there) and are dropped; none leak
+            await wait_until(lambda: not registry.open, 5, "every fuzzed stream to close")
+            assert server.peers == {}
 
     asyncio.run(scenario())
 

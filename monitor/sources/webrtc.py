@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STREAM_KIND = "webrtc"
+MEDIA_KINDS = (*TRACK_KINDS, "application")  # SDP sections aiortc can answer
 DEFAULT_NAME = "peer"
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # caller-chosen part of the stream id
 STREAM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # any stream id the pipeline makes
@@ -201,6 +202,8 @@ class WebRTCServer:
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise OfferRejected(400, f"body is not JSON: {exc}") from None
+        except RecursionError:  # "[[[[...]]]]": valid JSON, nested past the parser's stack
+            raise OfferRejected(400, "body is not JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise OfferRejected(400, 'body must be a JSON object {"sdp": ..., "type": "offer"}')
         sdp, kind, name = data.get("sdp"), data.get("type"), data.get("name", DEFAULT_NAME)
@@ -248,7 +251,7 @@ class WebRTCServer:
             try:
                 sink = self.registry.open_stream(stream_id, STREAM_KIND)
             except ConfigError as exc:
-                raise OfferRejected(503, f"the monitor cannot take another stream: {exc}") from None
+                raise OfferRejected(503, f"no stream can be opened now: {exc}") from None
             session = PeerSession(
                 stream_id,
                 RTCPeerConnection(self.rtc_configuration()),
@@ -297,8 +300,9 @@ class WebRTCServer:
             # fingerprint, no codec in common, ...): the caller's error, not ours
             raise OfferRejected(400, f"offer rejected: {exc or type(exc).__name__}") from None
         except Exception as exc:  # aiortc's SDP handling has more failure modes than it
-            # documents; a hostile offer must still get a 400, and the log keeps the trace
-            logger.exception("stream %s: offer failed in aiortc", session.stream_id)
+            # documents (AttributeError on a missing fingerprint, ...): still the caller's
+            logger.warning("stream %s: aiortc failed on the offer: %r", session.stream_id, exc)
+            logger.debug("stream %s: offer failure", session.stream_id, exc_info=True)
             raise OfferRejected(
                 400, f"offer could not be negotiated: {type(exc).__name__}"
             ) from None
@@ -371,8 +375,9 @@ def check_sdp(sdp: str) -> None:
     """Reject SDP that aiortc could not answer usefully, with a message for the caller."""
     try:
         desc = SessionDescription.parse(sdp)
-    except (ValueError, KeyError, IndexError, AssertionError, TypeError) as exc:
-        raise OfferRejected(400, f"SDP could not be parsed: {exc or type(exc).__name__}") from None
+    except Exception as exc:  # aiortc's parser trusts its input: a fuzzed offer raises
+        # ValueError, KeyError, IndexError, AssertionError, StopIteration, ... all the caller's
+        raise OfferRejected(400, f"SDP could not be parsed: {exc!r:.200}") from None
     kinds = [m.kind for m in desc.media]
     for kind in TRACK_KINDS:
         if kinds.count(kind) > 1:
@@ -383,6 +388,21 @@ def check_sdp(sdp: str) -> None:
         raise OfferRejected(
             400, "offer has no ICE candidates; wait for ICE gathering to complete (no trickle)"
         )
+    # the rest is checked here because aiortc half-builds a connection before it notices
+    for m in desc.media:
+        if m.kind not in MEDIA_KINDS:
+            raise OfferRejected(400, f"offer has an unsupported {m.kind!r:.20} section")
+        if m.dtls is None or not m.dtls.fingerprints:
+            raise OfferRejected(400, f"offer's {m.kind} section has no DTLS fingerprint")
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
+            raise OfferRejected(400, f"offer's {m.kind} section has no ICE ufrag/password")
+    mids = [m.rtp.muxId for m in desc.media if m.kind in TRACK_KINDS]
+    if not all(mids) or len(set(mids)) != len(mids):
+        raise OfferRejected(400, "every audio/video section needs its own a=mid")
+    all_mids = {str(m.rtp.muxId) for m in desc.media}
+    for group in desc.group:
+        if group.semantic == "BUNDLE" and not {str(i) for i in group.items} <= all_mids:
+            raise OfferRejected(400, "a=group:BUNDLE names a mid that no section has")
 
 
 WEBRTC_SERVER = web.AppKey("webrtc_server", WebRTCServer)

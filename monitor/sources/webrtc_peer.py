@@ -75,6 +75,27 @@ def frame_time(frame: Any) -> float | None:
     return float(pts * time_base)
 
 
+async def close_peer_connection(pc: RTCPeerConnection, stream_id: str) -> None:
+    """`pc.close()`, bounded in time, and forced when aiortc trips over a connection that a
+    bad offer left half built (it then raises, e.g. AttributeError on a missing transport,
+    and stops nothing after that point)."""
+    try:
+        await asyncio.wait_for(pc.close(), CLOSE_TIMEOUT_S)
+        return
+    except Exception as exc:  # see the docstring: any error here must not leak the peer
+        logger.warning("stream %s: closing the peer connection failed: %r", stream_id, exc)
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is None:
+            continue
+        for transport in (dtls, dtls.transport):  # DTLS, then the ICE transport under it
+            try:
+                await asyncio.wait_for(transport.stop(), CLOSE_TIMEOUT_S)
+            except Exception as exc:
+                logger.debug("stream %s: forced stop of %r: %r", stream_id, transport, exc)
+    pc.remove_all_listeners()
+
+
 class PeerSession:
     """One caller's connection and the tasks draining its tracks into one MediaSink."""
 
@@ -132,10 +153,7 @@ class PeerSession:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        try:
-            await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT_S)
-        except (TimeoutError, OSError, ConnectionError) as exc:
-            logger.warning("stream %s: closing the peer connection failed: %s", self.stream_id, exc)
+        await close_peer_connection(self.pc, self.stream_id)
         try:
             self.sink.close(reason)
         except Exception:  # the sink belongs to the pipeline: a bug there must not leak peers
