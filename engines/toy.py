@@ -38,6 +38,7 @@ def make_toy_onnx(contract: InputContract, path: str | Path, *, with_manifest: b
     from onnx import TensorProto, helper
 
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     k, s = contract.k_crops, contract.crop_size
     audio = helper.make_tensor_value_info(
         contract.audio_input, TensorProto.FLOAT, ["batch", contract.window_samples]
