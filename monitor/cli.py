@@ -21,8 +21,12 @@ logger = logging.getLogger(__name__)
 COMMANDS: dict[str, str] = {
     "synth": "train.synth.command",
     "probe": "monitor.commands.probe",
+    "train": "train.train_command",
+    "evaluate": "train.evaluate_command",
     "watch": "monitor.commands.watch",
     "serve": "monitor.commands.serve",
+    "score": "monitor.commands.score",
+    "merge": "monitor.commands.merge",
     "export": "engines.commands.export",
     "build-engine": "engines.commands.build_engine",
     "export-triton": "engines.commands.export_triton",

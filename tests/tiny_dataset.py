@@ -23,7 +23,7 @@ FPS = 10  # frames per second
 SIZE = 64  # px, square frames
 SECONDS = 2.0  # clip length
 WHINE_HZ = 5_000.0  # the audio artefact of a fake voice
-STRIPE_PERIOD_PX = 8  # the visual artefact of a fake face
+STRIPE_PERIOD_PX = 16  # the visual artefact of a fake face (8 px in a 32 px crop)
 STRIPE_AMPLITUDE = 40  # grey levels
 # method -> (audio_fake, video_fake)
 METHODS = {"real": (0, 0), "voice_clone": (1, 0), "face_swap": (0, 1), "both": (1, 1)}

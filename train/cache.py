@@ -184,8 +184,12 @@ def build_cache(
     workers: int = 0,
     progress: bool = False,
     what: str = "clips",
+    quiet: bool = False,
 ) -> CacheReport:
-    """Cache every record (in `workers` processes; 0 = here), skipping and counting failures."""
+    """Cache every record (in `workers` processes; 0 = here), skipping and counting failures.
+
+    `quiet` demotes the summary to DEBUG, for a second pass that only collects entries.
+    """
     from tqdm import tqdm
 
     spec.folder.mkdir(parents=True, exist_ok=True)
@@ -220,8 +224,8 @@ def build_cache(
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    logger.info("%s: %s", what, report.summary())
-    if report.failed:
+    logger.log(logging.DEBUG if quiet else logging.INFO, "%s: %s", what, report.summary())
+    if report.failed and not quiet:
         logger.warning(
             "%s: %d of %d clips skipped because they could not be decoded (see above)",
             what,

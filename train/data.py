@@ -91,6 +91,11 @@ def resolve_root(data_dir: str | Path) -> Path:
     return root
 
 
+def split_exists(data_dir: str | Path, split: str) -> bool:
+    """True when the split's clip folder exists (its label file may still be bad)."""
+    return (resolve_root(data_dir) / SPLIT_DIRS.get(split, split)).is_dir()
+
+
 def find_split(data_dir: str | Path, split: str) -> tuple[Path, Path]:
     """(clip folder, label file) of a split given as `train`/`val`/`test` or a folder name."""
     root = resolve_root(data_dir)

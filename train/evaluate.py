@@ -1,0 +1,242 @@
+"""Score a labelled split with a detector and report what the competition measures.
+
+Per clip, the score is the mean P(fake) over its cached windows (the same aggregate the
+offline scorer writes to prediction.txt). Reported: ROC AUC, TPR at FPR 1e-3 and 1e-2,
+EER for the fused head; with a manifest, the audio head against `audio_fake`, the
+visual head against `video_fake`, and each generation method's fakes against all reals
+(the per-method AUC shows which attacks the detector has not learnt).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from monitor.errors import ConfigError
+from monitor.evaluation import binary_metrics, has_both_classes, plot_roc
+from train.cache import CachedClip, CacheSpec, build_cache, load_windows
+from train.data import ClipRecord, load_split
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EVAL_BATCH = 64  # windows per forward pass when scoring
+REAL_METHOD = "real"  # manifest method name of genuine clips (reals are found by target)
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    """Per-clip mean P(fake) of each head, in the order of `records`."""
+
+    records: tuple[ClipRecord, ...]
+    fused: np.ndarray  # float64 [n_clips]
+    audio: np.ndarray
+    visual: np.ndarray
+    n_windows: np.ndarray  # int [n_clips]
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` -> this process's CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' asked for but torch sees no CUDA GPU; use 'cpu'")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def _autocast(device: torch.device, amp: bool) -> Any:
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.inference_mode()
+def score_clips(
+    model: nn.Module,
+    clips: Sequence[CachedClip],
+    device: torch.device,
+    batch_size: int = DEFAULT_EVAL_BATCH,
+    amp: bool = False,
+) -> ClipScores:
+    """Run the model over every cached window and average probabilities per clip."""
+    was_training = model.training
+    model.eval()
+    n = len(clips)
+    sums = np.zeros((3, n), dtype=np.float64)
+    counts = np.zeros(n, dtype=np.int64)
+    pending_a: list[np.ndarray] = []
+    pending_f: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
+
+    def flush() -> None:
+        audio = torch.from_numpy(np.concatenate(pending_a)).to(device)
+        faces = torch.from_numpy(np.concatenate(pending_f)).to(device)
+        who = np.concatenate(owners)
+        with _autocast(device, amp):
+            logits = model(audio, faces)
+        for h, head in enumerate(logits):
+            p = torch.sigmoid(head.float()).cpu().numpy().astype(np.float64)
+            sums[h] += np.bincount(who, weights=p, minlength=n)
+        counts[:] += np.bincount(who, minlength=n)
+        pending_a.clear()
+        pending_f.clear()
+        owners.clear()
+
+    queued = 0
+    for i, clip in enumerate(clips):
+        w = load_windows(clip.npz)
+        for start in range(0, w.audio.shape[0], batch_size):
+            a, f = w.audio[start : start + batch_size], w.faces[start : start + batch_size]
+            pending_a.append(a)
+            pending_f.append(f)
+            owners.append(np.full(len(a), i))
+            queued += len(a)
+            if queued >= batch_size:
+                flush()
+                queued = 0
+    if queued:
+        flush()
+    model.train(was_training)
+    means = sums / np.maximum(counts, 1)
+    return ClipScores(tuple(c.record for c in clips), means[0], means[1], means[2], counts)
+
+
+def _labelled(records: Sequence[ClipRecord], attr: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and labels of the clips whose per-modality label `attr` is known."""
+    idx = [i for i, r in enumerate(records) if getattr(r, attr) is not None]
+    return np.array(idx, dtype=np.int64), np.array(
+        [getattr(records[i], attr) for i in idx], dtype=np.int64
+    )
+
+
+def clip_metrics(scores: ClipScores) -> dict[str, Any]:
+    """The report: fused metrics, per-modality AUCs and per-method AUCs (NaN when undefined)."""
+    recs = scores.records
+    y = np.array([r.target for r in recs], dtype=np.int64)
+    out: dict[str, Any] = {"fused": binary_metrics(y, scores.fused)}
+    for head, attr in (("audio", "audio_fake"), ("visual", "video_fake")):
+        idx, lab = _labelled(recs, attr)
+        if idx.size:
+            out[head] = binary_metrics(lab, getattr(scores, head)[idx])
+    methods = sorted({r.method for r in recs if r.target == 1 and r.method})
+    reals = y == 0
+    per_method: dict[str, Any] = {}
+    for m in methods:
+        sel = reals | np.array([r.method == m and r.target == 1 for r in recs])
+        per_method[m] = binary_metrics(y[sel], scores.fused[sel])
+    if per_method:
+        out["per_method"] = per_method
+    return out
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The few numbers logged every epoch."""
+    f = metrics["fused"]
+    line = {
+        "auc": f["auc"],
+        "tpr_at_fpr_1e-3": f["tpr_at_fpr_1e-3"],
+        "tpr_at_fpr_1e-2": f["tpr_at_fpr_1e-2"],
+        "eer": f["eer"],
+    }
+    for head in ("audio", "visual"):
+        if head in metrics:
+            line[f"{head}_auc"] = metrics[head]["auc"]
+    return line
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def write_report(
+    out_dir: Path, split: str, scores: ClipScores, metrics: dict[str, Any], meta: dict[str, Any]
+) -> dict[str, Path]:
+    """metrics JSON (NaN as null), per-clip scores CSV and ROC plot PNG."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / f"metrics_{split}.json",
+        "csv": out_dir / f"scores_{split}.csv",
+        "png": out_dir / f"roc_{split}.png",
+    }
+    paths["json"].write_text(
+        json.dumps(_json_safe({**meta, "metrics": metrics}), indent=2, sort_keys=False) + "\n"
+    )
+    with paths["csv"].open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_name", "y_pred", "p_audio", "p_visual", "target", "method", "windows"])
+        for i, r in enumerate(scores.records):
+            w.writerow(
+                [
+                    r.name,
+                    f"{scores.fused[i]:.6f}",
+                    f"{scores.audio[i]:.6f}",
+                    f"{scores.visual[i]:.6f}",
+                    r.target,
+                    r.method or "",
+                    int(scores.n_windows[i]),
+                ]
+            )
+    y = np.array([r.target for r in scores.records])
+    curves: dict[str, tuple[Any, Any]] = {"fused": (y, scores.fused)}
+    for head, attr in (("audio head", "audio_fake"), ("visual head", "video_fake")):
+        idx, lab = _labelled(scores.records, attr)
+        if idx.size and has_both_classes(lab):
+            values = scores.audio if attr == "audio_fake" else scores.visual
+            curves[f"{head} vs {attr}"] = (lab, values[idx])
+    plot_roc(paths["png"], curves, title=f"ROC on {split} ({len(y)} clips)")
+    return paths
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    split: str = "val",
+    out_dir: str | Path | None = None,
+    cache_dir: str | Path = Path(".cache/windows"),
+    workers: int = 0,
+    batch_size: int = DEFAULT_EVAL_BATCH,
+    max_windows: int = 8,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score `split` of a competition folder with a checkpoint; write and return the report."""
+    from train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    dev = resolve_device(device)
+    model = ckpt.model.to(dev)
+    index = load_split(data_dir, split)
+    spec = CacheSpec(Path(cache_dir), ckpt.contract, max_windows=max_windows)
+    cache = build_cache(index.records, spec, workers=workers, progress=progress, what=index.split)
+    scores = score_clips(model, cache.clips, dev, batch_size, amp=dev.type == "cuda")
+    metrics = clip_metrics(scores)
+    meta = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": ckpt.sha256,
+        "data_dir": str(data_dir),
+        "split": index.split,
+        "clips_listed": len(index.records) + len(index.missing),
+        "clips_missing": len(index.missing),
+        "clips_failed": len(cache.failed),
+        "clips_scored": len(cache.clips),
+        "contract": ckpt.contract.to_dict(),
+    }
+    target = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval_{split}"
+    paths = write_report(target, index.split, scores, metrics, meta)
+    logger.info("%s: wrote %s", index.split, ", ".join(str(p) for p in paths.values()))
+    return {**meta, "metrics": metrics, "files": {k: str(v) for k, v in paths.items()}}

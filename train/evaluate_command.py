@@ -1,0 +1,63 @@
+"""`deepfake-monitor evaluate CHECKPOINT DATA_DIR --split val`: metrics, scores and ROC plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+HELP = "score a labelled split with a checkpoint: AUC, TPR@FPR, EER, per-modality/method AUC"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a .pt checkpoint (e.g. runs/x/best.pt)"
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", help="competition-format folder")
+    p.add_argument("--split", default="val", help="train, val, test or a split folder name")
+    p.add_argument("--out", help="report folder (default: CHECKPOINT's folder/eval_SPLIT)")
+    p.add_argument("--cache-dir", default=".cache/windows", help="per-clip window cache")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes")
+    p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    p.add_argument("--max-windows", type=int, default=8, help="windows scored per clip")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+
+def _fmt(x: Any) -> str:
+    return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from train.evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(
+        args.checkpoint,
+        args.data_dir,
+        split=args.split,
+        out_dir=args.out,
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        max_windows=args.max_windows,
+        device=args.device,
+        progress=True,
+    )
+    m = report["metrics"]
+    f = m["fused"]
+    print(
+        f"{report['split']}: {report['clips_scored']} clips scored "
+        f"({report['clips_missing']} missing, {report['clips_failed']} undecodable)"
+    )
+    print(
+        f"fused   AUC {_fmt(f['auc'])}  TPR@1e-3 {_fmt(f['tpr_at_fpr_1e-3'])}  "
+        f"TPR@1e-2 {_fmt(f['tpr_at_fpr_1e-2'])}  EER {_fmt(f['eer'])}"
+    )
+    for head in ("audio", "visual"):
+        if head in m:
+            print(f"{head:7s} AUC {_fmt(m[head]['auc'])} (head vs its modality label)")
+    for method, v in m.get("per_method", {}).items():
+        tpr = _fmt(v["tpr_at_fpr_1e-3"])
+        print(f"  {method:24s} AUC {_fmt(v['auc'])}  TPR@1e-3 {tpr}  n={v['n_fake']}")
+    print(json.dumps(report["files"]))
+    return 0
