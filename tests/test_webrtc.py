@@ -46,6 +46,7 @@ CLIP_SECONDS = 3.0
 LONG_CLIP_SECONDS = 12.0
 TOKEN = "s3cret-token-for-tests"
 CHROMIUM = "/usr/bin/chromium"
+E2E_CLIP_SECONDS = 6.0  # through the service: room for a few 2 s windows
 FUZZ_CASES = 60  # mutated offers (drop lines, truncate, flip characters, garble values)
 CALLER_SCRIPT = Path(__file__).with_name("webrtc_caller.py")
 
@@ -711,3 +712,100 @@ async def wait_until_async(get: Callable[[], Any], want: Any, timeout: float) ->
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"wanted {want!r}, last saw {got!r}")
+
+
+# --- 4. end to end through the real service: pipeline, face crops, toy detector ----------
+
+
+@pytest.mark.slow
+def test_service_scores_webrtc_callers_end_to_end(tmp_path: Path) -> None:
+    """Two aiortc callers through Service (real Pipeline, face crops, the toy ONNX detector
+    in onnxruntime): a bright, loud caller scores as fake, a dark, quiet one as real."""
+    from live_media import FAKE, REAL, toy_model
+    from live_media import write_clip as write_face_clip
+
+    from monitor.config import MonitorConfig
+    from monitor.service import Service
+
+    clips = {
+        "fake": write_face_clip(
+            tmp_path / "fake.mp4",
+            seconds=E2E_CLIP_SECONDS,
+            gain=FAKE["gain"],
+            tone_amp=FAKE["tone_amp"],
+        ),
+        "real": write_face_clip(
+            tmp_path / "real.mp4",
+            seconds=E2E_CLIP_SECONDS,
+            gain=REAL["gain"],
+            tone_amp=REAL["tone_amp"],
+        ),
+    }
+    cfg = MonitorConfig.model_validate(
+        {
+            "model": str(toy_model(tmp_path / "model")),
+            "backend": "onnxruntime",
+            "server": {"host": "127.0.0.1", "port": 0},
+            "webrtc": {"token": TOKEN},
+            "state": {"min_escalate_s": 1.0},  # a verdict within the short clips
+        }
+    )
+    service = Service(cfg)
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        run = asyncio.create_task(service.run(install_signals=False))
+        try:
+            await wait_until(lambda: service.port is not None and service.ready, 60, "ready")
+            base = f"http://127.0.0.1:{service.port}"
+            auth = bearer(TOKEN)
+            async with ClientSession() as http:
+                async with http.get(f"{base}/") as resp:
+                    assert resp.status == 200  # the join page, beside /metrics
+                callers = {name: player_pc(path) for name, path in clips.items()}
+                ids = {
+                    name: await join(http, base, pc, name=name, token=TOKEN)
+                    for name, (pc, _player) in callers.items()
+                }
+
+                async def status(name: str) -> dict[str, Any]:
+                    url = f"{base}/api/status/{ids[name]}"
+                    async with http.get(url, headers=auth) as resp:
+                        assert resp.status == 200, await resp.text()
+                        return dict(await resp.json())
+
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    seen.update({name: await status(name) for name in clips})
+                    if all(s["state"] != "STARTING" for s in seen.values()):
+                        break
+                    await asyncio.sleep(0.2)
+                async with http.get(f"{base}/metrics") as resp:
+                    metrics = await resp.text()
+                assert f'stream="{ids["fake"]}"' in metrics
+
+                for pc, _player in callers.values():
+                    await pc.close()
+                for stream_id in ids.values():
+                    await wait_until(
+                        lambda sid=stream_id: (
+                            service.pipeline is not None  # type: ignore[misc]
+                            and service.pipeline.status(sid) is None
+                        ),
+                        10,
+                        f"{stream_id} to be removed",
+                    )
+                async with http.get(f"{base}/api/status/{ids['fake']}", headers=auth) as resp:
+                    assert resp.status == 404
+                async with http.get(f"{base}/metrics") as resp:
+                    assert f'stream="{ids["fake"]}"' not in await resp.text()
+        finally:
+            service.stop()
+            await run
+
+    asyncio.run(scenario())
+    fake, real = seen["fake"], seen["real"]
+    assert fake["windows_scored"] >= 2 and real["windows_scored"] >= 2, seen
+    assert fake["fused"] > 0.8 and real["fused"] < 0.4, seen
+    assert fake["state"] in ("ALERT", "SUSPICIOUS") and real["state"] == "CLEAR", seen
+    assert fake["visual"] is not None and fake["audio"] is not None  # face found, audio heard
