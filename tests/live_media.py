@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import TypedDict
 
 import av
 import cv2
@@ -24,8 +25,15 @@ HEAD = np.ascontiguousarray(skdata.astronaut()[0:300, 100:360])  # head and shou
 FRAME_SIZE = (320, 240)  # px, small: decoding stays cheap on 2 cores
 AUDIO_RATE = 44_100  # Hz, like the competition clips
 AAC_FRAME = 1024  # samples per AAC frame
-FAKE = {"gain": 1.5, "tone_amp": 0.5}  # bright + loud: the toy model says fake
-REAL = {"gain": 0.4, "tone_amp": 0.05}  # dark + quiet: the toy model says real
+
+
+class Look(TypedDict):
+    gain: float  # brightness factor of the whole frame
+    tone_amp: float  # amplitude of the "voice" tone
+
+
+FAKE: Look = {"gain": 1.5, "tone_amp": 0.5}  # bright + loud: the toy model says fake
+REAL: Look = {"gain": 0.4, "tone_amp": 0.05}  # dark + quiet: the toy model says real
 
 
 def face_frame(gain: float = 1.0, face: bool = True, shift: int = 0) -> np.ndarray:
@@ -56,7 +64,12 @@ def write_clip(
     with av.open(str(path), "w", format="mp4") as out:
         vs = out.add_stream("libx264", rate=fps)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        vs.options = {"preset": "ultrafast", "crf": "23", "keyint": str(gop), "bframes": "0"}
+        vs.codec_context.gop_size = gop  # a keyframe every second: RTSP clients can join
+        vs.options = {
+            "preset": "ultrafast",
+            "crf": "23",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0",
+        }
         a_s = None
         if audio:
             a_s = out.add_stream("aac", rate=AUDIO_RATE)
