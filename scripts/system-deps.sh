@@ -3,7 +3,10 @@
 # it says what to install and carries on (the tests that need a package skip without it).
 set -euo pipefail
 PKGS=(
-  ffmpeg                                   # ffprobe/ffmpeg for cross-checking media in tests
+  # a real RTSP server for the live tests and the demo (run with /usr/bin/python3)
+  python3-gi gir1.2-gst-rtsp-server-1.0
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  chromium                                 # a real browser as a WebRTC caller in the tests
 )
 missing=()
 for p in "${PKGS[@]}"; do
