@@ -1,194 +1,51 @@
-"""WebRTC source: real aiortc peers and a real headless Chromium against the real aiohttp app.
-
-The only stand-in is the pipeline: `RecordingRegistry` is a small, real implementation of
-the StreamRegistry / MediaSink protocols (monitor/ingest.py) that records what arrives.
+"""WebRTC source: real aiortc peers against the real aiohttp app (signaling, draining,
+refusals, limits, vanishing peers) and end to end through the real service.
+The browser test lives in test_webrtc_browser.py; shared peers in webrtc_peers.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 import json
-import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 import pytest
 from aiohttp import ClientSession, web
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaPlayer
+from aiortc import RTCPeerConnection
 from pydantic import SecretStr, ValidationError
+from webrtc_peers import (
+    CLIP_FPS,
+    CLIP_SIZE,
+    TOKEN,
+    RecordingRegistry,
+    aiortc_offer,
+    bearer,
+    check_audio,
+    join,
+    player_pc,
+    serve,
+    wait_until,
+    write_mp4,
+)
 
-from monitor.contract import SAMPLE_RATE
-from monitor.errors import ConfigError
-from monitor.ingest import StreamStatus
-from monitor.sources.webrtc import WEBRTC_SERVER, WebRTCConfig, add_webrtc_routes
+from monitor.sources.webrtc import WebRTCConfig, add_webrtc_routes
 from monitor.sources.webrtc_peer import TrackClock, frame_time
 
-TONE_HZ = 440.0
-CLIP_SIZE = (320, 240)  # px
-CLIP_FPS = 15
-CLIP_SECONDS = 3.0
 LONG_CLIP_SECONDS = 12.0
-TOKEN = "s3cret-token-for-tests"
-CHROMIUM = "/usr/bin/chromium"
 E2E_CLIP_SECONDS = 6.0  # through the service: room for a few 2 s windows
 FUZZ_CASES = 60  # mutated offers (drop lines, truncate, flip characters, garble values)
 CALLER_SCRIPT = Path(__file__).with_name("webrtc_caller.py")
-
-
-# --- a real (tiny) implementation of the pipeline's side of the seam ----------------------
-
-
-class RecordingSink:
-    def __init__(self, stream_id: str) -> None:
-        self.stream_id = stream_id
-        self.audio: list[tuple[float, np.ndarray]] = []
-        self.video: list[tuple[float, int, int]] = []  # (t, width, height)
-        self.audio_wall: list[float] = []  # monotonic time of each push_audio
-        self.closed: str | None = None
-        self.last_luma = 0.0
-        self.fail_every = 0  # >0: every n-th push_video raises after recording the frame
-
-    def push_audio(self, samples: np.ndarray, t: float) -> None:
-        self.audio.append((t, samples))
-        self.audio_wall.append(time.monotonic())
-
-    def push_video(self, frame: Any, t: float) -> None:
-        img = frame.to_ndarray(format="rgb24") if isinstance(frame, av.VideoFrame) else frame
-        self.video.append((t, img.shape[1], img.shape[0]))
-        self.last_luma = float(img.mean()) / 255.0
-        if self.fail_every and len(self.video) % self.fail_every == 0:
-            raise RuntimeError("a bug in the pipeline")  # the source must shrug it off
-
-    def close(self, reason: str) -> None:
-        self.closed = reason
-
-    def samples(self) -> np.ndarray:
-        return np.concatenate([s for _, s in self.audio]) if self.audio else np.zeros(0, np.float32)
-
-    def audio_seconds(self) -> float:
-        return sum(s.size for _, s in self.audio) / SAMPLE_RATE
-
-
-class RecordingRegistry:
-    def __init__(self, max_streams: int = 100) -> None:
-        self.max_streams = max_streams
-        self.sinks: dict[str, RecordingSink] = {}  # every stream ever opened
-        self.open: set[str] = set()
-        self.closed: list[str] = []
-
-    def open_stream(self, stream_id: str, kind: str) -> RecordingSink:
-        assert kind == "webrtc"
-        if len(self.open) >= self.max_streams:
-            raise ConfigError(f"stream limit {self.max_streams} reached")
-        sink = self.sinks[stream_id] = RecordingSink(stream_id)
-        self.open.add(stream_id)
-        return sink
-
-    def close_stream(self, stream_id: str) -> None:
-        self.open.discard(stream_id)
-        self.closed.append(stream_id)
-
-    def status(self, stream_id: str) -> StreamStatus | None:
-        if stream_id not in self.open:
-            return None
-        sink = self.sinks[stream_id]
-        live = bool(sink.audio) and bool(sink.video)
-        rms = float(np.sqrt(np.mean(sink.audio[-1][1] ** 2))) if sink.audio else None
-        return StreamStatus(
-            stream_id=stream_id,
-            state="CLEAR" if live else "STARTING",
-            fused=None if rms is None else min(1.0, rms),
-            audio=rms,
-            visual=sink.last_luma if sink.video else None,
-            windows_scored=len(sink.audio) // 50,
-            windows_dropped=0,
-            fps=float(len(sink.video)),
-            latency_ms=12.0,
-        )
-
-
-# --- media fixtures -------------------------------------------------------------------------
-
-
-def _picture(i: int, width: int, height: int) -> np.ndarray:
-    """A gradient with a moving square: cheap to make, gives the encoder something to do."""
-    img = np.zeros((height, width, 3), np.uint8)
-    img[..., 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
-    img[..., 2] = np.linspace(255, 0, height, dtype=np.uint8)[:, None]
-    x = (i * 8) % (width - 40)
-    img[height // 3 : height // 3 + 40, x : x + 40] = 255
-    return img
-
-
-def _tone(seconds: float, rate: int) -> np.ndarray:
-    t = np.arange(round(seconds * rate)) / rate
-    return (0.5 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
-
-
-def write_mp4(path: Path, seconds: float = CLIP_SECONDS) -> Path:
-    """H.264 + AAC (48 kHz stereo) clip with a tone, interleaved by the muxer."""
-    width, height = CLIP_SIZE
-    rate = 48_000
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=CLIP_FPS)
-        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-        vs.options = {"preset": "ultrafast", "tune": "zerolatency"}
-        aus = out.add_stream("aac", rate=rate)
-        aus.layout = "stereo"
-        tone = _tone(seconds, rate)
-        chunk = 1024
-        a_next = 0
-        for i in range(round(seconds * CLIP_FPS)):
-            frame = av.VideoFrame.from_ndarray(_picture(i, width, height), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, CLIP_FPS)
-            out.mux(vs.encode(frame))
-            while a_next < min(tone.size, (i + 1) * rate // CLIP_FPS):
-                part = tone[a_next : a_next + chunk]
-                inter = np.repeat(part, 2)[None, :]  # packed stereo
-                af = av.AudioFrame.from_ndarray(inter, format="flt", layout="stereo")
-                af.sample_rate, af.pts, af.time_base = rate, a_next, Fraction(1, rate)
-                out.mux(aus.encode(af))
-                a_next += chunk
-        out.mux(vs.encode(None))
-        out.mux(aus.encode(None))
-    return path
-
-
-def write_y4m(path: Path, seconds: float = 2.0) -> Path:
-    width, height = CLIP_SIZE
-    with path.open("wb") as f:
-        f.write(f"YUV4MPEG2 W{width} H{height} F{CLIP_FPS}:1 Ip A1:1 C420jpeg\n".encode())
-        for i in range(round(seconds * CLIP_FPS)):
-            frame = av.VideoFrame.from_ndarray(_picture(i, width, height), format="rgb24")
-            yuv = frame.reformat(format="yuv420p").to_ndarray()  # planes stacked: [H*3/2, W]
-            f.write(b"FRAME\n" + yuv.tobytes())
-    return path
-
-
-def write_wav(path: Path, seconds: float = 2.0, rate: int = 48_000) -> Path:
-    pcm = (_tone(seconds, rate) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -201,86 +58,6 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # long enough to outlast its test: aiortc's MediaPlayer(loop=True) restarts pts at each
     # loop and its VP8 encoder then stops the sender ("Invalid data"), a client-side quirk
     return write_mp4(tmp_path_factory.mktemp("webrtc") / "long.mp4", seconds=LONG_CLIP_SECONDS)
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def serve(registry: RecordingRegistry, cfg: WebRTCConfig) -> AsyncIterator[tuple[str, Any]]:
-    """The real app on a real loopback port; yields (base URL, WebRTCServer)."""
-    app = web.Application()
-    add_webrtc_routes(app, registry, cfg)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", app[WEBRTC_SERVER]
-    finally:
-        await runner.cleanup()  # runs on_shutdown: closes every peer
-
-
-async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-async def aiortc_offer(pc: RTCPeerConnection) -> str:
-    await pc.setLocalDescription(await pc.createOffer())
-    return pc.localDescription.sdp
-
-
-async def join(
-    http: ClientSession, base: str, pc: RTCPeerConnection, *, name: str, token: str | None = None
-) -> str:
-    payload = {"sdp": await aiortc_offer(pc), "type": "offer", "name": name}
-    async with http.post(f"{base}/offer", json=payload, headers=bearer(token)) as resp:
-        body = await resp.json()
-        assert resp.status == 200, body
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
-    return str(body["stream_id"])
-
-
-def player_pc(path: Path) -> tuple[RTCPeerConnection, MediaPlayer]:
-    player = MediaPlayer(str(path))
-    pc = RTCPeerConnection()
-    assert player.audio is not None and player.video is not None
-    pc.addTrack(player.audio)
-    pc.addTrack(player.video)
-    return pc, player
-
-
-def dominant_frequency(x: np.ndarray, rate: int) -> float:
-    spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
-    return float(np.argmax(spec) * rate / x.size)
-
-
-def check_audio(sink: RecordingSink) -> None:
-    """Mono float32 at 16 kHz, times consistent with the sample count, the tone intact."""
-    assert all(s.dtype == np.float32 and s.ndim == 1 for _, s in sink.audio)
-    n = sum(s.size for _, s in sink.audio)
-    t_first, t_last = sink.audio[0][0], sink.audio[-1][0]
-    span = t_last + sink.audio[-1][1].size / SAMPLE_RATE - t_first
-    assert n / span == pytest.approx(SAMPLE_RATE, rel=0.03), (n, span)
-    # samples per second of arrival: the rate really is 16 kHz, not 48 kHz relabelled
-    wall = sink.audio_wall[-1] - sink.audio_wall[0]
-    n_after_first = n - sink.audio[0][1].size
-    assert n_after_first / wall == pytest.approx(SAMPLE_RATE, rel=0.2), (n_after_first, wall)
-    # drained as fast as it comes: arrival time minus stream time does not grow
-    lag = [wall - t for (t, _), wall in zip(sink.audio, sink.audio_wall, strict=True)]
-    assert float(np.median(lag[-20:]) - np.median(lag[:20])) < 0.25, (lag[:20], lag[-20:])
-    x = sink.samples()[SAMPLE_RATE // 4 :]
-    assert dominant_frequency(x, SAMPLE_RATE) == pytest.approx(TONE_HZ, abs=8)
-    assert 0.05 < float(np.abs(x).max()) <= 1.0
 
 
 # --- 1. an aiortc caller ------------------------------------------------------------------
@@ -357,6 +134,20 @@ def test_disabled_adds_no_routes() -> None:
     app = web.Application()
     add_webrtc_routes(app, RecordingRegistry(), WebRTCConfig(enabled=False))
     assert len(app.router.routes()) == 0
+
+
+def test_service_wide_token_wins_over_the_section() -> None:
+    async def scenario() -> None:
+        cfg = WebRTCConfig(token=SecretStr("section-token"))
+        async with (
+            serve(RecordingRegistry(), cfg, token=TOKEN) as (base, _server),
+            ClientSession() as http,
+        ):
+            for token, want in ((None, 401), ("section-token", 401), (TOKEN, 200)):
+                async with http.get(f"{base}/api/config", headers=bearer(token)) as resp:
+                    assert resp.status == want, token
+
+    asyncio.run(scenario())
 
 
 def test_refusals_are_clear_json_and_leak_nothing() -> None:
@@ -581,137 +372,6 @@ def test_peer_limit_and_a_vanishing_peer(long_clip: Path) -> None:
         await pc_a.close()
 
     asyncio.run(scenario())
-
-
-# --- 2. a real browser ----------------------------------------------------------------------
-
-
-class DevTools:
-    """Just enough of the Chrome DevTools protocol to click and read the page."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.next_id = 0
-
-    async def evaluate(self, expression: str) -> Any:
-        self.next_id += 1
-        my_id = self.next_id
-        params = {"expression": expression, "returnByValue": True, "awaitPromise": True}
-        await self.ws.send_json({"id": my_id, "method": "Runtime.evaluate", "params": params})
-        while True:
-            msg = await self.ws.receive_json()
-            if msg.get("id") == my_id:
-                return msg["result"]["result"].get("value")
-
-
-async def devtools_page_url(user_data_dir: Path, http: ClientSession) -> str:
-    port_file = user_data_dir / "DevToolsActivePort"
-    await wait_until(port_file.exists, 30, "Chromium's DevTools port")
-    port = port_file.read_text().split()[0]
-    for _ in range(100):
-        async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
-            pages = [t for t in await resp.json() if t["type"] == "page"]
-        if pages:
-            return str(pages[0]["webSocketDebuggerUrl"])
-        await asyncio.sleep(0.1)
-    raise AssertionError("Chromium shows no page")
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"
-)
-def test_headless_chromium_joins_and_shows_the_score(tmp_path: Path) -> None:
-    y4m = write_y4m(tmp_path / "clip.y4m")
-    wav = write_wav(tmp_path / "clip.wav")
-
-    async def scenario() -> None:
-        registry = RecordingRegistry()
-        cfg = WebRTCConfig(token=SecretStr(TOKEN), status_interval_ms=200)
-        async with serve(registry, cfg) as (base, server), ClientSession() as http:
-            profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
-            browser = subprocess.Popen(
-                [
-                    CHROMIUM,
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    f"--user-data-dir={profile}",
-                    "--use-fake-ui-for-media-stream",
-                    "--use-fake-device-for-media-stream",
-                    f"--use-file-for-fake-video-capture={y4m}",
-                    f"--use-file-for-fake-audio-capture={wav}",
-                    "--remote-debugging-port=0",
-                    f"{base}/#token={TOKEN}&name=chromium",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # its helpers die with the group below
-            )
-            try:
-                ws_url = await devtools_page_url(profile, http)
-                async with http.ws_connect(ws_url, max_msg_size=0) as ws:
-                    page = DevTools(ws)
-                    await wait_until_async(  # our page, scripts run (not about:blank)
-                        lambda: page.evaluate("document.body && document.body.dataset.phase"),
-                        "idle",
-                        15,
-                    )
-                    # the token left the address bar as soon as the page read it
-                    assert TOKEN not in await page.evaluate("location.href")
-                    await page.evaluate("document.getElementById('start').click()")
-
-                    await wait_until(lambda: len(registry.sinks) == 1, 20, "the browser's offer")
-                    stream_id = next(iter(registry.sinks))
-                    assert stream_id.startswith("webrtc-chromium-")
-                    sink = registry.sinks[stream_id]
-                    await wait_until(lambda: sink.audio_seconds() >= 2.5, 20, "browser audio")
-                    await wait_until(lambda: len(sink.video) >= 20, 10, "browser video")
-                    await wait_until_async(
-                        lambda: page.evaluate("document.getElementById('state').textContent"),
-                        "CLEAR",
-                        10,
-                    )
-                    shown = await page.evaluate(
-                        "['stream-id','fused','audio','visual','fps','connection']"
-                        ".map(id => document.getElementById(id).textContent)"
-                    )
-                    assert shown[0] == stream_id
-                    assert all(v not in ("", "–") for v in shown[1:5]), shown
-                    assert shown[5] == "connected"
-                    assert await page.evaluate("document.body.dataset.phase") == "live"
-
-                    await page.evaluate("document.getElementById('stop').click()")
-                    await wait_until(lambda: stream_id in registry.closed, 10, "hang-up")
-                    assert stream_id not in server.peers
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(browser.pid, signal.SIGKILL)
-                browser.wait()
-                shutil.rmtree(profile, ignore_errors=True)
-
-        check_audio(sink)
-        times = [t for t, _, _ in sink.video]
-        assert all(b > a for a, b in itertools.pairwise(times))
-        assert sink.video[-1][1:] == CLIP_SIZE
-
-    asyncio.run(scenario())
-
-
-async def wait_until_async(get: Callable[[], Any], want: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    got = None
-    while time.monotonic() < deadline:
-        got = await get()
-        if got == want:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"wanted {want!r}, last saw {got!r}")
 
 
 # --- 4. end to end through the real service: pipeline, face crops, toy detector ----------

@@ -414,12 +414,19 @@ def add_webrtc_routes(
     cfg: WebRTCConfig,
     *,
     sample_rate: int = SAMPLE_RATE,
+    token: str | None = None,
 ) -> None:
     """Add the page, the signaling endpoint and the status API to `app`; peers are closed
-    on the application's shutdown. Does nothing when `cfg.enabled` is false."""
+    on the application's shutdown. Does nothing when `cfg.enabled` is false.
+
+    `sample_rate`: the model contract's audio rate (Hz) the sinks expect. `token`: a bearer
+    token that wins over `cfg.token`, for a service that keeps one token for all its routes.
+    """
     if not cfg.enabled:
         logger.info("WebRTC source disabled")
         return
+    if token:
+        cfg = cfg.model_copy(update={"token": SecretStr(token)})
     server = WebRTCServer(registry, cfg, sample_rate)
     app[WEBRTC_SERVER] = server
     app.router.add_get("/", server.handle_page)

@@ -1,0 +1,167 @@
+"""A real browser as a WebRTC caller: headless Chromium (Debian's `chromium`) with a fake
+camera and microphone fed from files opens the join page, is received, and shows the score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from pydantic import SecretStr
+from webrtc_peers import (
+    CLIP_SIZE,
+    TOKEN,
+    RecordingRegistry,
+    check_audio,
+    serve,
+    wait_until,
+    write_wav,
+    write_y4m,
+)
+
+from monitor.sources.webrtc import WebRTCConfig
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+# --- the DevTools protocol, just enough to click and read the page -----------------------
+
+
+class DevTools:
+    """Just enough of the Chrome DevTools protocol to click and read the page."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.next_id = 0
+
+    async def evaluate(self, expression: str) -> Any:
+        self.next_id += 1
+        my_id = self.next_id
+        params = {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        await self.ws.send_json({"id": my_id, "method": "Runtime.evaluate", "params": params})
+        while True:
+            msg = await self.ws.receive_json()
+            if msg.get("id") == my_id:
+                return msg["result"]["result"].get("value")
+
+
+async def devtools_page_url(user_data_dir: Path, http: ClientSession) -> str:
+    port_file = user_data_dir / "DevToolsActivePort"
+    await wait_until(port_file.exists, 30, "Chromium's DevTools port")
+    port = port_file.read_text().split()[0]
+    for _ in range(100):
+        async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
+            pages = [t for t in await resp.json() if t["type"] == "page"]
+        if pages:
+            return str(pages[0]["webSocketDebuggerUrl"])
+        await asyncio.sleep(0.1)
+    raise AssertionError("Chromium shows no page")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"
+)
+def test_headless_chromium_joins_and_shows_the_score(tmp_path: Path) -> None:
+    y4m = write_y4m(tmp_path / "clip.y4m")
+    wav = write_wav(tmp_path / "clip.wav")
+
+    async def scenario() -> None:
+        registry = RecordingRegistry()
+        cfg = WebRTCConfig(token=SecretStr(TOKEN), status_interval_ms=200)
+        async with serve(registry, cfg) as (base, server), ClientSession() as http:
+            profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+            browser = subprocess.Popen(
+                [
+                    CHROMIUM,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    f"--user-data-dir={profile}",
+                    "--use-fake-ui-for-media-stream",
+                    "--use-fake-device-for-media-stream",
+                    f"--use-file-for-fake-video-capture={y4m}",
+                    f"--use-file-for-fake-audio-capture={wav}",
+                    "--remote-debugging-port=0",
+                    f"{base}/#token={TOKEN}&name=chromium",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # its helpers die with the group below
+            )
+            try:
+                ws_url = await devtools_page_url(profile, http)
+                async with http.ws_connect(ws_url, max_msg_size=0) as ws:
+                    page = DevTools(ws)
+                    await wait_until_async(  # our page, scripts run (not about:blank)
+                        lambda: page.evaluate("document.body && document.body.dataset.phase"),
+                        "idle",
+                        15,
+                    )
+                    # the token left the address bar as soon as the page read it
+                    assert TOKEN not in await page.evaluate("location.href")
+                    await page.evaluate("document.getElementById('start').click()")
+
+                    await wait_until(lambda: len(registry.sinks) == 1, 20, "the browser's offer")
+                    stream_id = next(iter(registry.sinks))
+                    assert stream_id.startswith("webrtc-chromium-")
+                    sink = registry.sinks[stream_id]
+                    await wait_until(lambda: sink.audio_seconds() >= 2.5, 20, "browser audio")
+                    await wait_until(lambda: len(sink.video) >= 20, 10, "browser video")
+                    await wait_until_async(
+                        lambda: page.evaluate("document.getElementById('state').textContent"),
+                        "CLEAR",
+                        10,
+                    )
+                    shown = await page.evaluate(
+                        "['stream-id','fused','audio','visual','fps','connection']"
+                        ".map(id => document.getElementById(id).textContent)"
+                    )
+                    assert shown[0] == stream_id
+                    assert all(v not in ("", "–") for v in shown[1:5]), shown
+                    assert shown[5] == "connected"
+                    assert await page.evaluate("document.body.dataset.phase") == "live"
+
+                    await page.evaluate("document.getElementById('stop').click()")
+                    await wait_until(lambda: stream_id in registry.closed, 10, "hang-up")
+                    assert stream_id not in server.peers
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(browser.pid, signal.SIGKILL)
+                browser.wait()
+                shutil.rmtree(profile, ignore_errors=True)
+
+        check_audio(sink)
+        times = [t for t, _, _ in sink.video]
+        assert all(b > a for a, b in itertools.pairwise(times))
+        assert sink.video[-1][1:] == CLIP_SIZE
+
+    asyncio.run(scenario())
+
+
+async def wait_until_async(get: Callable[[], Any], want: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        got = await get()
+        if got == want:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"wanted {want!r}, last saw {got!r}")
