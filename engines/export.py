@@ -14,6 +14,7 @@ against the same torch reference with a looser bound.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
@@ -131,16 +132,19 @@ def export_onnx(
     else:
         kwargs = {"dynamic_axes": {n: {0: "batch"} for n in names_in + names_out}}
     try:
-        torch.onnx.export(
-            module,
-            example,
-            str(out),
-            input_names=names_in,
-            output_names=names_out,
-            opset_version=opset,
-            dynamo=exporter == "dynamo",
-            **kwargs,
-        )
+        with warnings.catch_warnings():
+            # the TorchScript path is chosen on purpose (see above); its deprecation is noise
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            torch.onnx.export(
+                module,
+                example,
+                str(out),
+                input_names=names_in,
+                output_names=names_out,
+                opset_version=opset,
+                dynamo=exporter == "dynamo",
+                **kwargs,
+            )
     except Exception as exc:  # the exporters raise many unrelated types; report them as one
         raise ExportError(
             f"torch.onnx.export ({exporter}) failed: {type(exc).__name__}: {exc}"

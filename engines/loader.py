@@ -296,4 +296,4 @@ def load_backend(
 
 def _check_expected(expected: InputContract | None, model: InputContract, where: str) -> None:
     if expected is not None:
-        expected.check_compatible(model, what=f"model {where}")
+        expected.check_compatible(model, what=Path(where).name or where)
