@@ -329,3 +329,74 @@ def media_error_reason(exc: BaseException) -> str:
     if isinstance(exc, MediaError):
         return type(exc).__name__.removesuffix("Error").lower()
     return type(exc).__name__
+
+
+def sample_keyframes(path: str | Path, times: Sequence[float]) -> list[Frame]:
+    """Like `sample_frames`, but each time gets the keyframe at or before it.
+
+    Keyframe-anchored sampling for fast offline scoring: the demuxer reads packets
+    without decoding them, and only the keyframes some time needs are sent to the decoder
+    (with `skip_frame = "NONKEY"`, so nothing else is ever decoded). Each sampled frame
+    costs one intra-frame decode instead of decoding from the last keyframe up to it;
+    the price is that the frame shown may be up to one GOP earlier than asked for.
+    Frame.t is the keyframe's time. Times before the first keyframe get the first one,
+    times past the last keyframe get the last one.
+    """
+    src = str(path)
+    if not times:
+        return []
+    order = sorted(range(len(times)), key=lambda i: times[i])
+    wanted: dict[int, list[int]] = {}  # keyframe pts -> indices into `times` it answers
+    with open_media(src) as container:
+        stream = _video_stream(container, src)
+        # Slice threads only: frame threading would hold frames back across the few
+        # packets sent, and offline scoring runs one decoder per worker process anyway.
+        stream.thread_type = "SLICE"
+        ctx = stream.codec_context
+        ctx.skip_frame = "NONKEY"
+        decoded: dict[int, Any] = {}  # pts -> av.VideoFrame
+        k = 0  # index into `order` of the next time to assign
+        prev: Any = None  # last keyframe packet seen, not yet known to be needed
+
+        def _take(packet: Any, below: float | None) -> None:
+            """Assign to `packet` every pending time before `below` (all if None); decode it."""
+            nonlocal k
+            taken: list[int] = []
+            while k < len(order) and (below is None or times[order[k]] < below - 1e-6):
+                taken.append(order[k])
+                k += 1
+            if taken:
+                wanted.setdefault(int(packet.pts), []).extend(taken)
+                for frame in ctx.decode(packet):
+                    decoded[int(frame.pts)] = frame
+
+        try:
+            for packet in container.demux(stream):
+                if not packet.is_keyframe or packet.size == 0 or packet.pts is None:
+                    continue
+                t = float(packet.pts * packet.time_base)
+                if prev is None:
+                    prev = packet  # times before the first keyframe get the first keyframe
+                    continue
+                _take(prev, t)
+                prev = packet
+                if k >= len(order):
+                    break
+            if prev is not None and k < len(order):
+                _take(prev, None)
+            for frame in ctx.decode(None):  # drain frames the decoder held back
+                decoded[int(frame.pts)] = frame
+        except av.FFmpegError as exc:
+            raise CorruptMediaError(src, f"keyframe decode failed: {exc}") from exc
+        out: list[Frame | None] = [None] * len(times)
+        for pts, indices in wanted.items():
+            frame = decoded.get(pts)
+            if frame is None:
+                continue
+            # Frames from codec_context.decode carry no time base: use the stream's.
+            f = Frame(float(pts * stream.time_base), frame.to_ndarray(format="rgb24"))
+            for i in indices:
+                out[i] = f
+    if any(f is None for f in out):
+        raise ZeroDurationError(src, "no keyframes decoded")
+    return [f for f in out if f is not None]

@@ -1,0 +1,330 @@
+"""Offline scoring: a folder (or list) of videos -> prediction.txt, fast, robust, resumable.
+
+    inputs (sorted folder / list order) -> shard i/n -> skip what the journal has
+      -> worker processes: monitor.clip.extract_windows (or keyframe sampling) per video
+      -> main process: windows of finished videos batched into backend.score calls
+      -> per batch: window scores appended to the journal, flushed and fsynced
+      -> at the end, from the journal in input order: aggregate per video (monitor/
+         aggregate.py), write OUT atomically, the errors report, the summary, and with
+         labels the metrics and ROC plot
+
+The windows, face crops and backend are the live monitor's and training's: the same
+`extract_windows`, the same `FaceCropper`, the same `engines.load_backend`.
+
+Documented fallbacks: a video that cannot be decoded (missing, corrupt, not media) gets
+NEUTRAL_SCORE (0.5) and an errors-report entry; a video without audio is scored on
+silent audio windows and one without video on blank face crops (both counted in the
+summary); nothing of that stops the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.backend import Backend
+from monitor.aggregate import DEFAULT_RULE, AggregateRule
+from monitor.errors import ConfigError
+from monitor.offline_extract import Extracted, ExtractJob, check_sampling, iter_extracted
+from monitor.offline_inputs import Shard, VideoInput, inputs_digest, list_inputs
+from monitor.offline_journal import STATUS_FAILED, STATUS_OK, Journal, VideoResult
+from monitor.offline_report import (
+    OutputPaths,
+    Profile,
+    ScoreSummary,
+    count_fallbacks,
+    errors,
+    label_metrics,
+    ordered_results,
+    predictions,
+    write_metrics,
+    write_summary,
+    write_windows_csv,
+)
+from monitor.predictions import NEUTRAL_SCORE, read_labels, write_errors, write_predictions
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_WINDOWS = 256  # windows per backend.score call (the GPU backends' sweet spot)
+HASH_CHUNK_BYTES = 1 << 20  # 1 MiB reads while hashing the model file
+NONFINITE_REASON = "nonfinitescore"
+
+
+def default_workers() -> int:
+    """Decoder processes: one per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Everything `score` needs besides the inputs; the CLI flags mirror these fields."""
+
+    model: str  # .onnx / engine / checkpoint / folder / triton:// URL (engines.load_backend)
+    out: Path  # prediction file; the other outputs sit beside it (offline_report.py)
+    backend: str = "auto"  # auto | onnxruntime | torch | tensorrt | triton
+    device: str = "auto"  # auto | cpu | cuda
+    labels: Path | None = None  # video_name,target file: metrics and ROC plot
+    video_dir: Path | None = None  # where a name list's videos are (default: guessed)
+    sampling: str = "exact"  # exact | keyframe (monitor/offline_extract.py)
+    aggregate: str = DEFAULT_RULE  # window -> video rule (monitor/aggregate.py)
+    hop_seconds: float | None = None  # window stride, s; None: the model contract's hop
+    max_windows: int | None = None  # windows per video, spread over it; None: all
+    batch_windows: int = DEFAULT_BATCH_WINDOWS  # windows per backend call
+    workers: int = field(default_factory=default_workers)  # decoder processes (0: inline)
+    shard: Shard = field(default_factory=Shard)  # score only slice i of n
+    resume: bool = False  # continue from the journal if there is one
+    overwrite: bool = False  # discard an existing journal
+    windows_out: Path | None = None  # also write per-window scores as CSV here
+    progress: bool = True  # tqdm progress bar on stderr
+    neutral_score: float = NEUTRAL_SCORE  # score of a video that cannot be decoded
+
+    def __post_init__(self) -> None:
+        check_sampling(self.sampling)
+        AggregateRule.parse(self.aggregate)
+        if self.batch_windows < 1:
+            raise ConfigError(f"--batch-size {self.batch_windows}: must be >= 1")
+        if self.workers < 0:
+            raise ConfigError(f"--workers {self.workers}: must be >= 0")
+        if self.max_windows is not None and self.max_windows < 1:
+            raise ConfigError(f"--max-windows {self.max_windows}: must be >= 1")
+        if self.hop_seconds is not None and self.hop_seconds <= 0:
+            raise ConfigError(f"--hop {self.hop_seconds}: must be > 0")
+        if not 0.0 <= self.neutral_score <= 1.0:
+            raise ConfigError(f"neutral score {self.neutral_score} is not a probability")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_identity(backend: Backend, model: str) -> str:
+    """sha256 of the model file the backend runs (or its path/URL when not a file)."""
+    path = Path(str(getattr(backend, "path", model)))
+    return _sha256(path) if path.is_file() else str(model)
+
+
+class _Batcher:
+    """Collects decoded videos and scores their windows in batches of `batch` windows."""
+
+    def __init__(self, backend: Backend, journal: Journal, batch: int, bar: Any) -> None:
+        self.backend, self.journal, self.batch, self.bar = backend, journal, batch, bar
+        self.pending: list[Extracted] = []
+        self.failed: list[VideoResult] = []
+        self.windows = 0  # windows pending
+        self.inference_s = 0.0
+        self.batches = 0
+        self.scored_windows = 0
+
+    def add(self, x: Extracted) -> None:
+        if not x.ok or x.n_windows == 0:
+            reason = x.reason or "nowindows"
+            self.failed.append(VideoResult(x.index, x.name, STATUS_FAILED, reason, x.detail))
+        else:
+            self.pending.append(x)
+            self.windows += x.n_windows
+        if self.windows >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        done = self.failed + self._score_pending()
+        self.failed, self.pending, self.windows = [], [], 0
+        self.journal.append(done)  # durable before the bar moves
+        self.bar.update(len(done))
+
+    def _score_pending(self) -> list[VideoResult]:
+        if not self.pending:
+            return []
+        audio = np.concatenate([x.audio for x in self.pending if x.audio is not None])
+        faces = np.concatenate([x.faces for x in self.pending if x.faces is not None])
+        n = audio.shape[0]
+        out = np.empty((3, n), dtype=np.float64)
+        t0 = time.perf_counter()
+        for a in range(0, n, self.batch):
+            b = min(a + self.batch, n)
+            s = self.backend.score(audio[a:b], faces[a:b])
+            out[0, a:b], out[1, a:b], out[2, a:b] = s.fused, s.audio, s.visual
+            self.batches += 1
+        self.inference_s += time.perf_counter() - t0
+        self.scored_windows += n
+        results, at = [], 0
+        for x in self.pending:
+            k = x.n_windows
+            mine = out[:, at : at + k]
+            at += k
+            f, pa, pv = mine
+            if not np.isfinite(mine).all():
+                results.append(
+                    VideoResult(
+                        x.index, x.name, STATUS_FAILED, NONFINITE_REASON, "model output NaN/inf"
+                    )
+                )
+                continue
+            found = x.face_found.sum(axis=1) if x.face_found is not None else np.zeros(k)
+            results.append(
+                VideoResult(
+                    index=x.index,
+                    name=x.name,
+                    status=STATUS_OK,
+                    has_audio=x.has_audio,
+                    has_video=x.has_video,
+                    starts=tuple(float(t) for t in (x.starts if x.starts is not None else ())),
+                    fused=tuple(np.clip(f, 0.0, 1.0).tolist()),
+                    audio=tuple(np.clip(pa, 0.0, 1.0).tolist()),
+                    visual=tuple(np.clip(pv, 0.0, 1.0).tolist()),
+                    faces_found=tuple(int(c) for c in found),
+                )
+            )
+        return results
+
+
+def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="video",
+        desc="score",
+        disable=not enabled,
+        smoothing=0.05,
+        dynamic_ncols=True,
+    )
+
+
+def _jobs(todo: Sequence[VideoInput], contract: Any, opts: ScoreOptions) -> list[ExtractJob]:
+    return [
+        ExtractJob(
+            index=v.index,
+            name=v.name,
+            path=str(v.path),
+            contract=contract,
+            sampling=opts.sampling,
+            hop_seconds=opts.hop_seconds,
+            max_windows=opts.max_windows,
+        )
+        for v in todo
+    ]
+
+
+def _timed(it: Iterator[Extracted], clock: list[float]) -> Iterator[Extracted]:
+    """Yield from `it`, adding the time spent waiting for each item to clock[0]."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            x = next(it)
+        except StopIteration:
+            return
+        finally:
+            clock[0] += time.perf_counter() - t0
+        yield x
+
+
+def score_videos(
+    data: str | Path, opts: ScoreOptions, backend: Backend | None = None
+) -> ScoreSummary:
+    """Score every video of `data` (folder or name list) into `opts.out`; see the module doc.
+
+    `backend`, if given, is used instead of loading `opts.model` (and not closed).
+    """
+    t_start = time.perf_counter()
+    inputs = opts.shard.select(list_inputs(data, opts.video_dir))
+    labels = read_labels(opts.labels) if opts.labels is not None else None
+    paths = OutputPaths.beside(opts.out)
+    own_backend = backend is None
+    if backend is None:
+        from engines.loader import load_backend
+
+        backend = load_backend(opts.model, opts.backend, opts.device)
+    try:
+        contract = backend.contract
+        identity = {
+            "inputs_sha256": inputs_digest(inputs),
+            "inputs": len(inputs),
+            "shard": str(opts.shard),
+            "model_sha256": model_identity(backend, opts.model),
+            "contract": contract.to_dict(),
+            "sampling": opts.sampling,
+            "hop_seconds": opts.hop_seconds,
+            "max_windows": opts.max_windows,
+        }
+        with Journal.open(
+            paths.journal, identity, resume=opts.resume, overwrite=opts.overwrite
+        ) as journal:
+            resumed = len(journal.results)
+            todo = [v for v in inputs if v.index not in journal.results]
+            logger.info(
+                "%d videos to score (%d done before), %d workers, backend %s, sampling %s",
+                len(todo),
+                resumed,
+                opts.workers,
+                backend.name,
+                opts.sampling,
+            )
+            waited = [0.0]
+            decode_s = 0.0
+            with _progress_bar(len(inputs), resumed, opts.progress) as bar:
+                batcher = _Batcher(backend, journal, opts.batch_windows, bar)
+                t_loop = time.perf_counter()
+                stream = iter_extracted(_jobs(todo, contract, opts), opts.workers)
+                with contextlib.closing(stream):
+                    for x in _timed(stream, waited):
+                        decode_s += x.seconds
+                        batcher.add(x)
+                    batcher.flush()
+                loop_s = time.perf_counter() - t_loop
+            results = ordered_results(inputs, journal.results)
+    finally:
+        if own_backend:
+            backend.close()
+    rows = predictions(results, opts.aggregate, opts.neutral_score)
+    write_predictions(paths.predictions, rows)
+    write_errors(paths.errors, errors(results), opts.neutral_score)
+    if opts.windows_out is not None:
+        write_windows_csv(opts.windows_out, results)
+    metrics = None
+    if labels is not None:
+        found = label_metrics(results, rows, labels, opts.aggregate)
+        if found is not None:
+            metrics, curves = found
+            write_metrics(paths, metrics, curves, f"ROC of {paths.predictions.name}")
+    profile = Profile(
+        wall_s=time.perf_counter() - t_start,
+        loop_s=loop_s,
+        decode_s=decode_s,
+        inference_s=batcher.inference_s,
+        wait_s=waited[0],
+        batches=batcher.batches,
+        videos=len(todo),
+        windows=batcher.scored_windows,
+    )
+    summary = ScoreSummary(
+        out=str(paths.predictions),
+        videos=len(rows),
+        resumed=resumed,
+        aggregate=opts.aggregate,
+        sampling=opts.sampling,
+        backend=backend.name,
+        shard=str(opts.shard),
+        neutral_score=opts.neutral_score,
+        profile=profile,
+        metrics=metrics,
+        **count_fallbacks(results),
+    )
+    write_summary(paths, summary)
+    return summary

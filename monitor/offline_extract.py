@@ -1,0 +1,295 @@
+"""Decode side of offline scoring: videos -> model inputs, in parallel worker processes.
+
+Each worker runs `extract_job` on one video at a time and sends back its windows (audio
+[N, S] float32, crops [N, K, H, W, 3] uint8). Sampling modes:
+
+    exact     `monitor.clip.extract_windows`, the path training and the live monitor use:
+              every sampled frame is the frame on screen at the window's crop time.
+    keyframe  each crop time gets the keyframe at or before it (`media.sample_keyframes`):
+              one intra-frame decode per distinct keyframe instead of decoding every frame
+              between keyframes. Several times-faster on long GOPs; the crop may be up to
+              one GOP earlier than in `exact`, so measure the score difference before use.
+
+Audio is always decoded in full (cheap). Failures never escape a worker: a video that
+cannot be decoded comes back as a failed `Extracted` with a reason for the errors report.
+A worker process that dies (a crash inside a decoder) is replaced; the videos in flight
+are retried one at a time, so the one that kills its decoder is found and reported.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import ctypes.util
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from monitor.contract import InputContract
+from monitor.errors import ConfigError, MediaError
+from monitor.media import Frame
+
+logger = logging.getLogger(__name__)
+
+SAMPLING_MODES = ("exact", "keyframe")
+PREFETCH_PER_WORKER = 2  # videos in flight per worker: keeps workers busy, memory bounded
+WORKER_CRASH_REASON = "workercrashed"
+PR_SET_PDEATHSIG = 1  # prctl option: signal this process when its parent exits
+POOL_START_METHOD = "spawn"  # never fork a parent that holds inference-runtime threads
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    """One video for a worker."""
+
+    index: int  # position in the input list
+    name: str
+    path: str
+    contract: InputContract
+    sampling: str = "exact"
+    hop_seconds: float | None = None  # None: the contract's hop
+    max_windows: int | None = None  # None: every window
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """A worker's answer for one video: its windows, or why there are none."""
+
+    index: int
+    name: str
+    ok: bool
+    reason: str = ""  # for a failure: short machine-readable reason
+    detail: str = ""  # for a failure: the error message
+    starts: np.ndarray | None = None  # float64 [N] window start times, s
+    audio: np.ndarray | None = None  # float32 [N, window_samples]
+    faces: np.ndarray | None = None  # uint8 [N, K, S, S, 3]
+    face_found: np.ndarray | None = None  # bool [N, K]
+    has_audio: bool = True
+    has_video: bool = True
+    duration_s: float = 0.0
+    seconds: float = 0.0  # worker time spent on this video
+
+    @property
+    def n_windows(self) -> int:
+        return 0 if self.starts is None else int(self.starts.shape[0])
+
+
+FrameSampler = Callable[[str, Sequence[float]], list[Frame]]
+WindowArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool, bool, float]
+
+
+def windows_with_sampler(
+    path: str,
+    contract: InputContract,
+    sampler: FrameSampler,
+    hop_seconds: float | None = None,
+    max_windows: int | None = None,
+) -> WindowArrays:
+    """`extract_windows` with another frame sampler: (starts, audio, faces, found,
+    has_audio, has_video, duration).
+
+    The same building blocks in the same order as monitor/clip.py (probe, load_audio,
+    plan_windows, cut_audio, FaceCropper over distinct times in time order); only the
+    frame sampler differs. tests/test_offline_extract.py checks that with
+    `media.sample_frames` this reproduces extract_windows bit for bit, so the two cannot
+    drift apart unnoticed. It can go once extract_windows takes a sampler argument.
+    """
+    from monitor.clip import extract_windows
+    from monitor.faces import FaceCropper
+    from monitor.media import load_audio, probe
+    from monitor.windows import cut_audio, plan_windows
+
+    info = probe(path)
+    if not info.has_video:  # nothing to sample: the shared path does exactly the same
+        cw = extract_windows(path, contract, hop_seconds=hop_seconds, max_windows=max_windows)
+        starts = np.array([w.start_s for w in cw.windows], dtype=np.float64)
+        return starts, cw.audio, cw.faces, cw.face_found, cw.has_audio, False, cw.duration_s
+    audio = (
+        load_audio(path, contract.sample_rate) if info.has_audio else np.zeros(0, dtype=np.float32)
+    )
+    duration = max(info.duration_s, audio.shape[0] / contract.sample_rate)
+    windows = plan_windows(duration, contract, hop_seconds)
+    if max_windows is not None and len(windows) > max_windows:
+        keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
+        windows = [windows[i] for i in sorted(set(keep.tolist()))]
+    n, k, s = len(windows), contract.k_crops, contract.crop_size
+    audio_w = np.stack([cut_audio(audio, w.start_s, contract) for w in windows])
+    faces = np.zeros((n, k, s, s, 3), dtype=np.uint8)
+    found = np.zeros((n, k), dtype=bool)
+    wanted = [round(t, 6) for w in windows for t in w.frame_times]
+    unique = sorted(set(wanted))
+    frames = sampler(path, unique)
+    cropper = FaceCropper(crop_size=s, margin=contract.crop_margin)
+    # With keyframes many crop times share one frame: crop each distinct frame once, in
+    # time order (the exact sampler returns distinct frames, so nothing changes for it).
+    by_frame: dict[float, tuple[np.ndarray, bool]] = {}
+    by_time: dict[float, tuple[np.ndarray, bool]] = {}
+    for t, frame in zip(unique, frames, strict=True):
+        if frame.t not in by_frame:
+            res = cropper.crop(frame.image)
+            by_frame[frame.t] = (res.image, res.found)
+        by_time[t] = by_frame[frame.t]
+    for j, t in enumerate(wanted):
+        faces[j // k, j % k], found[j // k, j % k] = by_time[t]
+    starts = np.array([w.start_s for w in windows], dtype=np.float64)
+    return starts, audio_w, faces, found, info.has_audio, True, duration
+
+
+def extract_job(job: ExtractJob) -> Extracted:
+    """Decode and crop one video; never raises for a bad video (returns ok=False)."""
+    t0 = time.perf_counter()
+    try:
+        if not Path(job.path).is_file():
+            from monitor.errors import MediaNotFoundError
+
+            raise MediaNotFoundError(job.path)
+        if job.sampling == "keyframe":
+            from monitor.media import sample_keyframes
+
+            starts, audio, faces, found, has_a, has_v, dur = windows_with_sampler(
+                job.path, job.contract, sample_keyframes, job.hop_seconds, job.max_windows
+            )
+        else:
+            from monitor.clip import extract_windows
+
+            cw = extract_windows(
+                job.path, job.contract, hop_seconds=job.hop_seconds, max_windows=job.max_windows
+            )
+            starts = np.array([w.start_s for w in cw.windows], dtype=np.float64)
+            audio, faces, found = cw.audio, cw.faces, cw.face_found
+            has_a, has_v, dur = cw.has_audio, cw.has_video, cw.duration_s
+    except MediaError as exc:
+        from monitor.media import media_error_reason
+
+        logger.info("%s: cannot score: %s", job.name, exc)
+        return Extracted(
+            job.index,
+            job.name,
+            False,
+            media_error_reason(exc),
+            str(exc),
+            seconds=time.perf_counter() - t0,
+        )
+    except Exception as exc:  # a decoder or cropper bug on one file must not stop the run
+        logger.warning("%s: unexpected %s while decoding: %s", job.name, type(exc).__name__, exc)
+        return Extracted(
+            job.index,
+            job.name,
+            False,
+            type(exc).__name__,
+            str(exc),
+            seconds=time.perf_counter() - t0,
+        )
+    return Extracted(
+        job.index,
+        job.name,
+        True,
+        starts=starts,
+        audio=audio,
+        faces=faces,
+        face_found=found,
+        has_audio=has_a,
+        has_video=has_v,
+        duration_s=dur,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have Linux kill this worker when its parent dies (kill -9, OOM): no orphans."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: orphans exit at their next task read
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
+    _die_with_parent(parent)
+    # Ctrl-C goes to the whole process group: the parent handles it and stops the pool,
+    # workers must not die mid-video printing tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import cv2
+
+    cv2.setNumThreads(1)  # one worker per core already; OpenCV's own pool would oversubscribe
+
+
+def check_sampling(mode: str) -> str:
+    if mode not in SAMPLING_MODES:
+        raise ConfigError(f"--sampling {mode!r}: choose from {', '.join(SAMPLING_MODES)}")
+    return mode
+
+
+def iter_extracted(
+    jobs: Sequence[ExtractJob],
+    workers: int,
+    run: Callable[[ExtractJob], Extracted] = extract_job,
+) -> Generator[Extracted, None, None]:
+    """Extract every job, yielding results as they finish (not in job order).
+
+    workers=0 runs in this process (debugging, tests); otherwise a pool of `workers`
+    spawned processes with at most PREFETCH_PER_WORKER videos in flight each. When a
+    worker process dies, the videos in flight are retried one at a time in a fresh pool,
+    so a video that kills its decoder is identified and reported, and the others are
+    scored. Closing the iterator (Ctrl-C, an error downstream) cancels what has not
+    started.
+    """
+    if workers <= 0:
+        for job in jobs:
+            yield run(job)
+        return
+    queue = list(reversed(jobs))  # pop() from the end = job order
+    isolated: set[int] = set()  # indices in flight at a crash: rerun alone
+    limit = workers * PREFETCH_PER_WORKER
+    ctx = multiprocessing.get_context(POOL_START_METHOD)
+    while queue:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            workers, ctx, initializer=_init_worker, initargs=(os.getpid(),)
+        )
+        inflight: dict[concurrent.futures.Future[Extracted], ExtractJob] = {}
+        try:
+            while queue or inflight:
+                while queue and len(inflight) < limit:
+                    if any(j.index in isolated for j in inflight.values()):
+                        break
+                    if queue[-1].index in isolated and inflight:
+                        break
+                    job = queue.pop()
+                    inflight[pool.submit(run, job)] = job
+                done, _ = concurrent.futures.wait(
+                    inflight, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for fut in done:
+                    result = fut.result()  # BrokenProcessPool here: the job stays in flight
+                    del inflight[fut]
+                    yield result
+        except BrokenProcessPool:
+            lost = sorted(inflight.values(), key=lambda j: j.index)
+            if len(lost) == 1 and lost[0].index in isolated:
+                job = lost[0]
+                logger.warning("%s: the decoder process died on this video", job.name)
+                yield Extracted(
+                    job.index,
+                    job.name,
+                    False,
+                    WORKER_CRASH_REASON,
+                    "the decoder process died while decoding this video",
+                )
+            else:
+                logger.warning(
+                    "a decoder process died; retrying its %d videos one at a time", len(lost)
+                )
+                isolated.update(j.index for j in lost)
+                queue.extend(reversed(lost))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

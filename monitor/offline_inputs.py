@@ -1,0 +1,129 @@
+"""What offline scoring scores: the ordered list of input videos, and a shard of it.
+
+DATA may be a folder of videos (scored in sorted name order) or a file listing names
+(a label file `video_name,target`, a name list such as `testset1seen_nolabel.txt`, or
+bare names), scored in the file's order. A listed name need not exist: it is kept, so
+it still gets a row (the neutral score) and an entry in the errors report.
+
+The videos of a list are looked for in `video_dir` if given, else in the folder the list
+names by convention (`testset1seen_nolabel.txt` -> `testset1seen/`, `val_label.txt` ->
+`valset/`), else beside the list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor.errors import ConfigError, DatasetError
+from monitor.predictions import read_name_list
+
+logger = logging.getLogger(__name__)
+
+# Suffixes of files taken from a folder (case-insensitive); other files are ignored.
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".ts"})
+LIST_SUFFIXES = ("_nolabel", "_label", "_labels", "_names")  # stripped to find the video folder
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """One video to score."""
+
+    index: int  # position in the full input list (not the shard): the output order
+    name: str  # video_name as written to the prediction file
+    path: Path  # where it should be on disk (may not exist)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Slice `index` of `count`: the inputs whose position modulo `count` is `index`.
+
+    Round-robin rather than contiguous blocks, so a list sorted by name (and so by
+    whatever correlates with names) spreads evenly over the shards.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ConfigError(f"shard {self.index}/{self.count}: need 0 <= i < n")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        m = _SHARD.match(text)
+        if not m:
+            raise ConfigError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    def select(self, inputs: Sequence[VideoInput]) -> list[VideoInput]:
+        return [v for v in inputs if v.index % self.count == self.index]
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def list_folder(folder: Path) -> list[VideoInput]:
+    """The videos in a folder, sorted by name (hidden files and other suffixes skipped)."""
+    names = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in VIDEO_SUFFIXES
+    )
+    if not names:
+        raise DatasetError(
+            f"{folder}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) in this folder"
+        )
+    return [VideoInput(i, n, folder / n) for i, n in enumerate(names)]
+
+
+def guess_video_dir(list_file: Path) -> Path:
+    """The folder a name list refers to: `X_nolabel.txt` -> `X/`, `val_label.txt` -> `valset/`."""
+    stem = list_file.stem
+    bases = [stem]
+    for suffix in LIST_SUFFIXES:
+        if stem.endswith(suffix):
+            bases.insert(0, stem[: -len(suffix)])
+            break
+    for base in bases:
+        for cand in (base, f"{base}set"):
+            folder = list_file.parent / cand
+            if cand and folder.is_dir():
+                return folder
+    return list_file.parent
+
+
+def list_inputs(data: str | Path, video_dir: str | Path | None = None) -> list[VideoInput]:
+    """The ordered inputs named by DATA (a folder or a list file); see the module doc."""
+    src = Path(data)
+    if src.is_dir():
+        if video_dir is not None:
+            raise ConfigError("--video-dir applies to a name list, not to a folder of videos")
+        return list_folder(src)
+    if not src.is_file():
+        raise DatasetError(f"{src}: no such folder of videos or name list")
+    folder = Path(video_dir) if video_dir is not None else guess_video_dir(src)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: video folder for {src.name} not found; pass --video-dir")
+    names = read_name_list(src)
+    inputs = [VideoInput(i, n, folder / n) for i, n in enumerate(names)]
+    missing = sum(1 for v in inputs if not v.path.is_file())
+    logger.info("%s: %d names, videos in %s (%d missing)", src, len(names), folder, missing)
+    if missing == len(inputs):
+        raise DatasetError(
+            f"{src}: none of the {len(inputs)} listed videos is in {folder}; pass --video-dir"
+        )
+    return inputs
+
+
+def inputs_digest(inputs: Sequence[VideoInput]) -> str:
+    """A hash of the ordered (index, name) list: identifies what a journal belongs to."""
+    h = hashlib.sha256()
+    for v in inputs:
+        h.update(f"{v.index}\t{v.name}\n".encode())
+    return h.hexdigest()
