@@ -82,7 +82,10 @@ class TorchBackend:
         return cls(ck.model.export_module(), ck.contract, device=device, **kwargs)
 
     def _eager(self, audio: torch.Tensor, faces: torch.Tensor) -> Any:
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.fp16):
+        # cache_enabled=False: autocast's weight-cast cache must not outlive a graph capture
+        with torch.autocast(
+            self.device.type, dtype=torch.float16, enabled=self.fp16, cache_enabled=False
+        ):
             return self._module(audio, faces)
 
     def score(self, audio: np.ndarray, faces: np.ndarray) -> Scores:
