@@ -154,19 +154,24 @@ def write_mp4(path: Path, seconds: float = CLIP_SECONDS) -> Path:
     return path
 
 
-def write_y4m(path: Path, seconds: float = 2.0) -> Path:
+def write_y4m(
+    path: Path, seconds: float = 2.0, picture: Callable[[int], np.ndarray] | None = None
+) -> Path:
+    """Raw video for Chromium's fake camera; `picture(i)` -> RGB frame of CLIP_SIZE."""
     width, height = CLIP_SIZE
     with path.open("wb") as f:
         f.write(f"YUV4MPEG2 W{width} H{height} F{CLIP_FPS}:1 Ip A1:1 C420jpeg\n".encode())
         for i in range(round(seconds * CLIP_FPS)):
-            frame = av.VideoFrame.from_ndarray(_picture(i, width, height), format="rgb24")
+            img = picture(i) if picture is not None else _picture(i, width, height)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             yuv = frame.reformat(format="yuv420p").to_ndarray()  # planes stacked: [H*3/2, W]
             f.write(b"FRAME\n" + yuv.tobytes())
     return path
 
 
-def write_wav(path: Path, seconds: float = 2.0, rate: int = 48_000) -> Path:
-    pcm = (_tone(seconds, rate) * 32767).astype("<i2")
+def write_wav(path: Path, seconds: float = 2.0, rate: int = 48_000, amp: float = 0.5) -> Path:
+    """16-bit mono WAV of the test tone (amplitude `amp`), for Chromium's fake microphone."""
+    pcm = (_tone(seconds, rate) * (amp / 0.5) * 32767).astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

@@ -117,7 +117,9 @@ async function start(event) {
     const name = $("name").value.trim() || "browser";
     const cfg = await api("/api/config");
     localStream = await navigator.mediaDevices.getUserMedia({
-      audio: true,
+      // the raw voice: echo cancelling, noise suppression and gain control reshape exactly
+      // the signal the detector judges (and suppress steady tones altogether)
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
       video: { width: { ideal: 640 }, height: { ideal: 480 } },
     });
     if (mySession !== session) return;
