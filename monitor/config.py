@@ -151,6 +151,9 @@ class MonitorConfig(_Section):
     model: str = Field(min_length=1, description="exported model (.onnx / engine / checkpoint)")
     backend: str = Field("auto", min_length=1, description="auto | onnxruntime | torch | tensorrt")
     max_streams: int = Field(64, ge=1, le=4096, description="streams one process accepts")
+    ingest_workers: int = Field(
+        0, ge=0, le=256, description="processes decoding the configured streams (0: this one)"
+    )
     server: ServerConfig = Field(default_factory=ServerConfig)
     sources: SourceConfig = Field(default_factory=SourceConfig)
     buffers: BufferConfig = Field(default_factory=BufferConfig)

@@ -64,6 +64,7 @@ class StreamRuntime:
         self.windower: Windower | None = None
         self.crop: CropStage | None = None
         self.supervisor: SourceSupervisor | None = None
+        self.supervised = False  # a supervisor (here or in an ingest worker) runs its source
         self.tasks: set[asyncio.Task[Any]] = set()
         self.windows_scored = 0
         self.windows_dropped = 0
@@ -90,7 +91,7 @@ class StreamRuntime:
             cropper,
             executor,
             submit=self.pipeline.submit_window,
-            on_drop=lambda n: self._window_dropped("crop", n),
+            on_drop=lambda n: self.window_dropped("crop", n),
         )
         self.windower = Windower(buffers, contract, self._emit_raw, cfg.windows.hop_seconds)
         buffers.listener = self  # forward media to the windower, notice closes
@@ -138,7 +139,7 @@ class StreamRuntime:
 
     # -- scoring -------------------------------------------------------------------------
 
-    def _window_dropped(self, stage: str, n: int = 1) -> None:
+    def window_dropped(self, stage: str, n: int = 1) -> None:
         self.windows_dropped += n
         self.metrics.window_dropped(stage, n)
 
@@ -166,9 +167,15 @@ class StreamRuntime:
 
     def tick(self, now: float) -> None:
         """Housekeeping: frames per second from the buffers' counters."""
-        if self.buffers is None:
-            return
-        frames = self.buffers.video.received
+        if self.buffers is not None:
+            self._count_frames(self.buffers.video.received, now)
+
+    def remote_frames(self, frames: int, now: float) -> None:
+        """Frame count reported by an ingest worker."""
+        self._count_frames(frames, now)
+
+    def _count_frames(self, frames: int, now: float) -> None:
+        frames = max(frames, self._frames_seen)
         dt = now - self._fps_at
         if dt > 0:
             self.fps = (frames - self._frames_seen) / dt
@@ -340,12 +347,13 @@ class Pipeline:
             rt,
             sample_rate=self.contract.sample_rate,
         )
+        rt.supervised = True
         self._spawn(rt.supervisor.run(), f"source-{rt.stream_id}", rt)
         return rt
 
     def sources_ended(self) -> bool:
         """True when every supervised source has finished (non-looping files at EOF)."""
-        return all(rt.ended is not None for rt in self.streams.values() if rt.supervisor)
+        return all(rt.ended is not None for rt in self.streams.values() if rt.supervised)
 
     def idle(self) -> bool:
         """Nothing waiting to be cropped or scored (used to finish file runs cleanly)."""
@@ -361,7 +369,7 @@ class Pipeline:
     def _on_scorer_drop(self, window: Window) -> None:
         rt = self.streams.get(window.stream_id)
         if rt is not None:
-            rt._window_dropped("scorer")
+            rt.window_dropped("scorer")
 
     def _on_batch(self, stats: BatchStats) -> None:
         self.metrics.batch_size.observe(stats.size)

@@ -23,8 +23,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from pydantic import SecretStr
+
 from engines.backend import Backend
 from monitor.config import MonitorConfig
+from monitor.contract import SAMPLE_RATE
 from monitor.errors import ContractError
 from monitor.events import EventDispatcher, EventLog, Webhook
 from monitor.ingest import StreamStatus
@@ -64,6 +67,7 @@ class Service:
         self.cropper_factory = cropper_factory
         self.serve_http = serve_http
         self.pipeline: Pipeline | None = None
+        self.workers: Any = None  # monitor.workers.IngestWorkers when ingest_workers > 0
         self.ready = False
         self.port: int | None = None  # bound port once the HTTP server runs
         self.started_at = time.monotonic()
@@ -97,6 +101,12 @@ class Service:
                 f"windows.hop_seconds={hop} exceeds the model's window "
                 f"({backend.contract.window_seconds} s); windows would leave gaps"
             )
+        webrtc_on = self._runner is not None and getattr(self.cfg.webrtc, "enabled", True)
+        if webrtc_on and backend.contract.sample_rate != SAMPLE_RATE:
+            raise ContractError(
+                f"the model expects {backend.contract.sample_rate} Hz audio but WebRTC callers are "
+                f"resampled to {SAMPLE_RATE} Hz; disable webrtc or re-export the model"
+            )
         self.pipeline = Pipeline(
             backend,
             self.cfg,
@@ -105,7 +115,20 @@ class Service:
             cropper_factory=self.cropper_factory,
         )
         await self.pipeline.start()
-        for stream in self.cfg.streams:
+        self._start_streams(self.pipeline)
+        self.metrics.backend_ready.set(1)
+        self.ready = True
+
+    def _start_streams(self, pipeline: Pipeline) -> None:
+        """Configured streams: in ingest worker processes, or supervised in this one."""
+        streams = list(self.cfg.streams)
+        if self.cfg.ingest_workers > 0 and streams:
+            from monitor.workers import IngestWorkers
+
+            self.workers = IngestWorkers(pipeline, self.cfg, self.cfg.ingest_workers)
+            self.workers.start(streams)
+            return
+        for stream in streams:
             source = make_source(
                 stream.url,
                 loop=stream.loop,
@@ -114,10 +137,8 @@ class Service:
                 open_timeout_s=self.cfg.sources.open_timeout_s,
                 read_timeout_s=self.cfg.sources.read_timeout_s,
             )
-            self.pipeline.add_source(stream.id, source)
+            pipeline.add_source(stream.id, source)
             logger.info("stream %s: watching %s", stream.id, source.describe())
-        self.metrics.backend_ready.set(1)
-        self.ready = True
 
     def _make_events(self) -> EventDispatcher:
         ev = self.cfg.events
@@ -139,6 +160,9 @@ class Service:
         limit = self.cfg.server.shutdown_timeout_s
         self.ready = False
         self.metrics.backend_ready.set(0)
+        if self.workers is not None:
+            await self.workers.stop(timeout_s=limit * 0.3)
+            self.workers = None
         if self.pipeline is not None:
             self.final_statuses = self.pipeline.statuses()
             await self.pipeline.stop(timeout_s=limit * 0.7)
@@ -221,22 +245,34 @@ class Service:
         self._add_webrtc(app)
         return app
 
+    def bearer_token(self) -> str | None:
+        """One token for everything: server.token (or its env var), else webrtc.token."""
+        token = self.cfg.server.bearer_token()
+        if token is None:
+            secret = getattr(self.cfg.webrtc, "token", None)
+            token = secret.get_secret_value() if secret is not None else None
+        return token
+
     def _add_webrtc(self, app: Any) -> None:
-        enabled = getattr(self.cfg.webrtc, "enabled", True)
-        if not enabled:
+        wcfg = self.cfg.webrtc
+        if not getattr(wcfg, "enabled", True):
             return
         try:
             webrtc = importlib.import_module("monitor.sources.webrtc")
         except ImportError as exc:
             logger.warning("WebRTC enabled but monitor.sources.webrtc is unavailable: %s", exc)
             return
-        webrtc.add_webrtc_routes(app, _LazyRegistry(self), self.cfg.webrtc)
+        token = self.bearer_token()
+        if token is not None and getattr(wcfg, "token", None) is None:
+            wcfg = wcfg.model_copy(update={"token": SecretStr(token)})  # the page needs it too
+        # WebRTC audio is resampled to SAMPLE_RATE; startup refuses a model with another rate.
+        webrtc.add_webrtc_routes(app, _LazyRegistry(self), wcfg)
 
     async def _start_http(self) -> None:
         from aiohttp import web
 
         server = self.cfg.server
-        if not server.is_loopback() and server.bearer_token() is None:
+        if not server.is_loopback() and self.bearer_token() is None:
             logger.warning(
                 "listening on %s without a bearer token: anyone who can reach this port can "
                 "open WebRTC streams and read stream status; set server.token",
@@ -251,7 +287,7 @@ class Service:
         logger.info("HTTP on http://%s:%s (/metrics /healthz /readyz)", server.host, self.port)
 
     def _authorized(self, request: Any) -> bool:
-        token = self.cfg.server.bearer_token()
+        token = self.bearer_token()
         if token is None:
             return True
         return bool(request.headers.get("Authorization", "") == f"Bearer {token}")

@@ -1,0 +1,77 @@
+"""Ingest spread over worker processes: windows cross a real multiprocessing queue to the
+scorer process, which keeps state, metrics and events; workers stop with the service."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from live_media import FAKE, REAL, toy_model, write_clip
+
+from monitor.config import MonitorConfig, StreamConfig
+from monitor.service import Service
+from monitor.state import ALERT, CLEAR
+
+
+@pytest.mark.slow
+def test_two_ingest_workers_feed_one_scorer(tmp_path: Path) -> None:
+    streams = [
+        {
+            "id": name,
+            "url": str(write_clip(tmp_path / f"{name}.mp4", seconds=4.0, **look)),
+            "realtime": False,
+        }
+        for name, look in (("fake", FAKE), ("real", REAL))
+    ]
+    cfg = MonitorConfig.model_validate(
+        {
+            "model": str(toy_model(tmp_path / "model")),
+            "backend": "onnxruntime",
+            "ingest_workers": 2,
+            "webrtc": {"enabled": False},
+            "events": {"path": str(tmp_path / "events.jsonl")},
+            "streams": streams,
+        }
+    )
+    service = Service(cfg, serve_http=False)
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        run = asyncio.create_task(service.run(install_signals=False))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            p = service.pipeline
+            if p is not None and service.ready and p.sources_ended() and p.idle():
+                break
+            await asyncio.sleep(0.1)
+        assert service.workers is not None
+        workers = service.workers
+        seen["procs"] = list(workers.procs)
+        seen["received"] = workers.windows_received
+        seen["metrics"] = service.metrics.exposition().decode()
+        service.stop()
+        await run
+
+    asyncio.run(main())
+    st = {s.stream_id: s for s in service.final_statuses}
+    assert st["fake"].state == ALERT and st["real"].state == CLEAR
+    assert st["fake"].windows_scored == 3 and st["real"].windows_scored == 3
+    assert seen["received"] == 6
+    procs = seen["procs"]
+    assert isinstance(procs, list) and len(procs) == 2
+    assert all(not p.is_alive() and p.exitcode == 0 for p in procs)  # stopped cleanly
+    assert 'deepfake_source_up{stream="fake"}' in str(seen["metrics"])
+    assert (tmp_path / "events.jsonl").read_text().count('"ALERT"') == 1
+
+
+def test_streams_are_spread_round_robin(tmp_path: Path) -> None:
+    from monitor.workers import IngestWorkers
+
+    w = IngestWorkers.__new__(IngestWorkers)  # assign() needs no processes
+    w.n_workers = 3
+    streams = [StreamConfig(id=f"s{i}", url=f"{i}.mp4") for i in range(7)]
+    groups = w.assign(streams)
+    assert [[s.id for s in g] for g in groups] == [["s0", "s3", "s6"], ["s1", "s4"], ["s2", "s5"]]
+    assert len(w.assign(streams[:2])) == 2  # no empty workers
