@@ -1,0 +1,359 @@
+"""`generate_dataset`: a synthetic dataset in the competition's layout.
+
+```
+OUT/trainset/<32 hex>.mp4   OUT/train_label.txt   video_name,target (1 = fake)
+OUT/valset/<32 hex>.mp4     OUT/val_label.txt
+OUT/testset/<32 hex>.mp4    OUT/test_label.txt    (labels for local scoring)
+OUT/manifest.csv            one row per clip: split, label, method, identity, scene...
+```
+
+Each split is balanced: its fakes and reals come in pairs rendered from one scene (see
+`scene.py`), so everything but the manipulation has the same distribution in both
+classes; an odd count adds one unpaired clip. Identities are disjoint between splits
+(test faces and voices are unseen in training). Fake methods are spread evenly over a
+split's fakes; `holdout` methods appear only in the test split, to measure how a
+detector generalises to unseen manipulation families.
+
+Everything derives from `seed`: labels, manifest and decoded frames are the same on
+every run, whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from monitor.errors import ConfigError, DatasetError
+from train.synth.fakes import METHODS, NEEDS_DONOR, FakePlan, pick_donor, sample_fake_plan
+from train.synth.render import ClipSpec, SceneJob, render_job
+from train.synth.scene import DEFAULT_DURATION_S, Identity, make_identity, sample_scene
+
+logger = logging.getLogger(__name__)
+
+# split name -> (folder, label file), in the order they are generated and listed
+SPLITS: dict[str, tuple[str, str]] = {
+    "train": ("trainset", "train_label.txt"),
+    "val": ("valset", "val_label.txt"),
+    "test": ("testset", "test_label.txt"),
+}
+LABEL_HEADER = ("video_name", "target")
+CLIPS_PER_IDENTITY = 4  # average clips of one person in a split
+MIN_IDENTITIES = 3  # per split, so that swaps and conversions have donors
+MANIFEST_COLUMNS = (
+    "video_name",
+    "split",
+    "target",
+    "audio_fake",
+    "video_fake",
+    "method",
+    "family",
+    "identity",
+    "donor",
+    "scene",
+    "seed",
+    "duration",
+    "fps",
+    "width",
+    "height",
+    "crf",
+    "audio_bitrate",
+    "lead_silence",
+    "trail_silence",
+    "rms_dbfs",
+    "face_height_px",
+    "face_x",
+    "face_y",
+    "params",
+)
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What `generate_dataset` wrote."""
+
+    root: Path
+    counts: dict[str, tuple[int, int]]  # split -> (real, fake)
+    seconds: float  # wall time
+    workers: int
+
+    @property
+    def n_clips(self) -> int:
+        return sum(r + f for r, f in self.counts.values())
+
+
+def _seed(*parts: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(p) for p in parts]))
+
+
+def _name(seed: int, split: str, index: int, role: str) -> str:
+    digest = hashlib.blake2b(f"{seed}/{split}/{index}/{role}".encode(), digest_size=16)
+    return digest.hexdigest() + ".mp4"
+
+
+def _identities(seed: int, split_no: int, split: str, n_clips: int) -> list[Identity]:
+    n = max(MIN_IDENTITIES, math.ceil(n_clips / CLIPS_PER_IDENTITY))
+    prefix = {"train": "tr", "val": "va", "test": "te"}[split]
+    return [
+        make_identity(f"{prefix}{k:03d}", int(_seed(seed, split_no, 1, k).integers(2**31)))
+        for k in range(n)
+    ]
+
+
+def _method_cycle(methods: Sequence[str], n: int, rng: np.random.Generator) -> list[str]:
+    """`n` methods, each used floor(n / len) or ceil(n / len) times, in random order."""
+    out: list[str] = []
+    while len(out) < n:
+        out.extend(methods[i] for i in rng.permutation(len(methods)))
+    return out[:n]
+
+
+@dataclass(frozen=True)
+class _Row:
+    name: str
+    split: str
+    scene_index: int
+    fake: FakePlan | None
+
+
+def plan_split(
+    seed: int,
+    split: str,
+    n_clips: int,
+    methods: Sequence[str],
+    duration_s: tuple[float, float] = DEFAULT_DURATION_S,
+) -> tuple[list[SceneJob], list[tuple[_Row, SceneJob]]]:
+    """The scenes of one split and, for every clip, its row and its scene's job.
+
+    Clip paths are bare file names here; `generate_dataset` places them in the split's
+    folder once the output root is known.
+    """
+    split_no = list(SPLITS).index(split)
+    rng = _seed(seed, split_no, 0)
+    n_fake = n_clips // 2 + (n_clips % 2) * int(rng.integers(2))
+    n_real = n_clips - n_fake
+    n_pairs = min(n_fake, n_real)
+    n_scenes = n_pairs + abs(n_fake - n_real)
+    pool = _identities(seed, split_no, split, n_clips)
+    fake_methods = _method_cycle(methods, n_fake, rng)
+    jobs: list[SceneJob] = []
+    rows: list[tuple[_Row, SceneJob]] = []
+    for j in range(n_scenes):
+        srng = _seed(seed, split_no, 2, j)
+        identity = pool[int(srng.integers(len(pool)))]
+        scene = sample_scene(srng, identity, duration_s)
+        has_real = j < n_pairs or n_real > n_fake
+        has_fake = j < n_pairs or n_fake > n_real
+        clips: list[tuple[_Row, ClipSpec]] = []
+        if has_real:
+            name = _name(seed, split, j, "real")
+            clips.append((_Row(name, split, j, None), ClipSpec(name, split, None)))
+        if has_fake:
+            frng = _seed(seed, split_no, 3, j)
+            method = fake_methods.pop()
+            donor = pick_donor(identity, pool, frng) if method in NEEDS_DONOR else None
+            plan = sample_fake_plan(method, frng, donor)
+            name = _name(seed, split, j, "fake")
+            clips.append((_Row(name, split, j, plan), ClipSpec(name, split, plan)))
+        job = SceneJob(scene, tuple(c for _, c in clips))
+        jobs.append(job)
+        rows.extend((r, job) for r, _ in clips)
+    return jobs, rows
+
+
+def _manifest_row(row: _Row, job: SceneJob) -> dict[str, str]:
+    s = job.scene
+    plan = row.fake
+    spec = plan.spec if plan else None
+    params = ""
+    if plan is not None:
+        bits = []
+        if plan.vocoder is not None:
+            bits.append(f"vocoder_rate={plan.vocoder.rate};gl_iters={plan.vocoder.iters}")
+        if plan.face_fx is not None:
+            fx = plan.face_fx
+            bits.append(f"lowres={fx.lowres_factor:.2f};noise_keep={fx.noise_keep:.2f}")
+        if spec and spec.name in ("face_swap", "swap_vc"):
+            bits.append(f"swap_res={plan.swap_resolution:.2f};colour={plan.swap_colour_match:.2f}")
+        if plan.method == "desync_shift":
+            bits.append(f"shift_s={plan.shift_s:.3f}")
+        params = ";".join(bits)
+    return {
+        "video_name": row.name,
+        "split": row.split,
+        "target": str(int(plan is not None)),
+        "audio_fake": str(int(bool(spec and spec.audio_fake))),
+        "video_fake": str(int(bool(spec and spec.video_fake))),
+        "method": plan.method if plan else "real",
+        "family": spec.family if spec else "real",
+        "identity": s.identity.name,
+        "donor": plan.donor.name if plan and plan.donor else "",
+        "scene": f"{row.split}-{row.scene_index:05d}",
+        "seed": str(s.seed),
+        "duration": f"{s.duration_s:.3f}",
+        "fps": str(s.fps),
+        "width": str(s.width),
+        "height": str(s.height),
+        "crf": str(s.crf),
+        "audio_bitrate": str(s.audio_bitrate),
+        "lead_silence": f"{s.lead_s:.3f}",
+        "trail_silence": f"{s.trail_s:.3f}",
+        "rms_dbfs": f"{s.room.target_rms_db:.2f}",
+        "face_height_px": f"{2.0 * s.face_unit_px:.1f}",
+        "face_x": f"{s.face_x:.3f}",
+        "face_y": f"{s.face_y:.3f}",
+        "params": params,
+    }
+
+
+def split_methods(split: str, holdout: Iterable[str] = ()) -> list[str]:
+    """Fake methods used in `split`: held-out methods only in the test split."""
+    held = set(holdout)
+    return [m for m in METHODS if split == "test" or m not in held]
+
+
+def _check_args(counts: dict[str, int], holdout: Iterable[str]) -> tuple[str, ...]:
+    for split, n in counts.items():
+        if n < 0:
+            raise ConfigError(f"--{split} must be >= 0, got {n}")
+    held = tuple(sorted(set(holdout)))
+    unknown = [m for m in held if m not in METHODS]
+    if unknown:
+        raise ConfigError(
+            f"unknown method(s) to hold out: {unknown}; choose from {', '.join(METHODS)}"
+        )
+    if len(held) == len(METHODS):
+        raise ConfigError("cannot hold out every method: train and val would have no fakes")
+    return held
+
+
+def _prepare_root(root: Path, overwrite: bool) -> None:
+    ours = [root / folder for folder, _ in SPLITS.values()]
+    ours += [root / label for _, label in SPLITS.values()] + [root / "manifest.csv"]
+    existing = [p for p in ours if p.exists()]
+    if existing and not overwrite:
+        raise DatasetError(
+            f"{root} already holds a dataset ({existing[0].name}); "
+            "choose an empty folder or pass overwrite=True (--overwrite)"
+        )
+    for p in existing:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    for folder, _ in SPLITS.values():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+
+
+def _run_jobs(jobs: list[SceneJob], workers: int) -> None:
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            render_job(job)
+        return
+    # "spawn": a clean interpreter per worker, whatever threads the parent runs
+    # (OpenCV, PyAV and BLAS thread pools do not survive fork reliably).
+    ctx = multiprocessing.get_context("spawn")
+    # Longest jobs first keeps the workers busy until the end.
+    order = sorted(jobs, key=lambda j: -j.scene.duration_s * j.scene.width * len(j.clips))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as ex:
+        for _ in ex.map(render_job, order, chunksize=1):
+            pass
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def generate_dataset(
+    out: str | Path,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    seed: int,
+    workers: int | None = None,
+    *,
+    holdout: Iterable[str] = (),
+    duration_s: tuple[float, float] = DEFAULT_DURATION_S,
+    overwrite: bool = False,
+) -> DatasetSummary:
+    """Write a synthetic competition-format dataset to `out` (see the module docstring).
+
+    workers: processes rendering clips in parallel (default: every available core).
+    holdout: methods generated only in the test split.
+    duration_s: range of clip lengths in seconds (default 3-10 s).
+    """
+    started = time.monotonic()
+    root = Path(out)
+    counts = {"train": n_train, "val": n_val, "test": n_test}
+    held = _check_args(counts, holdout)
+    lo, hi = duration_s
+    if not 1.0 <= lo <= hi <= 60.0:
+        raise ConfigError(f"duration range {duration_s} must satisfy 1 <= min <= max <= 60 s")
+    _prepare_root(root, overwrite)
+    all_jobs: list[SceneJob] = []
+    rows: list[tuple[_Row, SceneJob]] = []
+    for split, n in counts.items():
+        methods = split_methods(split, held)
+        jobs, split_rows = plan_split(seed, split, n, methods, duration_s)
+        folder = root / SPLITS[split][0]
+        placed = {id(j): _placed(j, folder) for j in jobs}
+        all_jobs.extend(placed.values())
+        rows.extend((r, placed[id(j)]) for r, j in split_rows)
+    n_workers = workers or default_workers()
+    logger.info(
+        "rendering %d clips (%d scenes) with %d workers into %s",
+        len(rows),
+        len(all_jobs),
+        n_workers,
+        root,
+    )
+    _run_jobs(all_jobs, n_workers)
+    missing = [r.name for r, j in rows if not (root / SPLITS[r.split][0] / r.name).is_file()]
+    if missing:
+        raise DatasetError(f"{len(missing)} clips were not written, e.g. {missing[0]}")
+    summary: dict[str, tuple[int, int]] = {}
+    for split, (_, label_file) in SPLITS.items():
+        labelled = sorted((r for r, _ in rows if r.split == split), key=lambda r: r.name)
+        with (root / label_file).open("w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(LABEL_HEADER)
+            w.writerows((r.name, int(r.fake is not None)) for r in labelled)
+        n_fake = sum(r.fake is not None for r in labelled)
+        summary[split] = (len(labelled) - n_fake, n_fake)
+    order = {s: i for i, s in enumerate(SPLITS)}
+    with (root / "manifest.csv").open("w", newline="") as fh:
+        dw = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        dw.writeheader()
+        for r, job in sorted(rows, key=lambda rj: (order[rj[0].split], rj[0].name)):
+            dw.writerow(_manifest_row(r, job))
+    seconds = time.monotonic() - started
+    logger.info("wrote %d clips to %s in %.1f s", len(rows), root, seconds)
+    return DatasetSummary(root=root, counts=summary, seconds=seconds, workers=n_workers)
+
+
+def _placed(job: SceneJob, folder: Path) -> SceneJob:
+    clips = tuple(
+        ClipSpec(path=str(folder / Path(c.path).name), split=c.split, fake=c.fake)
+        for c in job.clips
+    )
+    return SceneJob(scene=job.scene, clips=clips)

@@ -1,0 +1,153 @@
+"""Rendering one scene into its clips: the real one, its fake, or both (the worker's job).
+
+Speech, sprites, background and tracks are made once per scene and shared by the real
+and the fake clip; each fake then changes only what its method manipulates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.synth import audio_fakes
+from train.synth.background import render_background
+from train.synth.encode import write_mp4
+from train.synth.faces import SpriteBank, render_sprites
+from train.synth.fakes import FakePlan, swap_bank
+from train.synth.room import apply_room, level
+from train.synth.scene import Scene, blinks, exposure_drift, head_pose
+from train.synth.speech import plan_utterance, synthesize
+from train.synth.video import FaceTracks, render_frames, white_balance
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """One output clip of a job."""
+
+    path: str  # where the MP4 goes
+    split: str  # "train", "val" or "test"
+    fake: FakePlan | None  # None: the real clip
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """A scene and the clips (one or two) rendered from it."""
+
+    scene: Scene
+    clips: tuple[ClipSpec, ...]
+
+
+@dataclass
+class _Shared:
+    """Everything a scene's clips have in common."""
+
+    utterance: Any
+    dry: np.ndarray
+    speech_rms: float
+    background: np.ndarray
+    bank: SpriteBank
+    tracks: FaceTracks
+
+
+def _prepare(scene: Scene) -> _Shared:
+    ident = scene.identity
+    rng = np.random.default_rng(scene.seed)
+    utt = plan_utterance(rng, scene.duration_s, scene.lead_s, scene.trail_s, ident.voice.rate)
+    dry = synthesize(utt, ident.voice, scene.seed + 10)
+    voiced = dry[np.abs(dry) > 1e-4]
+    speech_rms = float(np.sqrt(np.mean(np.square(voiced)))) if voiced.size else 1e-3
+    times = np.arange(scene.n_frames) / scene.fps
+    mouth = utt.jaw_at(times + scene.mouth_lag_s)
+    tracks = FaceTracks(
+        mouth=mouth,
+        eyes=blinks(scene),
+        pose=head_pose(scene, mouth),
+        exposure=exposure_drift(scene).astype(np.float32),
+    )
+    bank = render_sprites(ident.face, scene.face_unit_px, scene.light, scene.seed + 11)
+    background = render_background(scene.width, scene.height, scene.seed + 12)
+    background = white_balance(background, scene.white_balance)
+    return _Shared(utt, dry, speech_rms, background, bank, tracks)
+
+
+def _fake_audio(scene: Scene, shared: _Shared, plan: FakePlan) -> np.ndarray:
+    if plan.vocoder is not None:
+        return audio_fakes.vocoder(shared.dry, plan.vocoder, scene.seed + 20)
+    if plan.method in ("voice_conversion", "swap_vc") and plan.donor is not None:
+        return audio_fakes.voice_conversion(shared.dry, scene.identity.voice, plan.donor.voice)
+    return shared.dry
+
+
+def _fake_video(scene: Scene, shared: _Shared, plan: FakePlan) -> tuple[SpriteBank, FaceTracks]:
+    bank, tracks = shared.bank, shared.tracks
+    times = np.arange(scene.n_frames) / scene.fps
+    if plan.method in ("face_swap", "swap_vc") and plan.donor is not None:
+        # The swap keeps the target's head (outline, hair, clothes) and transplants the
+        # inner face, so the donor is drawn with the target's head geometry.
+        t = scene.identity.face
+        donor_face = dataclasses.replace(
+            plan.donor.face,
+            width=t.width,
+            jaw=t.jaw,
+            hair=t.hair,
+            hair_style=t.hair_style,
+            hairline=t.hairline,
+            clothing=t.clothing,
+        )
+        light = (scene.light[0] + plan.swap_light[0], scene.light[1] + plan.swap_light[1])
+        donor = render_sprites(donor_face, scene.face_unit_px, light, scene.seed + 21)
+        bank = swap_bank(bank, donor, plan)
+    elif plan.method == "desync_shift":
+        mouth = shared.utterance.jaw_at(times + scene.mouth_lag_s + plan.shift_s)
+        tracks = dataclasses.replace(tracks, mouth=mouth)
+    elif plan.method == "desync_other":
+        rng = np.random.default_rng(plan.other_seed)
+        other = plan_utterance(
+            rng, scene.duration_s, scene.lead_s, scene.trail_s, scene.identity.voice.rate
+        )
+        tracks = dataclasses.replace(tracks, mouth=other.jaw_at(times + scene.mouth_lag_s))
+    return bank, tracks
+
+
+def _balanced(bank: SpriteBank, scene: Scene) -> SpriteBank:
+    return dataclasses.replace(bank, rgba=white_balance(bank.rgba, scene.white_balance))
+
+
+def render_job(job: SceneJob) -> list[str]:
+    """Render and encode every clip of `job`; returns the paths written."""
+    scene = job.scene
+    shared = _prepare(scene)
+    written = []
+    for clip in job.clips:
+        dry, bank, tracks, fx = shared.dry, shared.bank, shared.tracks, None
+        if clip.fake is not None:
+            dry = _fake_audio(scene, shared, clip.fake)
+            bank, tracks = _fake_video(scene, shared, clip.fake)
+            fx = clip.fake.face_fx
+        # Same room take (seed) for the real clip and its fake: only the voice differs.
+        stereo = level(
+            apply_room(dry, shared.speech_rms, scene.room, scene.seed + 30),
+            scene.room.target_rms_db,
+        )
+        bank = _balanced(bank, scene)
+        frames = render_frames(scene, bank, tracks, shared.background, fx)
+        write_mp4(
+            Path(clip.path),
+            frames,
+            stereo,
+            fps=scene.fps,
+            width=scene.width,
+            height=scene.height,
+            crf=scene.crf,
+            audio_bitrate=scene.audio_bitrate,
+        )
+        written.append(clip.path)
+        logger.debug("wrote %s (%s)", clip.path, clip.fake.method if clip.fake else "real")
+    return written
