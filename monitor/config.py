@@ -18,11 +18,12 @@ events: {path: events.jsonl}
 from __future__ import annotations
 
 import difflib
+import importlib
 import ipaddress
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -40,12 +41,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-try:  # the WebRTC engineer's module defines its own config section
-    from monitor.sources.webrtc import WebRTCConfig
-except ImportError:  # not there (yet): accept only the switch, so configs stay valid later
+class _WebRTCSwitch(_Section):
+    """Stand-in while the WebRTC source is not installed: only the switch is accepted."""
 
-    class WebRTCConfig(_Section):  # type: ignore[no-redef]
-        enabled: bool = Field(False, description="serve POST /offer and the browser page")
+    enabled: bool = Field(False, description="serve POST /offer and the browser page")
+
+
+def _webrtc_config_class() -> type[BaseModel]:
+    """The WebRTC source's own section model; a light module first (no aiortc import)."""
+    for module in ("monitor.sources.webrtc_config", "monitor.sources.webrtc"):
+        try:
+            cls: type[BaseModel] = importlib.import_module(module).WebRTCConfig
+            return cls
+        except (ImportError, AttributeError):
+            continue
+    return _WebRTCSwitch
+
+
+if TYPE_CHECKING:
+    from monitor.sources.webrtc import WebRTCConfig
+else:
+    WebRTCConfig = _webrtc_config_class()
 
 
 class ServerConfig(_Section):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import importlib
 import logging
 import signal
@@ -262,9 +263,9 @@ class Service:
         except ImportError as exc:
             logger.warning("WebRTC enabled but monitor.sources.webrtc is unavailable: %s", exc)
             return
-        token = self.bearer_token()
-        if token is not None and getattr(wcfg, "token", None) is None:
-            wcfg = wcfg.model_copy(update={"token": SecretStr(token)})  # the page needs it too
+        token = self.cfg.server.bearer_token()
+        if token is not None:  # the service-wide token wins over webrtc.token
+            wcfg = wcfg.model_copy(update={"token": SecretStr(token)})
         # WebRTC audio is resampled to SAMPLE_RATE; startup refuses a model with another rate.
         webrtc.add_webrtc_routes(app, _LazyRegistry(self), wcfg)
 
@@ -290,7 +291,8 @@ class Service:
         token = self.bearer_token()
         if token is None:
             return True
-        return bool(request.headers.get("Authorization", "") == f"Bearer {token}")
+        given = request.headers.get("Authorization", "").encode()
+        return hmac.compare_digest(given, f"Bearer {token}".encode())  # constant time
 
     async def _metrics(self, request: Any) -> Any:
         from aiohttp import web
