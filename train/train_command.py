@@ -8,6 +8,7 @@ nodes.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     result = train(args.data_dir, args.out, cfg, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports
     if result.history:
         last = result.history[-1]
         val = last.get("val", {})

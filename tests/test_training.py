@@ -1,0 +1,261 @@
+"""End-to-end training on a tiny generated dataset: it learns, checkpoints, resumes, refuses.
+
+One module-scoped run (demo model, a 32 px / 1 s contract, 24 training clips, 4 short
+epochs) is shared by the tests that only read its outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from tiny_dataset import write_corrupt, write_dataset
+
+from monitor.cli import main as cli_main
+from monitor.contract import InputContract
+from monitor.errors import ConfigError, ContractError, ModelFormatError
+from train.checkpoint import load_checkpoint
+from train.config import TrainConfig, load_config, make_config
+from train.evaluate import evaluate_checkpoint
+from train.loop import TrainResult, train
+
+CONTRACT = {"window_seconds": 1.0, "hop_seconds": 0.5, "k_crops": 2, "crop_size": 32}
+EPOCHS = 4
+TIMING_KEYS = {"epoch_s", "clips_per_s", "val_s"}
+
+
+def _cfg(cache: Path, **changes: Any) -> TrainConfig:
+    base: dict[str, Any] = {
+        "preset": "demo",
+        "contract": CONTRACT,
+        "epochs": EPOCHS,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "warmup_steps": 3,
+        "workers": 0,
+        "progress": False,
+        "cache_dir": str(cache),
+    }
+    base.update(changes)
+    return make_config(base)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def _log_lines() -> Iterator[list[str]]:
+    handler, log = _Records(), logging.getLogger("train")
+    old = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_dataset(
+        tmp_path_factory.mktemp("data"),
+        # Mostly two-modality fakes: the fused head learns those within a few steps, while
+        # single-modality fakes take it longer (the per-modality heads get them at once).
+        {"real": 12, "both": 8, "voice_clone": 2, "face_swap": 2},
+        seed=7,
+    )
+    write_corrupt(root / "trainset" / "corrupt.mp4")
+    with (root / "train_label.txt").open("a") as f:
+        f.write("corrupt.mp4,1\nmissing.mp4,0\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def run(
+    data: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, TrainResult, list[str]]:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    torch.set_num_threads(1)  # same arithmetic on any machine's core count
+    with _log_lines() as lines:
+        result = train(data, out, _cfg(cache))
+    return out, result, lines
+
+
+@pytest.mark.slow
+def test_tiny_run_learns_and_writes_its_files(run: tuple[Path, TrainResult, list[str]]) -> None:
+    out, result, lines = run
+    assert result.epochs_run == EPOCHS
+    history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+    assert history[-1]["train_loss"] < 0.75 * history[0]["train_loss"]
+    assert all(h["clips"] == 24 and h["clips_per_s"] > 0 for h in history)
+    # Held-out clips (valset: other seeds) are told apart, by the fused and both heads.
+    best = max(history, key=lambda h: h["val"]["auc"])
+    assert best["val"]["auc"] >= 0.85, history
+    assert history[-1]["val"]["audio_auc"] >= 0.95 and history[-1]["val"]["visual_auc"] >= 0.95
+    assert set(history[-1]["val_per_method_auc"]) == {"voice_clone", "face_swap", "both"}
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    saved = load_config(out / "config.yaml")
+    assert saved == _cfg(Path(saved.cache_dir))
+    # The corrupt clip and the missing one were reported, skipped and counted.
+    text = "\n".join(lines)
+    assert "1 of 26 listed clips are missing on disk and skipped: missing.mp4" in text
+    assert "corrupt.mp4: skipped, cannot decode" in text
+    assert "24 clips cached" in text and "1 failed to decode (1 CorruptMediaError)" in text
+
+
+@pytest.mark.slow
+def test_checkpoint_round_trip_and_evaluation_report(
+    run: tuple[Path, TrainResult, list[str]], data: Path, cache: Path, tmp_path: Path
+) -> None:
+    out, result, _ = run
+    ck = load_checkpoint(out / "best.pt")
+    assert ck.contract == InputContract(**CONTRACT)
+    assert ck.model_config.audio_backbone == "resnet10t"  # the demo preset
+    best_epoch = ck.extra["metrics"]
+    assert best_epoch["best"] and ck.extra["train_config"]["preset"] == "demo"
+    assert "resume" not in ck.extra and "resume" in load_checkpoint(out / "last.pt").extra
+
+    report = evaluate_checkpoint(out / "best.pt", data, "val", tmp_path / "ev", cache_dir=cache)
+    m = report["metrics"]
+    # Same weights, same cached windows: the same AUC as validation during training.
+    assert m["fused"]["auc"] == pytest.approx(best_epoch["val"]["auc"], abs=1e-6)
+    assert m["fused"]["n"] == 12 and set(m["per_method"]) == {"voice_clone", "face_swap", "both"}
+    assert m["audio"]["n"] == 12 and m["visual"]["n_fake"] == 5
+    files = {k: Path(v) for k, v in report["files"].items()}
+    assert files["png"].read_bytes()[:4] == b"\x89PNG"
+    rows = files["csv"].read_text().splitlines()
+    assert rows[0].startswith("video_name,y_pred,") and len(rows) == 13
+    saved = json.loads(files["json"].read_text())
+    assert saved["checkpoint_sha256"] == ck.sha256 and saved["clips_scored"] == 12
+
+
+@pytest.mark.slow
+def test_evaluate_command(
+    run: tuple[Path, TrainResult, list[str]],
+    data: Path,
+    cache: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = run[0]
+    argv = ["evaluate", str(out / "best.pt"), str(data), "--split", "val"]
+    argv += ["--out", str(tmp_path), "--cache-dir", str(cache), "--workers", "0"]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "valset: 12 clips scored" in printed and "fused   AUC" in printed
+    assert "face_swap" in printed and (tmp_path / "roc_valset.png").is_file()
+
+
+def test_incompatible_or_broken_checkpoints_are_refused(
+    run: tuple[Path, TrainResult, list[str]], data: Path, cache: Path, tmp_path: Path
+) -> None:
+    out = run[0]
+    with pytest.raises(ContractError, match="crop_size"):
+        load_checkpoint(out / "best.pt", expect_contract=InputContract())
+    # Resuming a run whose last.pt was trained for another contract fails before any work.
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(out / "last.pt", other / "last.pt")
+    cfg48 = _cfg(cache, contract={**CONTRACT, "crop_size": 48})
+    cfg48.save_yaml(other / "config.yaml")
+    with pytest.raises(ContractError, match="crop_size: runtime 48 vs checkpoint"):
+        train(data, other, cfg48, resume=True)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ModelFormatError):
+        evaluate_checkpoint(junk, data, "val", tmp_path / "ev", cache_dir=cache)
+    assert cli_main(["evaluate", str(junk), str(data), "--cache-dir", str(cache)]) == 2
+
+
+def test_run_folder_rules(
+    run: tuple[Path, TrainResult, list[str]], data: Path, cache: Path, tmp_path: Path
+) -> None:
+    out = run[0]
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(data, out, _cfg(cache))
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(data, tmp_path / "empty", _cfg(cache), resume=True)
+    with pytest.raises(ConfigError, match=r"lr: 0\.003 -> 0\.1"):
+        train(data, out, _cfg(cache, lr=0.1), resume=True)
+    # More epochs is allowed; a finished run with the same epochs has nothing to do.
+    assert train(data, out, _cfg(cache), resume=True).epochs_run == 0
+
+
+def test_train_command_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"preset": "demo", "epochs": 3, "model": {"dropout": 0.3}}))
+    argv = ["train", str(tmp_path), "--out", str(tmp_path / "r"), "--check-config"]
+    assert cli_main([*argv, "--config", str(good), "--lr", "0.01"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["epochs"] == 3 and resolved["lr"] == 0.01 and resolved["preset"] == "demo"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\naugment: {jpeg_prob: 2}\n")
+    assert cli_main([*argv, "--config", str(bad)]) == 2
+    assert "augment.jpeg_prob: Input should be less than or equal to 1" in capsys.readouterr().err
+    bad.write_text("model: {no_such_field: 1}\n")
+    assert cli_main([*argv, "--config", str(bad)]) == 2
+    assert "no_such_field" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(data: Path, cache: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    cfg = _cfg(cache, epochs=2, batch_size=4, max_train_clips=8, max_val_clips=4)
+    whole = train(data, tmp_path / "whole", cfg)
+    first = train(data, tmp_path / "split", cfg, stop_after=1)
+    second = train(data, tmp_path / "split", cfg, resume=True)
+    assert (whole.epochs_run, first.epochs_run, second.epochs_run) == (2, 1, 1)
+    a = load_checkpoint(tmp_path / "whole" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.extra["resume"]["step"] == b.extra["resume"]["step"] == 4
+
+    def strip(path: Path) -> list[dict[str, Any]]:
+        lines = [json.loads(x) for x in path.read_text().splitlines()]
+        return [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in lines]
+
+    assert strip(tmp_path / "whole" / "metrics.jsonl") == strip(
+        tmp_path / "split" / "metrics.jsonl"
+    )
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(data: Path, cache: Path, tmp_path: Path) -> None:
+    cfg = _cfg(cache, epochs=1, batch_size=4, max_train_clips=8, max_val_clips=4)
+    cfg.save_yaml(tmp_path / "cfg.yaml")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd += ["-m", "monitor.cli", "train", str(data), "--out", str(out)]
+    cmd += ["--config", str(tmp_path / "cfg.yaml")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained 1 epoch(s)") == 1  # rank 0 alone reports
+    (record,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert record["clips"] == 8 and record["step"] == 1  # 2 ranks x 4 draws, 1 step each
+    assert load_checkpoint(out / "best.pt").contract == InputContract(**CONTRACT)
