@@ -244,3 +244,20 @@ def test_manifest_with_unknown_contract_version_is_refused(tmp_path: Path) -> No
     manifest_path(plan).write_text(json.dumps(data))
     with pytest.raises(ModelFormatError, match="manifest version 7"):
         load_engine_manifest(plan)
+
+
+def test_build_engine_command_without_tensorrt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engines.loader import SystemProbe
+    from engines.toy import make_toy_onnx
+    from monitor.cli import main
+
+    if SystemProbe().has_tensorrt():
+        pytest.skip("TensorRT is installed here")
+    onnx_path = make_toy_onnx(CONTRACT, tmp_path / "m.onnx")
+    assert main(["build-engine", str(onnx_path), "--out", str(tmp_path / "m.plan")]) == 2
+    err = capsys.readouterr().err
+    assert "TensorRT Python library is not available" in err
+    assert "nvcr.io/nvidia/tensorrt" in err
+    assert not (tmp_path / "m.plan").exists()

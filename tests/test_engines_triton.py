@@ -241,3 +241,17 @@ def test_render_config_is_deterministic() -> None:
     assert render_config(SMALL, "onnxruntime_onnx", opts) == render_config(
         SMALL, "onnxruntime_onnx", opts
     )
+
+
+def test_export_triton_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.cli import main
+
+    onnx_path = make_toy_onnx(SMALL, tmp_path / "m.onnx")
+    args = ["export-triton", str(onnx_path), "--out", str(tmp_path / "repo"), "--name", "det"]
+    assert main([*args, "--max-batch", "64", "--preferred-batch", "4", "--kind", "cpu"]) == 0
+    assert "Triton model 'det'" in capsys.readouterr().out
+    text = (tmp_path / "repo" / "det" / "config.pbtxt").read_text()
+    assert "max_batch_size: 64" in text and "preferred_batch_size: [ 4 ]" in text
+    assert "kind: KIND_CPU" in text
+    assert main([*args, "--name", "bad name"]) == 2
+    assert "use letters, digits" in capsys.readouterr().err
