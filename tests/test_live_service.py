@@ -222,3 +222,38 @@ def test_watch_prints_plain_lines_and_writes_events(
     assert rows["fake"][7] == "4"  # windows scored
     states = [json.loads(x)["state"] for x in events.read_text().splitlines()]
     assert ALERT in states and CLEAR in states
+
+
+def test_watch_table_renders_aligned_columns() -> None:
+    from monitor.commands.watch import render_table
+    from monitor.ingest import StreamStatus
+
+    rows = [
+        StreamStatus("lobby-cam", ALERT, 0.91, 0.95, None, 12, 1, 25.0, 48.2),
+        StreamStatus("x", "STARTING", None, None, None, 0, 0, 0.0, None),
+    ]
+    lines = render_table(rows).splitlines()
+    assert lines[0].split() == [
+        "stream",
+        "state",
+        "fused",
+        "audio",
+        "visual",
+        "fps",
+        "lat_ms",
+        "scored",
+        "dropped",
+    ]
+    assert lines[1].split() == [
+        "lobby-cam",
+        "ALERT",
+        "0.910",
+        "0.950",
+        "-",
+        "25.0",
+        "48",
+        "12",
+        "1",
+    ]
+    assert lines[2].split()[:3] == ["x", "STARTING", "-"]
+    assert lines[1].index("ALERT") == lines[0].index("state") == lines[2].index("STARTING")

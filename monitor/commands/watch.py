@@ -100,6 +100,7 @@ def build_config(args: argparse.Namespace) -> Any:
         events=EventsConfig(path=args.events),
         windows=WindowConfig(hop_seconds=args.hop),
         sources={"transport": args.transport},
+        webrtc={"enabled": False},  # watch serves /metrics only; `serve` runs the WebRTC page
         streams=streams,
     )
 
