@@ -30,6 +30,7 @@ from monitor.contract import InputContract
 DEFAULT_BATCHES = (1, 8, 32, 128)
 DEFAULT_SECONDS = 3.0  # timed seconds per cell (after one warm-up call)
 MIN_CALLS = 2  # timed calls per cell even when one call takes longer than --seconds
+DEFAULT_MAX_CALL_SECONDS = 60.0  # skip a cell whose calls would take longer than this each
 MS = 1e3
 
 
@@ -157,6 +158,13 @@ def main() -> None:
         help="CPU threads for torch and onnxruntime (0: their defaults); 1 is steadier on a "
         "busy machine, where OpenMP's spinning threads fight other processes",
     )
+    ap.add_argument(
+        "--max-call-seconds",
+        type=float,
+        default=DEFAULT_MAX_CALL_SECONDS,
+        help="skip batch sizes whose estimated time per call (from the previous batch size, "
+        "scaled linearly) exceeds this; a 2-core CPU needs minutes per ResNet-18 batch of 128",
+    )
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -168,12 +176,21 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     names = args.backends.split(",")
     cells: list[Cell] = []
+    skipped: list[tuple[str, str, str, int, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as tmp:
         for preset in args.presets.split(","):
             files = prepare(preset, contract, Path(tmp), "tensorrt" in names)
             for label, device, backend in backends_for(files, names, contract, args.threads):
+                per_window_s = 0.0
                 for b in batches:
+                    estimate = per_window_s * b
+                    if estimate > args.max_call_seconds:
+                        what = f"{preset:8s} {label:18s} batch {b:4d}"
+                        print(f"  {what}: skipped (~{estimate:.0f} s/call)")
+                        skipped.append((preset, label, device, b, estimate))
+                        continue
                     calls, wps, p50, p99 = time_backend(backend, contract, b, args.seconds)
+                    per_window_s = 1.0 / wps
                     cells.append(Cell(preset, label, device, b, calls, wps, p50, p99))
                     line = f"{preset:8s} {label:18s} batch {b:4d}: {wps:9.1f} windows/s"
                     print(f"  {line}, p50 {p50:8.1f} ms", flush=True)
@@ -192,6 +209,8 @@ def main() -> None:
             f"| {c.preset} | {c.backend} | {c.device} | {c.batch} | {c.windows_per_s:,.1f} | "
             f"{c.p50_ms:,.1f} | {c.p99_ms:,.1f} | {c.calls} |"
         )
+    for preset, label, device, b, est in skipped:
+        print(f"| {preset} | {label} | {device} | {b} | skipped: ~{est:.0f} s per call | | | |")
 
 
 if __name__ == "__main__":
