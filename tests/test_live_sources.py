@@ -248,3 +248,12 @@ def test_backoff_is_capped_exponential_with_jitter() -> None:
     rng = random.Random(1)
     delays = [j.delay(2, rng) for _ in range(200)]
     assert min(delays) >= 2.0 and max(delays) <= 6.0 and len({round(d, 3) for d in delays}) > 50
+
+
+def test_a_missing_file_is_given_up_not_retried(tmp_path: Path) -> None:
+    src = FileSource(str(tmp_path / "nope.mp4"))
+    sup, sink, events = asyncio.run(
+        supervise(src, RetryPolicy(initial_s=0.05), lambda s, b: False, 10.0)
+    )
+    assert sup.attempts == 1 and events.log == ["down:error"]
+    assert sink.closed_reason is not None and "file not found" in sink.closed_reason

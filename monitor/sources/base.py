@@ -23,7 +23,13 @@ import av.error
 import numpy as np
 
 from monitor.contract import SAMPLE_RATE
-from monitor.errors import MediaError
+from monitor.errors import (
+    BadDimensionsError,
+    MediaError,
+    MediaNotFoundError,
+    NotMediaError,
+    ZeroDurationError,
+)
 from monitor.ingest import MediaSink
 
 logger = logging.getLogger(__name__)
@@ -33,6 +39,9 @@ STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_INFLIGHT_HANDOVERS = 256  # media items queued on the loop per stream before dropping
 AUDIO_RESYNC_S = 0.2  # re-anchor audio time when the decoder's clock jumps more than this
 REALTIME_MAX_SLEEP_S = 1.0  # never sleep longer than this per item while pacing (stop check)
+
+# Errors that a retry cannot fix for a file (a camera URL is retried whatever happens).
+PERMANENT_ERRORS = (MediaNotFoundError, NotMediaError, ZeroDurationError, BadDimensionsError)
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 _SECRET_QUERY = re.compile(
@@ -128,6 +137,7 @@ class DecodeThread:
         self.max_time = time_offset  # latest stream time handed over
         self.outcome: str | None = None
         self.error: str | None = None
+        self.permanent = False  # retrying cannot help (missing file, not media)
         self.frames = _Counter()
         self.audio_samples = _Counter()
         self._thread = threading.Thread(target=self._run, name=f"decode-{stream_id}", daemon=True)
@@ -166,6 +176,7 @@ class DecodeThread:
             self.outcome = self._decode(container)
         except MediaError as exc:
             self.outcome, self.error = "error", redact(str(exc))
+            self.permanent = isinstance(exc, PERMANENT_ERRORS)
         except (av.FFmpegError, OSError, ValueError) as exc:
             self.outcome = "error"
             self.error = redact(f"{type(exc).__name__}: {exc}")

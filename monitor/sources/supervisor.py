@@ -143,6 +143,10 @@ class SourceSupervisor:
                 reason = outcome if thread.error is None else f"{outcome}: {thread.error}"
                 self.last_error = reason
                 self.events.source_down(reason)
+                if thread.permanent and not self.source.live:
+                    logger.error("stream %s: giving up: %s", self.stream_id, reason)
+                    self.sink.close(reason)
+                    return
                 failures = 0 if healthy else failures + 1
                 delay = self.policy.delay(max(0, failures - 1), self.rng)
                 logger.warning(
