@@ -51,7 +51,7 @@ def load_backend(cfg: MonitorConfig) -> Backend:
 
 
 class Service:
-    """One monitor process. Use `async with`-free: `await run()` does the whole lifecycle."""
+    """One monitor process: `await run()` does startup, waiting and shutdown."""
 
     def __init__(
         self,
