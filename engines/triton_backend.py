@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from engines.backend import Scores, check_batch
+from engines.batching import split_batch
 from engines.iospec import INPUT, contract_io
 from engines.triton_repo import NUMPY_TO_TRITON, contract_from_config
 from monitor.contract import InputContract
@@ -90,12 +91,18 @@ class TritonBackend:
     name = "triton"
 
     def __init__(
-        self, target: TritonTarget, contract: InputContract, client: Any, timeout_s: float
+        self,
+        target: TritonTarget,
+        contract: InputContract,
+        client: Any,
+        timeout_s: float,
+        max_batch: int,
     ) -> None:
         self.target = target
         self.contract = contract
         self._client = client
         self.timeout_s = timeout_s
+        self.max_batch = max_batch  # the model's max_batch_size; bigger batches are split
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> TritonBackend:
@@ -130,7 +137,7 @@ class TritonBackend:
             target.address,
             cfg.get("max_batch_size"),
         )
-        return cls(target, contract, client, timeout_s)
+        return cls(target, contract, client, timeout_s, int(cfg["max_batch_size"]))
 
     @staticmethod
     def _check_config(contract: InputContract, cfg: dict[str, Any], where: str) -> None:
@@ -166,6 +173,13 @@ class TritonBackend:
 
     def score(self, audio: np.ndarray, faces: np.ndarray) -> Scores:
         check_batch(self.contract, audio, faces)
+        parts = [
+            self._infer(audio[a:b], faces[a:b]) for a, b in split_batch(len(audio), self.max_batch)
+        ]
+        fused, p_audio, p_visual = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        return Scores(fused=fused, audio=p_audio, visual=p_visual)
+
+    def _infer(self, audio: np.ndarray, faces: np.ndarray) -> list[np.ndarray]:
         inputs, outputs = self.build_request(audio, faces)
         try:
             result = self._client.infer(
@@ -179,11 +193,10 @@ class TritonBackend:
             raise BackendUnavailableError(
                 f"Triton at {self.target.address} failed to score a batch: {exc}"
             ) from exc
-        fused, p_audio, p_visual = (
+        return [
             np.asarray(result.as_numpy(n), dtype=np.float32).reshape(-1)
             for n in self.contract.output_names
-        )
-        return Scores(fused=fused, audio=p_audio, visual=p_visual)
+        ]
 
     def close(self) -> None:
         self._client.close()

@@ -222,6 +222,10 @@ def test_triton_backend_round_trip(server: tuple[str, list[int]]) -> None:
     with pytest.raises(ContractError):
         backend.score(audio[:, :100], faces)
     assert calls == [5]  # refused before it was sent
+    big_audio, big_faces = batch(20)  # above the model's max_batch_size of 16: split
+    big = backend.score(big_audio, big_faces)
+    assert calls == [5, 16, 4] and len(big) == 20
+    np.testing.assert_allclose(big.visual, toy_scores(big_audio, big_faces)[2], atol=1e-6)
     with pytest.raises(ContractError, match="window_seconds"):
         load_backend(url, contract=replace(SMALL, window_seconds=1.0))
     backend.close()
