@@ -1,0 +1,415 @@
+"""The detector: front end vs torchaudio, shapes, batch independence, augmentation,
+checkpoints, ONNX export parity, gradients, and that the fused head can learn A/V sync."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchaudio
+
+from monitor.contract import InputContract
+from monitor.errors import ConfigError, ContractError, ModelFormatError
+from train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from train.frontend import LogMelFrontend, SpecAugment
+from train.model import Detector, ModelConfig, build_model, segment_weights
+
+SR = 16_000  # Hz
+FRONTEND_TOL_DB = 1e-2  # max |ours - torchaudio| in dB, anywhere above the -100 dB floor
+ONNX_TOL = 1e-3  # max |onnxruntime - torch| on probabilities
+# A small contract keeps the CPU tests quick; the export test uses the real default one.
+SMALL = InputContract(window_seconds=1.0, hop_seconds=0.5, k_crops=4, crop_size=32)
+TINY_CFG = ModelConfig.demo().replace(n_mels=32, visual_downsample=1)
+
+
+def speech_like(seconds: float, seed: int = 0, level: float = 0.3) -> torch.Tensor:
+    """Voiced harmonics with gliding pitch, three formants, syllable rhythm and breath noise."""
+    g = torch.Generator().manual_seed(seed)
+    n = round(seconds * SR)
+    t = torch.arange(n, dtype=torch.float64) / SR
+    f0 = 120 + 30 * torch.sin(2 * math.pi * 0.7 * t)
+    phase = 2 * math.pi * torch.cumsum(f0, 0) / SR
+    x = torch.zeros(n, dtype=torch.float64)
+    for h in range(1, 40):
+        fh = h * f0
+        env = (
+            torch.exp(-(((fh - 500) / 300) ** 2))
+            + 0.5 * torch.exp(-(((fh - 1500) / 400) ** 2))
+            + 0.2 * torch.exp(-(((fh - 2500) / 500) ** 2))
+        )
+        x += env * torch.sin(h * phase) * (fh < 7900)
+    x *= 0.5 * (1 + torch.sin(2 * math.pi * 4 * t))
+    x += 0.003 * torch.randn(n, generator=g, dtype=torch.float64)
+    return (level * x / x.abs().max()).to(torch.float32)
+
+
+def random_batch(
+    contract: InputContract, batch: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    audio = 0.1 * torch.randn(batch, contract.window_samples, generator=g)
+    faces = torch.randint(0, 256, (batch, *contract.faces_shape), dtype=torch.uint8, generator=g)
+    return audio, faces
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # The CI box has 2 cores shared with other jobs; intra-op threads fighting over them
+    # make these small models several times slower than one thread.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> Detector:
+    torch.manual_seed(0)
+    return build_model(SMALL, TINY_CFG).eval()
+
+
+# --- front end ---------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:At least one mel filterbank has all zero values")
+@pytest.mark.parametrize("top_db", [None, 80.0])
+def test_frontend_matches_torchaudio(top_db: float | None) -> None:
+    x = speech_like(2.0).unsqueeze(0)
+    ours = LogMelFrontend(top_db=top_db)(x)
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=SR, n_fft=512, hop_length=160, n_mels=128, f_min=20.0, f_max=8000.0
+    )
+    ref = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=top_db)(mel(x))
+    assert ours.shape == ref.shape == (1, 128, 201)
+    above_floor = ref > -100.0 + 1e-3  # the lowest mel bands are empty at n_fft=512
+    assert above_floor.float().mean() > 0.9
+    diff = (ours - ref).abs()[above_floor]
+    assert float(diff.max()) <= FRONTEND_TOL_DB, float(diff.max())
+    assert float(ref[above_floor].max() - ref[above_floor].min()) > 60.0  # a real dynamic range
+
+
+def test_frontend_top_db_is_per_window() -> None:
+    # torchaudio takes the top_db peak over the whole 3-D batch; ours is per window, so a
+    # loud neighbour must not change a quiet window's features.
+    fe = LogMelFrontend(top_db=80.0)
+    quiet = speech_like(1.0, seed=1, level=1e-2)
+    loud = speech_like(1.0, seed=2, level=0.9)
+    alone = fe(quiet.unsqueeze(0))
+    together = fe(torch.stack([quiet, loud]))
+    assert float((together[:1] - alone).abs().max()) <= FRONTEND_TOL_DB
+    # (torchaudio's batch-wide peak would lift this window's floor by tens of dB)
+    floor_alone = float(alone.amax() - 80.0)
+    assert float(together[0].min()) == pytest.approx(floor_alone, abs=FRONTEND_TOL_DB)
+    assert float(together[1].min()) > floor_alone + 20.0
+
+
+def test_spec_augment_masks_only_in_training() -> None:
+    aug = SpecAugment(freq_masks=2, freq_mask_bins=8, time_masks=2, time_mask_frames=10)
+    image = torch.randn(4, 32, 50) + 5.0
+    assert torch.equal(aug.eval()(image), image)
+    torch.manual_seed(1)
+    masked = aug.train()(image)
+    zeroed = masked == 0
+    assert zeroed.any() and not zeroed.all()
+    assert torch.equal(masked[~zeroed], image[~zeroed])
+
+
+def test_segment_weights_average_each_slice() -> None:
+    w = segment_weights(7, 4)
+    torch.testing.assert_close(w.sum(dim=0), torch.ones(4))
+    # slice k's weight is centred (to within the step grid) on (k + 0.5) * 7 / 4, crop k's time
+    centres = (w * torch.arange(7.0)[:, None]).sum(dim=0) + 0.5
+    torch.testing.assert_close(centres, (torch.arange(4.0) + 0.5) * 7 / 4, atol=0.1, rtol=0)
+    assert torch.equal(segment_weights(8, 4), torch.eye(4).repeat_interleave(2, dim=0) / 2)
+
+
+# --- model -------------------------------------------------------------------------------
+
+
+def test_outputs_shapes_dtypes_ranges(tiny_model: Detector) -> None:
+    audio, faces = random_batch(SMALL, 3)
+    with torch.no_grad():
+        logits = tiny_model(audio, faces)
+        probs = tiny_model.export_module()(audio, faces)
+    for logit, prob in zip(logits, probs, strict=True):
+        assert logit.shape == prob.shape == (3,)
+        assert logit.dtype == prob.dtype == torch.float32
+        assert torch.isfinite(logit).all()
+        assert ((prob >= 0) & (prob <= 1)).all()
+        torch.testing.assert_close(prob, torch.sigmoid(logit))
+    assert tiny_model.export_module().output_names == SMALL.output_names
+
+
+def test_silence_and_clipping_stay_finite(tiny_model: Detector) -> None:
+    audio = torch.zeros(2, SMALL.window_samples)
+    audio[1] = 1.0  # DC at full scale
+    faces = torch.zeros(2, *SMALL.faces_shape, dtype=torch.uint8)
+    faces[1] = 255
+    with torch.no_grad():
+        assert all(torch.isfinite(o).all() for o in tiny_model(audio, faces))
+
+
+def test_batch_independence(tiny_model: Detector) -> None:
+    audio, faces = random_batch(SMALL, 4, seed=3)
+    audio[1] *= 1e-3  # very different neighbours: quiet, loud, silent
+    audio[2] = 0.0
+    faces[3] = 0
+    with torch.no_grad():
+        together = tiny_model(audio, faces)
+        for i in range(4):
+            alone = tiny_model(audio[i : i + 1], faces[i : i + 1])
+            for t, a in zip(together, alone, strict=True):
+                torch.testing.assert_close(t[i : i + 1], a, atol=1e-5, rtol=1e-4)
+
+
+def test_augmentation_only_in_training() -> None:
+    torch.manual_seed(0)
+    no_dropout = TINY_CFG.replace(dropout=0.0)
+    model = build_model(SMALL, no_dropout)
+    plain = build_model(SMALL, no_dropout.replace(augment=False))
+    plain.load_state_dict(model.state_dict())
+    audio, faces = random_batch(SMALL, 4, seed=5)
+    with torch.no_grad():
+        model.eval()
+        first, second = model(audio, faces), model(audio, faces)
+        for a, b in zip(first, second, strict=True):
+            assert torch.equal(a, b)
+        # training mode (batch-norm on batch statistics) without augmentation: deterministic
+        plain.train()
+        for a, b in zip(plain(audio, faces), plain(audio, faces), strict=True):
+            assert torch.equal(a, b)
+        # with augmentation: every call sees a different gain/masks/flip
+        model.train()
+        torch.manual_seed(1)
+        t1 = model(audio, faces)
+        torch.manual_seed(2)
+        t2 = model(audio, faces)
+        assert not torch.equal(t1[1], t2[1])  # audio head: gain + SpecAugment
+        assert not torch.equal(t1[2], t2[2])  # visual head: flips
+
+
+def test_gradients_reach_all_heads_and_backbones(tiny_model: Detector) -> None:
+    model = build_model(SMALL, TINY_CFG).train()
+    audio, faces = random_batch(SMALL, 4, seed=7)
+    target = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    fused, a, v = model(audio, faces)
+    (bce(fused, target) + bce(a, target) + bce(v, target)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+    for head in (model.fusion_head, model.audio_head, model.visual_head, model.sync_net):
+        assert any(float(p.grad.abs().sum()) > 0 for p in head.parameters() if p.grad is not None)
+    # the fused loss alone trains both backbones through the fusion and sync paths
+    model.zero_grad()
+    fused, _, _ = model(audio, faces)
+    bce(fused, target).backward()
+    for part in (model.audio_backbone, model.visual_backbone, model.sync_audio, model.sync_visual):
+        assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
+
+
+def test_bad_configs_are_refused() -> None:
+    with pytest.raises(ConfigError, match="mel_norm"):
+        ModelConfig(mel_norm="loud")
+    with pytest.raises(ConfigError, match="does not know"):
+        ModelConfig.from_dict({**ModelConfig.demo().to_dict(), "bogus": 1})
+    with pytest.raises(ConfigError, match="divisible"):
+        build_model(InputContract(crop_size=33), ModelConfig.demo())
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_model(SMALL, TINY_CFG.replace(visual_weights="/nonexistent/weights.pt"))
+    assert ModelConfig.from_dict(ModelConfig.demo().to_dict()) == ModelConfig.demo()
+    assert ModelConfig.from_dict(ModelConfig.default().to_dict()) == ModelConfig.default()
+
+
+def test_local_backbone_weights_are_loaded(tmp_path: Path) -> None:
+    donor = build_model(SMALL, TINY_CFG)
+    path = tmp_path / "visual.pt"
+    torch.save(donor.visual_backbone.net.state_dict(), path)
+    model = build_model(SMALL, TINY_CFG.replace(visual_weights=str(path)))
+    for k, v in donor.visual_backbone.state_dict().items():
+        assert torch.equal(model.visual_backbone.state_dict()[k], v), k
+    # an RGB stem is adapted to the 1-channel mel input
+    rgb = build_model(SMALL, TINY_CFG)  # visual net: in_chans=3, same architecture
+    torch.save(rgb.visual_backbone.net.state_dict(), path)
+    audio_from_rgb = build_model(SMALL, TINY_CFG.replace(audio_weights=str(path)))
+    stem = next(iter(audio_from_rgb.audio_backbone.state_dict().values()))
+    assert stem.shape[1] == 1
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+
+def _trained_once(contract: InputContract, cfg: ModelConfig) -> tuple[Detector, dict]:
+    model = build_model(contract, cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    audio, faces = random_batch(contract, 4, seed=11)
+    sum(o.mean() for o in model(audio, faces)).backward()
+    opt.step()
+    return model.eval(), opt.state_dict()
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model, opt_state = _trained_once(SMALL, TINY_CFG)
+    extra = {"epoch": 3, "metrics": {"auc": 0.91}, "optimizer": opt_state, "names": ["a", "b"]}
+    path = tmp_path / "ckpt" / "model.pt"
+    digest = save_checkpoint(path, model, SMALL, TINY_CFG, extra=extra)
+    ckpt = load_checkpoint(path, expect_contract=SMALL)
+    assert isinstance(ckpt, Checkpoint)
+    assert ckpt.sha256 == digest and len(digest) == 64
+    assert ckpt.contract == SMALL and ckpt.model_config == TINY_CFG
+    assert ckpt.extra["epoch"] == 3 and ckpt.extra["metrics"] == {"auc": 0.91}
+    assert ckpt.extra["optimizer"]["state"].keys() == opt_state["state"].keys()
+    assert not ckpt.model.training
+    assert all(p.device.type == "cpu" for p in ckpt.model.parameters())
+    audio, faces = random_batch(SMALL, 3, seed=12)
+    with torch.no_grad():
+        for a, b in zip(model(audio, faces), ckpt.model(audio, faces), strict=True):
+            assert torch.equal(a, b)
+    # a wrapped model (as DataParallel / DDP give) saves the same weights
+    wrapped = torch.nn.DataParallel(model)
+    save_checkpoint(tmp_path / "wrapped.pt", wrapped, SMALL, TINY_CFG)
+    again = load_checkpoint(tmp_path / "wrapped.pt")
+    with torch.no_grad():
+        assert torch.equal(again.model(audio, faces)[0], model(audio, faces)[0])
+
+
+def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, tiny_model, SMALL, TINY_CFG)
+    with pytest.raises(ContractError, match="k_crops"):
+        load_checkpoint(path, expect_contract=dataclasses.replace(SMALL, k_crops=8))
+    payload = torch.load(path, weights_only=True)
+    payload["contract"]["version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(ContractError, match="version 99"):
+        load_checkpoint(tmp_path / "future.pt")
+    payload["contract"]["version"] = 1
+    payload["format_version"] = 7
+    torch.save(payload, tmp_path / "format.pt")
+    with pytest.raises(ModelFormatError, match="format version 7"):
+        load_checkpoint(tmp_path / "format.pt")
+    torch.save(tiny_model.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(ModelFormatError, match="not a deepfake-monitor checkpoint"):
+        load_checkpoint(tmp_path / "bare.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(ModelFormatError):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(ModelFormatError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    # an object torch.load(weights_only=True) could not read back is refused at save time
+    with pytest.raises(ModelFormatError, match="plain python"):
+        save_checkpoint(tmp_path / "bad.pt", tiny_model, SMALL, TINY_CFG, extra={"x": Path(".")})
+    assert not (tmp_path / "bad.pt").exists()
+
+
+# --- export ------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo=False is deprecated
+def test_onnx_export_and_onnxruntime_parity(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    contract = InputContract()  # the real default shapes: 2 s, K=4, 112 px
+    torch.manual_seed(0)
+    model, _ = _trained_once(contract, ModelConfig.demo())  # non-trivial batch-norm stats
+    probs = model.export_module().eval()
+    path = tmp_path / "demo.onnx"
+    names = [*probs.input_names, *probs.output_names]
+    torch.onnx.export(
+        probs,
+        probs.example_inputs(2),
+        str(path),
+        input_names=list(probs.input_names),
+        output_names=list(probs.output_names),
+        dynamic_axes={n: {0: "batch"} for n in names},
+        opset_version=17,
+        dynamo=False,
+    )
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    ops = {n.op_type for n in graph.graph.node}
+    assert not ops & {"STFT", "DFT", "If", "Loop", "NonZero", "AdaptiveAvgPool2d"}, ops
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["audio", "faces"]
+    assert [o.name for o in session.get_outputs()] == list(contract.output_names)
+    for batch in (1, 3):  # not the traced batch size
+        audio, faces = random_batch(contract, batch, seed=batch)
+        audio[0] = speech_like(contract.window_seconds, seed=batch)
+        got = session.run(None, {"audio": audio.numpy(), "faces": faces.numpy()})
+        with torch.no_grad():
+            want = probs(audio, faces)
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == (batch,) and g.dtype == np.float32
+            assert np.abs(g - w.numpy()).max() <= ONNX_TOL
+
+
+# --- audio-visual synchronisation ---------------------------------------------------------
+
+SYNC_STEPS = 50  # Adam steps of batch 16; the fused head is right on ~100 % by step ~40
+MICRO = {"channels": [8, 16, 32, 64], "stem_width": 8}  # an even smaller resnet10t
+
+
+def desync_batch(
+    contract: InputContract, n: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each of K slices is "speaking" (a voiced burst in the audio) or not, and the crop
+    at the slice centre shows an open (bright) or closed (dark) mouth. Real: the mouth
+    pattern is the speech pattern. Fake: a different random pattern. Both patterns are
+    uniformly random, so neither modality alone says anything about the label."""
+    k, size, s = contract.k_crops, contract.crop_size, contract.window_samples
+    speech = torch.randint(0, 2, (n, k), generator=g)
+    fake = torch.rand(n, generator=g) < 0.5
+    mouth = speech.clone()
+    for i in torch.nonzero(fake).flatten().tolist():
+        while torch.equal(mouth[i], speech[i]):
+            mouth[i] = torch.randint(0, 2, (k,), generator=g)
+    t = torch.arange(s) / contract.sample_rate
+    voiced = sum(torch.sin(2 * math.pi * h * 220.0 * t) / h for h in range(1, 6))
+    slice_len = s // k
+    envelope = torch.zeros(k, s)
+    for j in range(k):  # a burst over the middle 80 % of slice j
+        envelope[j, j * slice_len + slice_len // 10 : (j + 1) * slice_len - slice_len // 10] = 1
+    audio = 0.3 * (speech.float() @ envelope) * voiced + 0.01 * torch.randn(n, s, generator=g)
+    level = (60.0 + 140.0 * mouth.float())[:, :, None, None, None]
+    noise = 20.0 * torch.randn(n, k, size, size, 3, generator=g)
+    faces = (level + noise).clamp(0, 255).to(torch.uint8)
+    return audio, faces, fake.float()
+
+
+@pytest.mark.slow
+def test_fused_head_learns_audio_visual_desync() -> None:
+    cfg = ModelConfig.demo().replace(
+        n_mels=32,
+        audio_backbone_kwargs=MICRO,
+        visual_backbone_kwargs=MICRO,
+        audio_dim=32,
+        visual_dim=32,
+        sync_dim=16,
+        fusion_hidden=32,
+        augment=False,
+        dropout=0.0,
+    )
+    torch.manual_seed(0)
+    model = build_model(SMALL, cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-3)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    g = torch.Generator().manual_seed(1)
+    model.train()
+    for _ in range(SYNC_STEPS):
+        audio, faces, y = desync_batch(SMALL, 16, g)
+        fused, a, v = model(audio, faces)
+        loss = bce(fused, y) + bce(a, y) + bce(v, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    audio, faces, y = desync_batch(SMALL, 128, torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        fused, a, v = model.eval()(audio, faces)
+    accuracy = [float(((z > 0).float() == y).float().mean()) for z in (fused, a, v)]
+    assert accuracy[0] >= 0.9, accuracy  # only the sync path can see the mismatch
+    assert accuracy[1] <= 0.7 and accuracy[2] <= 0.7, accuracy  # single modalities: chance
