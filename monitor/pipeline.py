@@ -225,6 +225,7 @@ class Pipeline:
             max_pending=cfg.scorer.max_pending,
             on_drop=self._on_scorer_drop,
             on_batch=self._on_batch,
+            more_coming=self._windows_in_flight,
         )
         self._executor = ThreadPoolExecutor(
             max_workers=cfg.windows.crop_workers, thread_name_prefix="crop"
@@ -361,6 +362,13 @@ class Pipeline:
         return crops_idle and self.scorer.idle
 
     # -- scoring -------------------------------------------------------------------------
+
+    def _windows_in_flight(self) -> bool:
+        """A window is being prepared here, or may arrive from an ingest worker at any time."""
+        for rt in self.streams.values():
+            if rt.kind == "remote" or (rt.crop is not None and not rt.crop.idle):
+                return True
+        return False
 
     def submit_window(self, window: Window) -> None:
         if window.stream_id in self.streams:

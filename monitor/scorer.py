@@ -1,7 +1,8 @@
 """One scorer for all streams: cross-stream micro-batching in front of the backend.
 
 Windows from every stream wait in one bounded queue. A batch is flushed when it is full
-(`max_batch`) or when its oldest window has waited `max_delay_s`; `backend.score` runs in
+(`max_batch`), when its oldest window has waited `max_delay_s`, or at once when no other
+window is on its way (so a quiet monitor does not pay the batching delay); `backend.score` runs in
 a dedicated worker thread, never on the event loop, and each row of the result goes back
 to the stream it came from. When the backend falls behind and more than `max_pending`
 windows wait, the OLDEST are dropped (their scores would be stale anyway) and counted
@@ -68,6 +69,7 @@ class Scorer:
         max_pending: int = DEFAULT_MAX_PENDING,
         on_drop: Callable[[Window], None] | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
+        more_coming: Callable[[], bool] | None = None,
     ) -> None:
         if max_batch < 1 or max_pending < max_batch:
             raise ValueError(f"need 1 <= max_batch ({max_batch}) <= max_pending ({max_pending})")
@@ -76,6 +78,9 @@ class Scorer:
         self.on_result = on_result
         self.on_drop = on_drop
         self.on_batch = on_batch
+        # Whether another window is about to arrive (a crop is under way). When nothing is,
+        # waiting out max_delay_s cannot grow the batch: flush at once.
+        self.more_coming = more_coming
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.max_pending = max_pending
@@ -121,6 +126,8 @@ class Scorer:
                 await self._wake.wait()
                 continue
             if len(self._pending) >= self.max_batch:
+                break
+            if self.more_coming is not None and not self.more_coming():
                 break
             waited = time.monotonic() - self._pending[0][0]
             remaining = self.max_delay_s - waited

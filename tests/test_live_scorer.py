@@ -105,6 +105,35 @@ def test_flush_on_delay_when_the_batch_does_not_fill() -> None:
     assert all(r.latency_s >= 0.1 for r in results)  # they waited ~max_delay
 
 
+def test_flush_at_once_when_no_other_window_is_coming() -> None:
+    backend = RecordingBackend()
+    results: list[ScoredWindow] = []
+    coming = {"n": 1}
+
+    async def main() -> float:
+        scorer = Scorer(
+            backend,
+            results.append,
+            max_batch=32,
+            max_delay_s=10.0,
+            max_pending=64,
+            more_coming=lambda: coming["n"] > 0,
+        )
+        task = asyncio.create_task(scorer.run())
+        t0 = time.monotonic()
+        scorer.submit(window("a", 0.1))
+        await asyncio.sleep(0.1)
+        assert backend.batches == []  # another window is on its way: wait for it
+        coming["n"] = 0
+        scorer.submit(window("b", 0.2))  # the last one: flush now, not after 10 s
+        await _settle(scorer)
+        task.cancel()
+        return time.monotonic() - t0
+
+    took = asyncio.run(main())
+    assert backend.batches == [2] and took < 2.0
+
+
 def test_backpressure_drops_the_oldest_windows_and_counts_them() -> None:
     backend = RecordingBackend(delay_s=0.3)  # a backend far slower than the input
     results: list[ScoredWindow] = []
