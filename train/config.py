@@ -20,6 +20,7 @@ from monitor.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path(".cache/windows")  # relative to the working directory
+DEFAULT_MAX_WINDOWS = 8  # windows cached per clip, spread evenly over it
 # Fields that may change between a run and its --resume without changing what is learnt.
 RESUME_MUTABLE_FIELDS = frozenset({"epochs", "workers", "cache_dir", "device", "progress"})
 
@@ -126,7 +127,10 @@ class TrainConfig(_Strict):
     workers: int = Field(default=2, ge=0, le=256, description="processes for caching and loading")
     cache_dir: Path = Field(default=DEFAULT_CACHE_DIR, description="per-clip window cache")
     max_windows: int = Field(
-        default=8, ge=1, le=1024, description="windows cached per clip, spread over the clip"
+        default=DEFAULT_MAX_WINDOWS,
+        ge=1,
+        le=1024,
+        description="windows cached per clip, spread over the clip",
     )
     cache_audio_dtype: Literal["float16", "float32"] = Field(
         default="float16", description="storage type of cached audio windows"

@@ -25,6 +25,7 @@ from torch import nn
 from monitor.errors import ConfigError
 from monitor.evaluation import binary_metrics, has_both_classes, plot_roc
 from train.cache import CachedClip, CacheSpec, build_cache, load_windows
+from train.config import DEFAULT_CACHE_DIR, DEFAULT_MAX_WINDOWS
 from train.data import ClipRecord, load_split
 
 logger = logging.getLogger(__name__)
@@ -207,21 +208,31 @@ def evaluate_checkpoint(
     data_dir: str | Path,
     split: str = "val",
     out_dir: str | Path | None = None,
-    cache_dir: str | Path = Path(".cache/windows"),
+    cache_dir: str | Path | None = None,
     workers: int = 0,
     batch_size: int = DEFAULT_EVAL_BATCH,
-    max_windows: int = 8,
+    max_windows: int | None = None,
     device: str = "auto",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Score `split` of a competition folder with a checkpoint; write and return the report."""
+    """Score `split` of a competition folder with a checkpoint; write and return the report.
+
+    Cache folder, windows per clip and cached audio type default to the checkpoint's
+    training config, so evaluating a run's own valset reuses the windows it trained on.
+    """
     from train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     dev = resolve_device(device)
     model = ckpt.model.to(dev)
     index = load_split(data_dir, split)
-    spec = CacheSpec(Path(cache_dir), ckpt.contract, max_windows=max_windows)
+    trained = ckpt.extra.get("train_config") or {}
+    spec = CacheSpec(
+        Path(cache_dir or trained.get("cache_dir") or DEFAULT_CACHE_DIR),
+        ckpt.contract,
+        max_windows=max_windows or int(trained.get("max_windows", DEFAULT_MAX_WINDOWS)),
+        audio_dtype=str(trained.get("cache_audio_dtype", "float16")),
+    )
     cache = build_cache(index.records, spec, workers=workers, progress=progress, what=index.split)
     scores = score_clips(model, cache.clips, dev, batch_size, amp=dev.type == "cuda")
     metrics = clip_metrics(scores)

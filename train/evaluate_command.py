@@ -17,10 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", metavar="DATA_DIR", help="competition-format folder")
     p.add_argument("--split", default="val", help="train, val, test or a split folder name")
     p.add_argument("--out", help="report folder (default: CHECKPOINT's folder/eval_SPLIT)")
-    p.add_argument("--cache-dir", default=".cache/windows", help="per-clip window cache")
+    p.add_argument("--cache-dir", help="per-clip window cache (default: the training run's)")
     p.add_argument("--workers", type=int, default=2, help="decoding processes")
     p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
-    p.add_argument("--max-windows", type=int, default=8, help="windows scored per clip")
+    p.add_argument(
+        "--max-windows", type=int, help="windows scored per clip (default: the training run's)"
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 

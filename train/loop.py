@@ -379,8 +379,11 @@ def train(
     data, out = Path(data_dir), Path(out_dir)
     env = DistEnv.from_environ()
     _check_run_dir(out, cfg, resume, env)
+    device = resolve_device(cfg.device, env.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL and pinned memory then use this rank's GPU
     if env.world_size > 1:
-        backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
+        backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT)
     try:
         run = _Trainer(data, out, cfg, env)
