@@ -1,11 +1,11 @@
 """A trained detector scores a generated test split: file format, order, AUC, sampling modes.
 
 The module fixture trains a tiny demo detector with the training engineer's API
-(train.loop.train on tests/tiny_dataset: 16 clips, 16 steps, about 40 CPU-seconds) and scores through the
-engines' torch backend on its checkpoint (the ONNX export is tested in the engines
-tests; skipping it here saves its parity checks). Scores are also checked against
-training's own evaluation of the same clips: the same windows and crops must give the
-same per-clip numbers.
+(train.loop.train on tests/tiny_dataset: 16 clips, 16 steps, about 40 CPU-seconds) and
+scores through the engines' torch backend on its checkpoint (the ONNX export is tested
+in the engines tests; skipping it here saves its parity checks). Scores are also checked
+against training's own evaluation of the same clips: the same windows and crops must
+give the same per-clip numbers.
 """
 
 from __future__ import annotations
