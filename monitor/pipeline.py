@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 HOUSEKEEPING_S = 1.0  # fps and queue gauges refresh period
 STREAM_KINDS = ("webrtc", "rtsp", "file", "remote")
 
-CropperFactory = Callable[[], Cropper]
+CropperFactory = Callable[[str], Cropper]  # stream id -> that stream's own cropper
 
 
 def retry_policy(cfg: MonitorConfig) -> RetryPolicy:
@@ -233,10 +233,12 @@ class Pipeline:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
 
-    def _default_cropper(self) -> Cropper:
+    def _default_cropper(self, stream_id: str) -> Cropper:
         from monitor.faces import FaceCropper
 
-        return FaceCropper(crop_size=self.contract.crop_size, margin=self.contract.crop_margin)
+        return FaceCropper(
+            crop_size=self.contract.crop_size, margin=self.contract.crop_margin, name=stream_id
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -305,7 +307,7 @@ class Pipeline:
     def open_stream(self, stream_id: str, kind: str) -> StreamBuffers:
         """Register a stream and return its sink; call on the event loop (after start)."""
         rt = self._register(stream_id, kind)
-        buffers = rt.attach_ingest(self.cropper_factory(), self._executor)
+        buffers = rt.attach_ingest(self.cropper_factory(rt.stream_id), self._executor)
         assert rt.crop is not None
         self._spawn(rt.crop.run(), f"crop-{rt.stream_id}", rt)
         return buffers
