@@ -25,6 +25,36 @@ from monitor.errors import BackendUnavailableError
 logger = logging.getLogger(__name__)
 
 GRAPH_WARMUP_ITERS = 3  # eager runs on a side stream before capture (cuDNN autotuning)
+# Submodules run in fp32 under fp16 autocast: the log-mel front end's power spectrum reaches
+# ~1e5 and its floor is 1e-10, both outside fp16 (the same split as the fp16 ONNX file).
+FP32_MODULES = ("frontend", "mel_norm")
+
+
+def keep_fp32(module: nn.Module, names: tuple[str, ...] = FP32_MODULES) -> list[str]:
+    """Make submodules named `names` run with autocast off and float32 inputs.
+
+    Wraps the forward of those instances only (the model's class is untouched); returns the
+    qualified names of the wrapped submodules.
+    """
+    wrapped = []
+    for qual, sub in module.named_modules():
+        if qual.rsplit(".", 1)[-1] not in names or getattr(sub, "_fp32_wrapped", False):
+            continue
+        inner = sub.forward
+
+        def forward(*args: Any, _inner: Any = inner, **kwargs: Any) -> Any:
+            tensors = [a for a in args if torch.is_tensor(a)]
+            device = tensors[0].device.type if tensors else "cuda"
+            args = tuple(
+                a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args
+            )
+            with torch.autocast(device, enabled=False):
+                return _inner(*args, **kwargs)
+
+        sub.forward = forward
+        sub._fp32_wrapped = True
+        wrapped.append(qual)
+    return wrapped
 
 
 def _scores(outs: Any) -> Scores:
@@ -56,6 +86,9 @@ class TorchBackend:
         self.device = dev
         self.fp16 = fp16 and dev.type == "cuda"
         module = module.eval().to(dev)
+        if self.fp16:
+            kept = keep_fp32(module)
+            logger.info("fp16 autocast; kept in fp32: %s", ", ".join(kept) or "nothing")
         if dev.type == "cuda":
             module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._module = module

@@ -12,6 +12,7 @@ import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -164,3 +165,32 @@ def test_export_refuses_what_is_not_a_checkpoint(
     assert "not a deepfake-monitor checkpoint" in err
     assert main(["export", str(bogus), "--out", str(tmp_path / "x.txt")]) == 2
     assert "must end in .onnx" in capsys.readouterr().err
+
+
+def test_torch_backend_keeps_named_modules_in_fp32_under_autocast() -> None:
+    from torch import nn
+
+    from engines.torch_backend import keep_fp32
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frontend = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 1)
+
+        def forward(self, x: Any) -> tuple[Any, Any]:
+            z = self.frontend(x)
+            return z, self.head(z)
+
+    model = nn.Sequential()
+    model.add_module("detector", Tiny())
+    x = torch.randn(2, 8)
+    tiny = model.get_submodule("detector")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, y = tiny(x)
+    assert z.dtype == y.dtype == torch.bfloat16  # autocast reaches every linear layer
+    assert keep_fp32(model) == ["detector.frontend"]
+    assert keep_fp32(model) == []  # idempotent
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, y = tiny(x)
+    assert z.dtype == torch.float32 and y.dtype == torch.bfloat16  # front end only
