@@ -23,10 +23,17 @@ from typing import Any
 import numpy as np
 
 from engines.backend import Scores
-from engines.manifest import OnnxManifest, Parity, sha256_file, utc_now, write_manifest
+from engines.manifest import (
+    OnnxManifest,
+    Parity,
+    manifest_path,
+    sha256_file,
+    utc_now,
+    write_manifest,
+)
 from engines.parity import Comparison, ScoreFn, clip_inputs, compare, natural_inputs, random_inputs
 from monitor.contract import InputContract
-from monitor.errors import ExportError, ModelFormatError
+from monitor.errors import DeepfakeMonitorError, ExportError, ModelFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +229,7 @@ def export_checkpoint(
     sets = parity_sets(contract, clips)
     versions = _tool_versions()
 
+    manifest_path(out).unlink(missing_ok=True)  # a stale manifest must not outlive a failure
     export_onnx(module, contract, out, opset=opset, exporter=exporter)
     try:
         opset_found = check_onnx(out)
@@ -233,7 +241,7 @@ def export_checkpoint(
             tolerance,
             "onnxruntime CPUExecutionProvider",
         )
-    except (ExportError, ModelFormatError):
+    except DeepfakeMonitorError:  # checker, parity or I/O contract: keep nothing
         out.unlink(missing_ok=True)
         raise
     source_sha = getattr(ck, "sha256", "") or sha256_file(ck_path)
@@ -271,13 +279,14 @@ def export_fp16(
 
     from engines.fp16 import to_fp16
 
+    manifest_path(out).unlink(missing_ok=True)
     onnx.save(to_fp16(onnx.load(str(fp32_path))), str(out))
     contract = fp32_manifest.contract
     try:
         opset_found = check_onnx(out)
         scorer, runtime = _fp16_scorer(out, contract)
         parity = _parity(out.name, reference, scorer, sets, FP16_PARITY_TOLERANCE, runtime)
-    except (ExportError, ModelFormatError):
+    except DeepfakeMonitorError:  # checker, parity or I/O contract: keep nothing
         out.unlink(missing_ok=True)
         raise
     manifest = OnnxManifest(

@@ -20,6 +20,8 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
+from media_factory import write_clip  # noqa: E402
+
 from engines import load_backend  # noqa: E402
 from engines.export import FP16_PARITY_TOLERANCE, PARITY_TOLERANCE, export_checkpoint  # noqa: E402
 from engines.manifest import load_onnx_manifest, manifest_path, sha256_file  # noqa: E402
@@ -52,9 +54,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     ckpt = folder / "detector.pt"
     save_checkpoint(ckpt, build_model(CONTRACT, cfg), CONTRACT, cfg, extra={"epoch": 0})
     out = folder / "detector.onnx"
+    clip = write_clip(folder / "call.mp4", seconds=1.5, size=(96, 72))  # real decode + crops
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = main(["export", str(ckpt), "--out", str(out), "--fp16"])
+        rc = main(["export", str(ckpt), "--out", str(out), "--fp16", "--clip", str(clip)])
     assert rc == 0
     return Exported(ckpt, out, folder / "detector.fp16.onnx", buf.getvalue())
 
@@ -62,7 +65,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
 def test_cli_states_the_parity(exported: Exported) -> None:
     text = exported.stdout
     assert f"{exported.onnx}: fp32, opset 18" in text
-    assert "parity vs torch cpu fp32 on 16 windows" in text
+    assert "parity vs torch cpu fp32 on 18 windows" in text  # 8 random, 8 natural, 2 clip
     assert "<= 0.001" in text and "<= 0.02" in text
     assert f"manifest: {exported.onnx}.json" in text
 
@@ -93,7 +96,7 @@ def test_manifest_records_contract_checksums_and_parity(exported: Exported) -> N
     assert m.model_config["audio_backbone"] == "resnet10t"
     assert m.parity is not None and m.parity.ok
     assert m.parity.tolerance == PARITY_TOLERANCE
-    assert set(m.parity.per_input) == {"random", "natural"} and m.parity.windows == 16
+    assert set(m.parity.per_input) == {"random", "natural", "clips"} and m.parity.windows == 18
     assert m.parity.max_abs_diff <= 1e-5  # in practice ~1e-7 for the fp32 file
     assert {"torch", "onnx", "onnxruntime"} <= set(m.tool_versions)
     raw = json.loads(manifest_path(exported.onnx).read_text())
@@ -149,6 +152,7 @@ def test_failed_parity_keeps_no_file(
     few = {"random": random_inputs(CONTRACT, 2)}  # any difference fails a zero tolerance
     monkeypatch.setattr(engines.export, "parity_sets", lambda contract, clips=(): few)
     out = tmp_path / "strict.onnx"
+    manifest_path(out).write_text("{}")  # left by an earlier export to the same path
     with pytest.raises(ExportError, match="differ from torch") as err:
         export_checkpoint(exported.checkpoint, out, tolerance=0.0)
     assert "the file was not kept" in str(err.value)
