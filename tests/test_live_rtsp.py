@@ -21,7 +21,7 @@ from monitor.service import Service
 from monitor.state import ALERT
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-SERVER = Path(__file__).with_name("rtsp_server.py")
+SERVER = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "rtsp_server.py"
 SECRET = "s3cr3t-pw"
 
 

@@ -1,8 +1,8 @@
-"""A real RTSP server for tests: GStreamer's gst-rtsp-server serving one MP4 at /live.
+"""A real RTSP server for tests and the demo: GStreamer's gst-rtsp-server serving one MP4 at /live.
 
 Run with the system interpreter, which has PyGObject (`gi`), not the venv:
 
-    /usr/bin/python3 tests/rtsp_server.py CLIP.mp4 PORT [--no-audio]
+    /usr/bin/python3 deploy/demo/rtsp_server.py CLIP.mp4 PORT [--no-audio]
 
 The clip must be MP4 with H.264 (+ AAC). Prints "ready" once listening. Kill the process
 to simulate a camera going away; start it again to test reconnection. Debian packages:
