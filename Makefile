@@ -34,7 +34,7 @@ test: venv system-deps check
 	$(PY) -m pytest
 
 demo: venv system-deps
-	$(PY) -m monitor.demo --dir $(DEMO_DIR)
+	$(PY) -m monitor.demo --dir $(DEMO_DIR) $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
 
 bench: venv
 	$(PY) bench/synth_speed.py

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 HELP = "run the monitor service from a YAML config (RTSP/file/WebRTC streams, /metrics)"
 
@@ -18,6 +19,8 @@ HELP = "run the monitor service from a YAML config (RTSP/file/WebRTC streams, /m
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="YAML", help="monitor configuration file")
     p.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    p.add_argument("--table", action="store_true", help="print a live table of stream states")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +34,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {line}")
         sys.stdout.flush()
         return 0
-    service = Service(cfg)
-    asyncio.run(service.run())
+    asyncio.run(_serve(Service(cfg), args.table, args.duration))
     return 0
+
+
+async def _serve(service: Any, table: bool, duration: float | None) -> None:
+    from monitor.commands.watch import print_table, render_table
+
+    printer = None
+    if table:
+        out = sys.stdout
+        printer = asyncio.get_running_loop().create_task(print_table(service, out, out.isatty()))
+    try:
+        await service.run(duration_s=duration)
+    finally:
+        if printer is not None:
+            printer.cancel()
+            await asyncio.gather(printer, return_exceptions=True)
+            print(render_table(service.final_statuses), flush=True)

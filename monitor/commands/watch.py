@@ -65,7 +65,7 @@ def render_table(statuses: list[Any]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
-async def _print_table(service: Any, out: IO[str], tty: bool) -> None:
+async def print_table(service: Any, out: IO[str], tty: bool) -> None:
     while True:
         await asyncio.sleep(REFRESH_S)
         pipeline = service.pipeline
@@ -116,7 +116,7 @@ async def watch(args: argparse.Namespace, backend: Any = None, cropper_factory: 
         serve_http=args.metrics_port is not None,
     )
     out = sys.stdout
-    printer = asyncio.get_running_loop().create_task(_print_table(service, out, out.isatty()))
+    printer = asyncio.get_running_loop().create_task(print_table(service, out, out.isatty()))
 
     ended_at: list[float] = []
 

@@ -1,0 +1,215 @@
+"""`make demo`: the product's main job on the embedded default (CPU + onnxruntime).
+
+Steps, each reused when its output already exists (so a second run starts in seconds):
+1. generate a small synthetic dataset in the competition layout (`synth`);
+2. train the small demo model on the CPU (`train --preset demo`);
+3. export it to ONNX with a parity check (`export`);
+4. serve one real and one fake test clip as two RTSP cameras on localhost (GStreamer's
+   RTSP server, looping), and run `serve` on them with the WebRTC page enabled, printing
+   the page and /metrics URLs and a live table. The fake camera reaches ALERT, the real
+   one stays CLEAR. Ctrl-C stops everything.
+
+Run: `python -m monitor.demo --dir demo [--seconds S]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import av
+
+logger = logging.getLogger("monitor.demo")
+
+DEMO_TRAIN, DEMO_VAL, DEMO_TEST = 600, 120, 24  # clips per split of the demo dataset
+DEMO_SEED = 7
+LOOP_REPEATS = 20  # the demo cameras replay their clip this many times (minutes of video)
+RTSP_PORTS = (8554, 8555)  # real camera, fake camera
+HTTP_PORT = 8080
+SYSTEM_PYTHON = "/usr/bin/python3"  # has PyGObject for GStreamer's RTSP server
+RTSP_SERVER = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "rtsp_server.py"
+DEMO_FAKE_METHOD = "swap_vc"  # voice and face both replaced: both heads have something to see
+
+
+def _cli(*args: str) -> None:
+    cmd = [sys.executable, "-m", "monitor.cli", *args]
+    print("+ deepfake-monitor " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def _step_data(root: Path) -> Path:
+    data = root / "data"
+    if (data / "test_label.txt").is_file():
+        print(f"[1/4] dataset: reusing {data}", flush=True)
+        return data
+    print(f"[1/4] dataset: generating {DEMO_TRAIN}+{DEMO_VAL}+{DEMO_TEST} clips", flush=True)
+    if data.exists():
+        shutil.rmtree(data)  # a partial dataset from an interrupted run
+    _cli(
+        "synth", str(data), "--train", str(DEMO_TRAIN), "--val", str(DEMO_VAL),
+        "--test", str(DEMO_TEST), "--seed", str(DEMO_SEED),
+    )  # fmt: skip
+    return data
+
+
+def _step_train(root: Path, data: Path) -> Path:
+    run = root / "run"
+    best = run / "best.pt"
+    if best.is_file():
+        print(f"[2/4] model: reusing {best}", flush=True)
+        return best
+    print("[2/4] model: training the demo preset on the CPU", flush=True)
+    args = ["train", str(data), "--out", str(run), "--preset", "demo"]
+    if (run / "last.pt").is_file():
+        args.append("--resume")
+    _cli(*args)
+    return best
+
+
+def _step_export(root: Path, best: Path) -> Path:
+    onnx = root / "model.onnx"
+    if onnx.is_file() and onnx.stat().st_mtime >= best.stat().st_mtime:
+        print(f"[3/4] export: reusing {onnx}", flush=True)
+        return onnx
+    print("[3/4] export: ONNX with parity check", flush=True)
+    _cli("export", str(best), "--out", str(onnx))
+    return onnx
+
+
+def pick_clips(data: Path) -> tuple[Path, Path]:
+    """One real and one fake (voice + face swapped) clip of the test split."""
+    with (data / "manifest.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    real = next(r for r in rows if r["target"] == "0")
+    fakes = [r for r in rows if r["target"] == "1"]
+    fake = next((r for r in fakes if r["method"] == DEMO_FAKE_METHOD), fakes[0])
+    return data / "testset" / real["video_name"], data / "testset" / fake["video_name"]
+
+
+def loop_clip(src: Path, dst: Path, repeats: int = LOOP_REPEATS) -> Path:
+    """Remux a clip `repeats` times back to back (no re-encoding) as a long camera feed."""
+    if dst.is_file():
+        return dst
+    tmp = dst.with_suffix(".tmp.mp4")
+    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        offset = {s.index: 0 for s in inp.streams}
+        for _ in range(repeats):
+            inp.seek(0)
+            last = dict(offset)
+            for pkt in inp.demux():
+                if pkt.dts is None or pkt.pts is None:
+                    continue
+                i = pkt.stream.index
+                pkt.pts += offset[i]
+                pkt.dts += offset[i]
+                last[i] = max(last[i], pkt.pts + (pkt.duration or 0))
+                pkt.stream = streams[i]
+                out.mux(pkt)
+            offset = last
+    tmp.replace(dst)
+    return dst
+
+
+def _rtsp_available() -> bool:
+    if not (Path(SYSTEM_PYTHON).is_file() and RTSP_SERVER.is_file()):
+        return False
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0')"
+    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
+
+
+@contextmanager
+def rtsp_cameras(clips: list[Path]) -> Iterator[list[str]]:
+    """Serve each clip at rtsp://127.0.0.1:PORT/live; fall back to looping files without
+    GStreamer (the monitor reads both the same way)."""
+    if not _rtsp_available():
+        print("  (GStreamer RTSP server not installed: streaming the clips as files)")
+        yield [str(c) for c in clips]
+        return
+    procs = []
+    try:
+        for clip, port in zip(clips, RTSP_PORTS, strict=False):
+            p = subprocess.Popen(
+                [SYSTEM_PYTHON, str(RTSP_SERVER), str(clip.resolve()), str(port)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            procs.append(p)
+            line = p.stdout.readline().strip() if p.stdout else ""
+            if line != "ready":
+                raise RuntimeError(f"RTSP server for {clip} did not start (port {port} in use?)")
+        yield [f"rtsp://127.0.0.1:{port}/live" for port in RTSP_PORTS[: len(clips)]]
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def write_config(root: Path, model: Path, urls: list[str]) -> Path:
+    names = ("camera-real", "camera-fake")
+    is_file = not urls[0].startswith("rtsp://")
+    lines = [
+        f"model: {model}",
+        "backend: onnxruntime",
+        f"server: {{host: 127.0.0.1, port: {HTTP_PORT}}}",
+        "webrtc: {enabled: true}",
+        f"events: {{path: {root / 'events.jsonl'}}}",
+        "streams:",
+    ]
+    for name, url in zip(names, urls, strict=True):
+        loop = ", loop: true" if is_file else ""
+        lines.append(f"  - {{id: {name}, url: {url!r}{loop}}}")
+    cfg = root / "monitor.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m monitor.demo", description=__doc__)
+    ap.add_argument("--dir", default="demo", help="working folder (data, run, model, config)")
+    ap.add_argument("--seconds", type=float, default=None, help="stop serving after S seconds")
+    args = ap.parse_args(argv)
+    root = Path(args.dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    data = _step_data(root)
+    best = _step_train(root, data)
+    onnx = _step_export(root, best)
+    real, fake = pick_clips(data)
+    feeds = [loop_clip(real, root / "camera-real.mp4"), loop_clip(fake, root / "camera-fake.mp4")]
+    print(f"[4/4] serve: cameras from {real.name} (real) and {fake.name} (fake)", flush=True)
+    with rtsp_cameras(feeds) as urls:
+        cfg = write_config(root, onnx, urls)
+        print(
+            f"\n  browser page (join with camera + microphone): http://127.0.0.1:{HTTP_PORT}/\n"
+            f"  Prometheus metrics:                            http://127.0.0.1:{HTTP_PORT}/metrics\n"
+            f"  state-change events:                           {root / 'events.jsonl'}\n"
+            f"  cameras: {', '.join(urls)}\n"
+            f"  set-up took {time.monotonic() - t0:.0f} s; Ctrl-C to stop\n",
+            flush=True,
+        )
+        serve = ["serve", "--config", str(cfg), "--table"]
+        if args.seconds:
+            serve += ["--duration", str(args.seconds)]
+        with suppress(KeyboardInterrupt):
+            _cli(*serve)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
