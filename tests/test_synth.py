@@ -22,6 +22,8 @@ from monitor.media import MediaInfo, load_audio, probe, sample_frames
 from train.synth import METHODS, generate_dataset
 from train.synth.audio_fakes import VocoderParams, vocoder, voice_conversion
 from train.synth.dataset import SPLITS, plan_split, split_methods
+from train.synth.render import draw_face
+from train.synth.scene import make_identity
 from train.synth.speech import AUDIO_RATE, Utterance, Voice, plan_utterance, synthesize
 
 NAME_RE = re.compile(r"^[0-9a-f]{32}\.mp4$")
@@ -247,6 +249,7 @@ def test_no_shortcut_separates_the_classes(facts: list[ClipFacts]) -> None:
     assert not bad, f"features that give the label away (AUC): {bad}"
 
 
+@pytest.mark.slow
 def test_determinism_and_worker_independence(tmp_path: Path) -> None:
     a = generate_dataset(tmp_path / "a", 4, 0, 0, 3, workers=1, duration_s=(1.0, 1.2))
     b = generate_dataset(tmp_path / "b", 4, 0, 0, 3, workers=2, duration_s=(1.0, 1.2))
@@ -311,6 +314,24 @@ def test_cli_method_names_match_registry() -> None:
 
 
 # ---- the signal models themselves ----------------------------------------------------
+
+
+@pytest.mark.parametrize("photo", [False, True])
+def test_rendered_faces_are_found_by_the_product_detector(photo: bool) -> None:
+    cascade = load_cascade()
+    hits = total = 0
+    for k in range(9):
+        ident = make_identity(f"t{k}", 100 + k, photo=photo)
+        unit = (40.0, 55.0, 62.0)[k % 3]
+        bank = draw_face(ident.face, unit, (0.3 * (k % 3 - 1), -0.2), k)
+        for mouth, eyes in ((0.0, 1.0), (1.0, 1.0), (0.5, 0.5)):
+            sprite = bank.sprite(mouth, eyes).astype(np.float32) / 255.0
+            alpha = sprite[..., 3:]
+            backdrop = np.array([0.45, 0.5, 0.55], np.float32) * (1.0 - alpha)
+            image = ((sprite[..., :3] * alpha + backdrop) * 255.0).astype(np.uint8)
+            hits += _detect(cascade, image) is not None
+            total += 1
+    assert hits / total >= 0.85, f"{hits}/{total}"
 
 
 def _steady_vowel(voice: Voice, seconds: float = 1.0) -> np.ndarray:

@@ -50,6 +50,7 @@ SPLITS: dict[str, tuple[str, str]] = {
 }
 LABEL_HEADER = ("video_name", "target")
 CLIPS_PER_IDENTITY = 4  # average clips of one person in a split
+PHOTO_EVERY = 6  # one identity in 6 is a variant of the shipped photograph (name ends "p")
 MIN_IDENTITIES = 3  # per split, so that swaps and conversions have donors
 MANIFEST_COLUMNS = (
     "video_name",
@@ -105,10 +106,12 @@ def _name(seed: int, split: str, index: int, role: str) -> str:
 def _identities(seed: int, split_no: int, split: str, n_clips: int) -> list[Identity]:
     n = max(MIN_IDENTITIES, math.ceil(n_clips / CLIPS_PER_IDENTITY))
     prefix = {"train": "tr", "val": "va", "test": "te"}[split]
-    return [
-        make_identity(f"{prefix}{k:03d}", int(_seed(seed, split_no, 1, k).integers(2**31)))
-        for k in range(n)
-    ]
+    out = []
+    for k in range(n):
+        photo = k % PHOTO_EVERY == 2  # small pools (3 identities) include one too
+        name = f"{prefix}{k:03d}" + ("p" if photo else "")
+        out.append(make_identity(name, int(_seed(seed, split_no, 1, k).integers(2**31)), photo))
+    return out
 
 
 def _method_cycle(methods: Sequence[str], n: int, rng: np.random.Generator) -> list[str]:

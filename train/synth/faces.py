@@ -18,7 +18,9 @@ import numpy as np
 
 # Sprite canvas around the face, in face units (the origin is the face centre).
 CANVAS_LEFT, CANVAS_RIGHT = -1.7, 1.7
-CANVAS_TOP, CANVAS_BOTTOM = -1.75, 2.45
+# The canvas reaches far enough down that the shoulders fill the frame to its bottom edge
+# for every face size and position a scene can draw (face centre <= 0.5 H, unit >= 0.16 H).
+CANVAS_TOP, CANVAS_BOTTOM = -1.75, 3.7
 MOUTH_LEVELS = 8  # pre-rendered mouth openings from closed (0) to wide open (1)
 EYE_LEVELS = 3  # pre-rendered eye openings: closed, half, open
 EDGE_PX = 1.0  # anti-aliasing width of hard shape edges, pixels
@@ -257,7 +259,10 @@ def _render_base(
     skin = np.array(st.skin, np.float32)
     hair = np.array(st.hair, np.float32)
     # Torso and neck first, then the head over them.
-    torso = cv.times(cv.ellipse(0.0, 2.65, 1.55, 1.25, soft=2.0), y > 1.45)
+    rows, cols, shoulders = cv.ellipse(0.0, 2.3, 1.55, 0.85, soft=2.0)
+    body = np.clip(0.5 - (np.abs(x) - 1.55) * unit_px / 2.0, 0, 1) * (y > 2.3)
+    body[rows, cols] = np.maximum(body[rows, cols], shoulders)
+    torso = cv.full(body * (y > 1.45))
     cloth_shade = 0.75 + 0.25 * np.clip(1.0 - np.abs(x) / 1.6, 0, 1) + 0.08 * lx * x
     cv.paint(torso, np.array(st.clothing, np.float32)[None, None] * cloth_shade[..., None])
     neck = np.clip(0.5 - (np.abs(x) - st.width * 0.45) * unit_px, 0, 1) * (y > 0.4) * (y < 1.75)

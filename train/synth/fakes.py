@@ -56,7 +56,7 @@ NEEDS_DONOR = frozenset({"voice_conversion", "face_swap", "swap_vc"})
 DESYNC_SHIFT_S = (0.3, 0.8)  # |shift| of the mouth track against the audio
 LOWRES_FACTOR = (2.5, 5.0)  # face down-sampling factor of face_lowres
 SWAP_RESOLUTION = (1.3, 2.5)  # generator resolution factor of a swapped face
-SWAP_COLOUR_MATCH = (0.0, 0.6)  # fraction of the skin-colour difference corrected
+SWAP_COLOUR_MATCH = (0.2, 0.8)  # fraction of the skin-colour difference corrected
 MIN_PITCH_RATIO_OCTAVES = 0.15  # a converted voice differs by at least ~2 semitones
 
 
@@ -133,10 +133,12 @@ def swap_bank(target: SpriteBank, donor: SpriteBank, plan: FakePlan) -> SpriteBa
     """
     if target.rgba.shape != donor.rgba.shape:
         raise ValueError("target and donor sprites must share one scale")
-    mask = target.inner_mask[..., None]
-    t_rgb = target.rgba[..., :3].astype(np.float32)
-    d_rgb = donor.rgba[..., :3].astype(np.float32)
-    if plan.swap_resolution > 1.0:
+    rows, cols = np.nonzero(target.inner_mask > 0.0)
+    box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1))
+    mask = target.inner_mask[box][..., None]
+    t_rgb = target.rgba[:, :, box[0], box[1], :3].astype(np.float32)
+    d_rgb = donor.rgba[:, :, box[0], box[1], :3].astype(np.float32)
+    if plan.swap_resolution > 1.0:  # the generator's output resolution
         m, e, h, w, _ = d_rgb.shape
         flat = d_rgb.reshape(m * e, h, w, 3)
         small = (max(2, int(w / plan.swap_resolution)), max(2, int(h / plan.swap_resolution)))
@@ -147,7 +149,8 @@ def swap_bank(target: SpriteBank, donor: SpriteBank, plan: FakePlan) -> SpriteBa
     d_mean = (d_rgb[0, -1] * mask).sum(axis=(0, 1)) / weight
     d_rgb += plan.swap_colour_match * (t_mean - d_mean)
     out = target.rgba.copy()
-    out[..., :3] = np.clip(t_rgb * (1.0 - mask) + d_rgb * mask + 0.5, 0, 255).astype(np.uint8)
+    blended = t_rgb * (1.0 - mask) + d_rgb * mask
+    out[:, :, box[0], box[1], :3] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     return SpriteBank(
         rgba=out, inner_mask=target.inner_mask, centre=target.centre, unit_px=target.unit_px
     )

@@ -17,8 +17,9 @@ import numpy as np
 from train.synth import audio_fakes
 from train.synth.background import render_background
 from train.synth.encode import write_mp4
-from train.synth.faces import SpriteBank, render_sprites
+from train.synth.faces import FaceStyle, SpriteBank, render_sprites
 from train.synth.fakes import FakePlan, swap_bank
+from train.synth.photo import PhotoStyle, render_photo_sprites
 from train.synth.room import apply_room, level
 from train.synth.scene import Scene, blinks, exposure_drift, head_pose
 from train.synth.speech import plan_utterance, synthesize
@@ -56,6 +57,19 @@ class _Shared:
     tracks: FaceTracks
 
 
+def draw_face(
+    face: FaceStyle | PhotoStyle,
+    unit_px: float,
+    light: tuple[float, float],
+    seed: int,
+    donor: bool = False,
+) -> SpriteBank:
+    """Sprites of a procedural or photographic face (a swap donor may be a soft photo)."""
+    if isinstance(face, PhotoStyle):
+        return render_photo_sprites(face, unit_px, light, float("inf") if donor else unit_px)
+    return render_sprites(face, unit_px, light, seed)
+
+
 def _prepare(scene: Scene) -> _Shared:
     ident = scene.identity
     rng = np.random.default_rng(scene.seed)
@@ -71,7 +85,7 @@ def _prepare(scene: Scene) -> _Shared:
         pose=head_pose(scene, mouth),
         exposure=exposure_drift(scene).astype(np.float32),
     )
-    bank = render_sprites(ident.face, scene.face_unit_px, scene.light, scene.seed + 11)
+    bank = draw_face(ident.face, scene.face_unit_px, scene.light, scene.seed + 11)
     background = render_background(scene.width, scene.height, scene.seed + 12)
     background = white_balance(background, scene.white_balance)
     return _Shared(utt, dry, speech_rms, background, bank, tracks)
@@ -90,19 +104,20 @@ def _fake_video(scene: Scene, shared: _Shared, plan: FakePlan) -> tuple[SpriteBa
     times = np.arange(scene.n_frames) / scene.fps
     if plan.method in ("face_swap", "swap_vc") and plan.donor is not None:
         # The swap keeps the target's head (outline, hair, clothes) and transplants the
-        # inner face, so the donor is drawn with the target's head geometry.
-        t = scene.identity.face
-        donor_face = dataclasses.replace(
-            plan.donor.face,
-            width=t.width,
-            jaw=t.jaw,
-            hair=t.hair,
-            hair_style=t.hair_style,
-            hairline=t.hairline,
-            clothing=t.clothing,
-        )
+        # inner face, so a procedural donor is drawn with the target's head geometry.
+        t, donor_face = scene.identity.face, plan.donor.face
+        if isinstance(t, FaceStyle) and isinstance(donor_face, FaceStyle):
+            donor_face = dataclasses.replace(
+                donor_face,
+                width=t.width,
+                jaw=t.jaw,
+                hair=t.hair,
+                hair_style=t.hair_style,
+                hairline=t.hairline,
+                clothing=t.clothing,
+            )
         light = (scene.light[0] + plan.swap_light[0], scene.light[1] + plan.swap_light[1])
-        donor = render_sprites(donor_face, scene.face_unit_px, light, scene.seed + 21)
+        donor = draw_face(donor_face, scene.face_unit_px, light, scene.seed + 21, donor=True)
         bank = swap_bank(bank, donor, plan)
     elif plan.method == "desync_shift":
         mouth = shared.utterance.jaw_at(times + scene.mouth_lag_s + plan.shift_s)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from train.synth.faces import FaceStyle, sample_face_style
+from train.synth.photo import MAX_UNIT_PX, PhotoStyle, sample_photo_style
 from train.synth.room import Room, sample_room
 from train.synth.speech import Voice, sample_voice
 
@@ -33,14 +34,15 @@ BLINK_S = 0.2  # a blink: close and reopen
 class Identity:
     """One synthetic person: a face and a voice."""
 
-    name: str  # e.g. "tr007": split prefix + index, recorded in the manifest
-    face: FaceStyle
+    name: str  # e.g. "tr007": split prefix + index ("p" suffix: photo-based), in the manifest
+    face: FaceStyle | PhotoStyle  # procedural face, or a variant of the shipped photograph
     voice: Voice
 
 
-def make_identity(name: str, seed: int) -> Identity:
+def make_identity(name: str, seed: int, photo: bool = False) -> Identity:
     rng = np.random.default_rng(seed)
-    return Identity(name=name, face=sample_face_style(rng), voice=sample_voice(rng))
+    face: FaceStyle | PhotoStyle = sample_photo_style(rng) if photo else sample_face_style(rng)
+    return Identity(name=name, face=face, voice=sample_voice(rng))
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ def sample_scene(
     fps = int(rng.choice(FRAME_RATES))
     duration = float(np.round(rng.uniform(*duration_s) * fps) / fps)  # whole frames
     temp = rng.uniform(-0.08, 0.08)
+    unit_px = float(rng.uniform(*FACE_UNIT_FRAC) * height)
+    if isinstance(identity.face, PhotoStyle):
+        unit_px = min(unit_px, MAX_UNIT_PX)  # never an up-sampled (soft) real face
     return Scene(
         seed=int(rng.integers(2**31)),
         identity=identity,
@@ -95,7 +100,7 @@ def sample_scene(
         height=height,
         lead_s=float(rng.uniform(*LEAD_SILENCE_S)),
         trail_s=float(rng.uniform(*TRAIL_SILENCE_S)),
-        face_unit_px=float(rng.uniform(*FACE_UNIT_FRAC) * height),
+        face_unit_px=unit_px,
         face_x=float(rng.uniform(0.4, 0.6)),
         face_y=float(rng.uniform(0.4, 0.5)),
         light=(float(rng.uniform(-0.6, 0.6)), float(rng.uniform(-0.5, 0.1))),

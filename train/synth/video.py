@@ -90,6 +90,17 @@ def _blend(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray) -> np.ndarray:
     return cv2.blendLinear(a, b, weight_a, 1.0 - weight_a)
 
 
+def _crop_affine(
+    m: np.ndarray, offset: tuple[int, int], size: tuple[int, int], frame: tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Warp for a crop of the sprite starting at `offset`, into its own frame bounding box."""
+    shifted = m.copy()
+    shifted[:, 2] += m[:, :2] @ np.asarray(offset, np.float64)
+    box = _roi(shifted, size, frame)
+    shifted[:, 2] -= box[:2]
+    return shifted, box
+
+
 def render_frames(
     scene: Scene,
     bank: SpriteBank,
@@ -103,16 +114,20 @@ def render_frames(
     """
     rng = np.random.default_rng(scene.seed + 5)
     noise_pos, noise_neg = _noise_field(scene)
-    mask_u8 = (bank.inner_mask * 255.0 + 0.5).astype(np.uint8)
     fx_rng = np.random.default_rng(scene.seed + 6)  # consumed only by fakes
+    rows, cols = np.nonzero(bank.inner_mask > 0.0)
+    mx0, my0 = int(cols.min()), int(rows.min())
+    face_mask = (bank.inner_mask[my0 : rows.max() + 1, mx0 : cols.max() + 1] * 255 + 0.5).astype(
+        np.uint8
+    )
+    face_size = (face_mask.shape[1], face_mask.shape[0])
     frame_size = (scene.width, scene.height)
+    h, w = scene.height, scene.width
     for i in range(scene.n_frames):
         frame = background.copy()
         sprite = bank.sprite(float(tracks.mouth[i]), float(tracks.eyes[i]))
         m = _affine(scene, bank, tracks.pose[i])
-        x0, y0, x1, y1 = _roi(m, bank.size, frame_size)
-        m_roi = m.copy()
-        m_roi[:, 2] -= (x0, y0)
+        m_roi, (x0, y0, x1, y1) = _crop_affine(m, (0, 0), bank.size, frame_size)
         warped = cv2.warpAffine(
             sprite, m_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0)
         )
@@ -120,23 +135,25 @@ def render_frames(
         rgb = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
         frame[y0:y1, x0:x1] = _blend(rgb, frame[y0:y1, x0:x1], alpha)
         face_w: np.ndarray | None = None
+        fx0 = fy0 = fx1 = fy1 = 0
         if fx is not None:
-            face_w = cv2.warpAffine(mask_u8, m_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
+            m_face, (fx0, fy0, fx1, fy1) = _crop_affine(m, (mx0, my0), face_size, frame_size)
+            face_w = cv2.warpAffine(face_mask, m_face, (fx1 - fx0, fy1 - fy0))
             face_w = face_w.astype(np.float32) * (1.0 / 255.0)
-            roi = frame[y0:y1, x0:x1]
+            roi = frame[fy0:fy1, fx0:fx1]
             if fx.lowres_factor > 1.0:
                 roi[:] = _blend(_lowres(roi, fx.lowres_factor), roi, face_w)
             if fx.flicker > 0.0:
                 gain = 1.0 + fx.flicker * float(fx_rng.standard_normal())
-                lit = cv2.convertScaleAbs(roi, alpha=gain)
-                roi[:] = _blend(lit, roi, face_w)
+                roi[:] = _blend(cv2.convertScaleAbs(roi, alpha=gain), roi, face_w)
         frame = cv2.convertScaleAbs(frame, alpha=float(tracks.exposure[i]))
-        clean = frame[y0:y1, x0:x1].copy() if fx is not None and fx.noise_keep < 1.0 else None
+        keep_clean = face_w is not None and fx is not None and fx.noise_keep < 1.0
+        clean = frame[fy0:fy1, fx0:fx1].copy() if keep_clean else None
         ox, oy = (int(v) for v in rng.integers(0, NOISE_MARGIN, 2))
-        h, w = scene.height, scene.width
         cv2.add(frame, noise_pos[oy : oy + h, ox : ox + w], dst=frame)
         cv2.subtract(frame, noise_neg[oy : oy + h, ox : ox + w], dst=frame)
         if clean is not None and face_w is not None and fx is not None:
-            roi = frame[y0:y1, x0:x1]
+            # A generated face lacks (part of) the camera's sensor noise.
+            roi = frame[fy0:fy1, fx0:fx1]
             roi[:] = _blend(clean, roi, face_w * (1.0 - fx.noise_keep))
         yield frame
