@@ -108,6 +108,16 @@ def test_frontend_top_db_is_per_window() -> None:
     assert float(together[1].min()) > floor_alone + 20.0
 
 
+def test_frontend_stays_fp32_under_autocast() -> None:
+    fe = LogMelFrontend()
+    x = speech_like(1.0, seed=4).unsqueeze(0)
+    x[0, :4000] = 1.0  # full-scale DC: its power (~65536) would overflow fp16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = fe(x)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, fe(x))
+
+
 def test_spec_augment_masks_only_in_training() -> None:
     aug = SpecAugment(freq_masks=2, freq_mask_bins=8, time_masks=2, time_mask_frames=10)
     image = torch.randn(4, 32, 50) + 5.0
@@ -222,6 +232,8 @@ def test_bad_configs_are_refused() -> None:
         build_model(InputContract(crop_size=33), ModelConfig.demo())
     with pytest.raises(ConfigError, match="does not exist"):
         build_model(SMALL, TINY_CFG.replace(visual_weights="/nonexistent/weights.pt"))
+    with pytest.raises(ConfigError, match="invalid model config"):
+        ModelConfig.from_dict({"n_fft": "512"})
     assert ModelConfig.from_dict(ModelConfig.demo().to_dict()) == ModelConfig.demo()
     assert ModelConfig.from_dict(ModelConfig.default().to_dict()) == ModelConfig.default()
 

@@ -144,6 +144,15 @@ class LogMelFrontend(nn.Module):
         return re * re + im * im
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        device = audio.device.type
+        if torch.is_autocast_enabled(device):
+            # Mixed-precision training: fp16 power overflows (a full-scale DC window gives
+            # 256² > 65504) and 1e-10 underflows to 0, so the front end stays in fp32.
+            with torch.autocast(device, enabled=False):
+                return self.log_mel(audio.float())
+        return self.log_mel(audio)
+
+    def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         mel = torch.matmul(self.fbank_t, self.power(audio))
         db = 10.0 * torch.log10(torch.clamp(mel, min=AMIN))
         if self.top_db is not None:

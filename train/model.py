@@ -88,7 +88,7 @@ class ModelConfig:
     freq_masks: int = 2  # SpecAugment frequency masks per window
     freq_mask_bins: int = 16  # max mel bins per frequency mask
     time_masks: int = 2  # SpecAugment time masks per window
-    time_mask_frames: int = 20  # max frames (10 ms each) per time mask
+    time_mask_frames: int = 20  # max STFT frames (hop_length apart, 10 ms) per time mask
     hflip: bool = True  # mirror all K crops of a window with probability 1/2
 
     def __post_init__(self) -> None:
@@ -176,7 +176,10 @@ class ModelConfig:
         for key in ("audio_backbone_kwargs", "visual_backbone_kwargs"):
             if key in kwargs:
                 kwargs[key] = dict(kwargs[key] or {})
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:  # a value of the wrong type
+            raise ConfigError(f"invalid model config: {exc}") from exc
 
 
 def _timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
