@@ -19,12 +19,12 @@ from monitor.errors import BackendUnavailableError
 try:  # the TensorRT libraries exist only on GPU machines and in NVIDIA's containers
     import tensorrt as trt
 except ImportError:
-    trt = None  # type: ignore[assignment]
+    trt = None  # type: ignore[assignment, unused-ignore]  # needed with typings/ stubs
 
 try:
     import pycuda.driver as cuda
 except ImportError:
-    cuda = None  # type: ignore[assignment]
+    cuda = None  # type: ignore[assignment, unused-ignore]
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+# The shared export (torch import, model build, fp32 + fp16 export, parity) takes ~10-30 s.
+pytestmark = pytest.mark.slow
+
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
