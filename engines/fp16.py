@@ -14,6 +14,7 @@ topological order (onnx.checker refuses those).
 
 from __future__ import annotations
 
+import ast
 import logging
 from collections import defaultdict, deque
 from typing import Any
@@ -43,11 +44,27 @@ def fp32_nodes(model: Any, scopes: tuple[str, ...] = DEFAULT_FP32_SCOPES) -> lis
         keep.add(node.name)
         stack.extend(producer[i] for i in node.input if i in producer)
     for n in model.graph.node:
-        meta = " ".join(p.value for p in n.metadata_props if p.key == NAME_SCOPES_KEY)
-        text = f"{n.name} {meta}"
-        if any(f"/{s}/" in text or f"'{s}'" in text or f"'{s}." in text for s in scopes):
+        if _in_scopes(n, scopes):
             keep.add(n.name)
     return sorted(keep)
+
+
+def _in_scopes(node: Any, scopes: tuple[str, ...]) -> bool:
+    """Whether a node comes from a module named in `scopes`.
+
+    TorchScript names nodes by module path ("/detector/frontend/Conv"); the dynamo exporter
+    leaves names like "node_conv1d" and records the path as metadata
+    ("['', 'detector', 'detector.frontend', 'conv1d']").
+    """
+    parts = set(node.name.split("/"))
+    for prop in node.metadata_props:
+        if prop.key == NAME_SCOPES_KEY:
+            try:
+                path = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                continue
+            parts |= {seg for p in path if isinstance(p, str) for seg in p.split(".")}
+    return any(s in parts for s in scopes)
 
 
 def _cast_to(node: Any) -> int | None:
@@ -135,6 +152,9 @@ def to_fp16(model: Any, scopes: tuple[str, ...] = DEFAULT_FP32_SCOPES) -> Any:
             n.name = f"node_{i}_{n.op_type}"
     keep = fp32_nodes(model, scopes)
     logger.info("fp16: keeping %d of %d nodes in fp32", len(keep), len(model.graph.node))
+    # The converter re-infers intermediate types; stale ones (the dynamo exporter writes
+    # value_info for every tensor) would contradict its casts and fail onnx.checker.
+    del model.graph.value_info[:]
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
     removed = remove_round_trips(half)
     topological_sort(half)
