@@ -67,7 +67,9 @@ def build_engine(
 
     builder = trt.Builder(trt_logger)
     strongly_typed = onnx_manifest.precision == "fp16"
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    # (a TensorRT without the flag builds every network strongly typed)
+    flags = 1 << int(typed_flag) if strongly_typed and typed_flag is not None else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(src)):
@@ -86,7 +88,12 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib * MIB)
     precision = "fp16" if strongly_typed or opts.fp16 else "fp32"
     if opts.fp16 and not strongly_typed:
-        if not builder.platform_has_fast_fp16:
+        if not hasattr(trt.BuilderFlag, "FP16"):  # weak typing was deprecated in TensorRT 10
+            raise BackendUnavailableError(
+                f"TensorRT {trt.__version__} has no fp16 builder flag: export with --fp16 and "
+                "build the .fp16.onnx file instead"
+            )
+        if not getattr(builder, "platform_has_fast_fp16", True):
             logger.warning("%s has no fast fp16; building fp16 anyway", here.gpu_name)
         config.set_flag(trt.BuilderFlag.FP16)
     trt_profile = builder.create_optimization_profile()
