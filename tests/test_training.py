@@ -26,7 +26,7 @@ from monitor.cli import main as cli_main
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
 from train.checkpoint import load_checkpoint
-from train.config import TrainConfig, load_config, make_config
+from train.config import PRESET_DEFAULTS, TrainConfig, load_config, make_config
 from train.evaluate import evaluate_checkpoint
 from train.loop import TrainResult, train
 
@@ -217,6 +217,7 @@ def test_train_command_check_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli_main([*argv, "--config", str(good), "--lr", "0.01"]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["epochs"] == 3 and resolved["lr"] == 0.01 and resolved["preset"] == "demo"
+    assert resolved["warmup_steps"] == PRESET_DEFAULTS["demo"]["warmup_steps"]  # preset default
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 3\naugment: {jpeg_prob: 2}\n")
     assert cli_main([*argv, "--config", str(bad)]) == 2

@@ -21,6 +21,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path(".cache/windows")  # relative to the working directory
 DEFAULT_MAX_WINDOWS = 8  # windows cached per clip, spread evenly over it
+# Schedule defaults per preset, used for fields a config leaves out. The demo preset is
+# sized to train on a 2-core CPU in minutes; the default one for GPUs and long runs.
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "demo": {"epochs": 6, "batch_size": 32, "lr": 3e-3, "warmup_steps": 20},
+    "default": {"epochs": 20, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100},
+}
 # Fields that may change between a run and its --resume without changing what is learnt.
 RESUME_MUTABLE_FIELDS = frozenset({"epochs", "workers", "cache_dir", "device", "progress"})
 
@@ -98,7 +104,11 @@ class AugmentConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Everything that decides what a training run learns and how fast."""
+    """Everything that decides what a training run learns and how fast.
+
+    epochs, batch_size, lr and warmup_steps default to the preset's PRESET_DEFAULTS; the
+    saved config.yaml holds the resolved values.
+    """
 
     preset: Literal["demo", "default"] = Field(
         default="default", description="model preset: demo (small, CPU-friendly) or default"
@@ -144,6 +154,14 @@ class TrainConfig(_Strict):
     amp: bool = Field(default=True, description="mixed precision (torch.autocast) on CUDA")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where to train")
     progress: bool = Field(default=True, description="show a tqdm progress bar")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("preset", "default")
+        return {**PRESET_DEFAULTS.get(preset, {}), **data}
 
     def build_contract(self) -> InputContract:
         return self.contract.build()
