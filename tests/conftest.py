@@ -15,9 +15,20 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _has_tensorrt() -> bool:
+    # a stubs-only or meta package can leave an importable `tensorrt` without the library
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    try:
+        import tensorrt
+    except Exception:
+        return False
+    return hasattr(tensorrt, "Builder")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")
-    has_trt = importlib.util.find_spec("tensorrt") is not None
+    has_trt = _has_tensorrt()
     skip_trt = pytest.mark.skip(reason="needs the TensorRT libraries (import tensorrt failed)")
     cuda = None
     for item in items:
