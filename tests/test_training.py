@@ -130,6 +130,16 @@ def test_tiny_run_learns_and_writes_its_files(run: tuple[Path, TrainResult, list
     assert "1 of 26 listed clips are missing on disk and skipped: missing.mp4" in text
     assert "corrupt.mp4: skipped, cannot decode" in text
     assert "24 clips cached" in text and "1 failed to decode (1 CorruptMediaError)" in text
+    assert result.skipped == {
+        "trainset missing": 1,
+        "trainset undecodable": 1,
+        "valset missing": 0,
+        "valset undecodable": 0,
+    }
+    assert (
+        "clips skipped in this run (see the log above): 1 trainset missing, 1 trainset undecodable"
+        in text
+    )
 
 
 @pytest.mark.slow

@@ -72,6 +72,7 @@ class TrainResult:
     last: Path
     epochs_run: int  # epochs trained by this call (0 when a resumed run was already done)
     history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl lines written
+    skipped: dict[str, int] = field(default_factory=dict)  # e.g. {"trainset missing": 3}
     best_score: tuple[float, float] = (-math.inf, -math.inf)  # (val AUC, TPR@FPR=1e-3)
 
 
@@ -166,7 +167,13 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _cache_split(
-    data_dir: Path, split: str, limit: int | None, spec: CacheSpec, cfg: TrainConfig, env: DistEnv
+    data_dir: Path,
+    split: str,
+    limit: int | None,
+    spec: CacheSpec,
+    cfg: TrainConfig,
+    env: DistEnv,
+    skipped: dict[str, int],
 ) -> CacheReport:
     index = load_split(data_dir, split, limit)
     records = list(index.records)
@@ -178,6 +185,8 @@ def _cache_split(
         build_cache(mine, spec, cfg.workers, cfg.progress and env.main, what=index.split)
         _barrier(env)
         report = build_cache(records, spec, workers=0, what=index.split, quiet=not env.main)
+    skipped[f"{index.split} missing"] = len(index.missing)
+    skipped[f"{index.split} undecodable"] = len(report.failed)
     if not report.clips:
         raise DatasetError(f"{index.split}: no clip could be decoded ({len(report.failed)} failed)")
     return report
@@ -234,10 +243,12 @@ class _Trainer:
     def prepare_data(self) -> None:
         cfg, env = self.cfg, self.env
         spec = CacheSpec(cfg.cache_dir, self.contract, cfg.max_windows, cfg.cache_audio_dtype)
-        clips = _cache_split(self.data, "train", cfg.max_train_clips, spec, cfg, env).clips
+        self.skipped: dict[str, int] = {}
+        args = (spec, cfg, env, self.skipped)
+        clips = _cache_split(self.data, "train", cfg.max_train_clips, *args).clips
         self.val_clips = None
         if split_exists(self.data, "val"):
-            self.val_clips = _cache_split(self.data, "val", cfg.max_val_clips, spec, cfg, env).clips
+            self.val_clips = _cache_split(self.data, "val", cfg.max_val_clips, *args).clips
         elif env.main:
             logger.warning("%s has no valset: best.pt will simply be the last epoch", self.data)
         self.dataset = WindowDataset(clips, Augmenter(cfg.augment), cfg.seed)
@@ -408,6 +419,10 @@ def train(
             result.epochs_run += 1
             _barrier(env)
         result.best_score = run.best_score
+        result.skipped = run.skipped
+        if env.main and any(run.skipped.values()):
+            skips = ", ".join(f"{n} {what}" for what, n in run.skipped.items() if n)
+            logger.warning("clips skipped in this run (see the log above): %s", skips)
         return result
     finally:
         if env.world_size > 1 and dist.is_initialized():

@@ -91,5 +91,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print(f"{args.out}: nothing to do, already trained for {cfg.epochs} epochs")
+    skipped = ", ".join(f"{n} {what}" for what, n in result.skipped.items() if n)
+    if skipped:
+        print(f"skipped clips: {skipped}")
     print(f"best: {result.best}\nlast: {result.last}")
     return 0
