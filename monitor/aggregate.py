@@ -9,15 +9,15 @@ prediction file needs one number per video. Candidate rules:
     topK        mean of the K highest windows (e.g. top3), all windows if fewer
     logit_mean  sigmoid of the mean logit (a confident window weighs more than in `mean`)
 
-How the default was chosen: `score --labels` prints the AUC of every rule on the same
-window scores (and saves them in the metrics JSON), so a rule is picked on validation
-data without scoring twice. On the synthetic validation splits (fakes are faked over
-the whole clip, 2-10 s) mean, median, logit_mean and top3 tie within noise and max is
-worst (one loud window in a real clip decides it), so the default is `mean`: the
-lowest-variance rule, and the one training's per-epoch validation reports
-(train/evaluate.py), so the figure seen while training is the figure the file gets.
-If the test data holds partially faked clips, compare `top3` and `max` on a validation
-split that has them.
+How a rule is chosen: `score --labels` prints the AUC of every candidate rule on the
+same window scores (and saves them in OUT.metrics.json), so rules are compared on a
+validation split without scoring twice. The default is `mean`: it is what training's
+per-epoch validation reports (train/evaluate.py averages window probabilities), so the
+figure seen while training is the figure the prediction file gets, and it is the
+lowest-variance rule when, as in our synthetic data, a fake is faked over the whole
+clip. On the tiny test split of tests/test_offline_auc.py every rule ties (AUC 1.0);
+`max` and `topK` are for test data with partially faked clips - compare them with
+`score --labels` on a validation split that has such clips before switching.
 """
 
 from __future__ import annotations

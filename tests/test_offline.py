@@ -255,6 +255,7 @@ def test_journal_identity_and_torn_line(model: Path, videos: Path, tmp_path: Pat
     assert summary.resumed == 0 and out.read_bytes() == first
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted(model: Path, videos: Path, tmp_path: Path) -> None:
     reference = tmp_path / "reference.txt"
     score_videos(videos, score_opts(model, reference))
