@@ -123,11 +123,13 @@ def _method_cycle(methods: Sequence[str], n: int, rng: np.random.Generator) -> l
 
 
 @dataclass(frozen=True)
-class _Row:
-    name: str
-    split: str
-    scene_index: int
-    fake: FakePlan | None
+class ClipRow:
+    """One clip of the dataset as planned: its file name, split, scene and fake (if any)."""
+
+    name: str  # 32 hex + ".mp4"
+    split: str  # "train", "val" or "test"
+    scene_index: int  # scenes are numbered per split; a real clip and its fake share one
+    fake: FakePlan | None  # None: a real clip
 
 
 def plan_split(
@@ -136,7 +138,7 @@ def plan_split(
     n_clips: int,
     methods: Sequence[str],
     duration_s: tuple[float, float] = DEFAULT_DURATION_S,
-) -> tuple[list[SceneJob], list[tuple[_Row, SceneJob]]]:
+) -> tuple[list[SceneJob], list[tuple[ClipRow, SceneJob]]]:
     """The scenes of one split and, for every clip, its row and its scene's job.
 
     Clip paths are bare file names here; `generate_dataset` places them in the split's
@@ -151,31 +153,31 @@ def plan_split(
     pool = _identities(seed, split_no, split, n_clips)
     fake_methods = _method_cycle(methods, n_fake, rng)
     jobs: list[SceneJob] = []
-    rows: list[tuple[_Row, SceneJob]] = []
+    rows: list[tuple[ClipRow, SceneJob]] = []
     for j in range(n_scenes):
         srng = _seed(seed, split_no, 2, j)
         identity = pool[int(srng.integers(len(pool)))]
         scene = sample_scene(srng, identity, duration_s)
         has_real = j < n_pairs or n_real > n_fake
         has_fake = j < n_pairs or n_fake > n_real
-        clips: list[tuple[_Row, ClipSpec]] = []
+        clips: list[tuple[ClipRow, ClipSpec]] = []
         if has_real:
             name = _name(seed, split, j, "real")
-            clips.append((_Row(name, split, j, None), ClipSpec(name, split, None)))
+            clips.append((ClipRow(name, split, j, None), ClipSpec(name, split, None)))
         if has_fake:
             frng = _seed(seed, split_no, 3, j)
             method = fake_methods.pop()
             donor = pick_donor(identity, pool, frng) if method in NEEDS_DONOR else None
             plan = sample_fake_plan(method, frng, donor)
             name = _name(seed, split, j, "fake")
-            clips.append((_Row(name, split, j, plan), ClipSpec(name, split, plan)))
+            clips.append((ClipRow(name, split, j, plan), ClipSpec(name, split, plan)))
         job = SceneJob(scene, tuple(c for _, c in clips))
         jobs.append(job)
         rows.extend((r, job) for r, _ in clips)
     return jobs, rows
 
 
-def _manifest_row(row: _Row, job: SceneJob) -> dict[str, str]:
+def _manifest_row(row: ClipRow, job: SceneJob) -> dict[str, str]:
     s = job.scene
     plan = row.fake
     spec = plan.spec if plan else None
@@ -314,7 +316,7 @@ def generate_dataset(
         raise ConfigError(f"duration range {duration_s} must satisfy 1 <= min <= max <= 60 s")
     _prepare_root(root, overwrite)
     all_jobs: list[SceneJob] = []
-    rows: list[tuple[_Row, SceneJob]] = []
+    rows: list[tuple[ClipRow, SceneJob]] = []
     for split, n in counts.items():
         methods = split_methods(split, held)
         jobs, split_rows = plan_split(seed, split, n, methods, duration_s)

@@ -74,12 +74,14 @@ HAIR_COLOURS = np.array(
         [0.52, 0.37, 0.22],
         [0.72, 0.58, 0.36],
         [0.45, 0.20, 0.10],
-        [0.55, 0.55, 0.55],
+        [0.42, 0.41, 0.40],
     ],
     dtype=np.float32,
 )
 IRIS_COLOURS = np.array(
-    [[0.25, 0.15, 0.08], [0.12, 0.08, 0.05], [0.25, 0.40, 0.60], [0.30, 0.45, 0.30]],
+    # Light irises are drawn darker than in life: in a webcam image the eye, under the
+    # brow's shadow, reads as a dark spot whatever its colour.
+    [[0.25, 0.15, 0.08], [0.12, 0.08, 0.05], [0.16, 0.26, 0.4], [0.2, 0.3, 0.2]],
     dtype=np.float32,
 )
 
@@ -281,7 +283,8 @@ def _render_base(
     lz = np.sqrt(max(0.0, 1.0 - lx * lx - ly * ly))
     lambert = np.clip(nx * lx + ny * ly + nz * lz, 0.0, 1.0)
     tone = (0.68 + 0.4 * lambert) * (1.0 + 0.03 * _noise(rng, x.shape, 0.08 * unit_px))
-    cv.paint(cv.full(head), skin[None, None] * tone[..., None])
+    colour = skin[None, None] * tone[..., None]
+    cv.paint(cv.full(head), colour)
     # Under-brow eye sockets: the darker band the Haar cascade looks for.
     for side in (-1.0, 1.0):
         socket = cv.ellipse(side * st.eye_spacing, EYE_Y - 0.03, 0.2, 0.13, soft=0.12 * unit_px)
@@ -355,7 +358,7 @@ def _draw_eyes(cv: _Canvas, st: FaceStyle, openness: float) -> None:
             cv.paint(cv.within(glint, white), (1.0, 1.0, 1.0))
         # Upper lid line (lashes), lowered as the eye closes.
         lid_y = EYE_Y - ry * max(openness, 0.0) * 0.9
-        cv.paint(cv.ellipse(ex, lid_y, rx * 1.05, 0.018, soft=1.2), skin * 0.25)
+        cv.paint(cv.ellipse(ex, lid_y, rx * 1.05, 0.025, soft=1.2), skin * 0.2)
         if openness < 1.0:
             cv.shade(cv.ellipse(ex, EYE_Y - 0.06, rx * 1.1, 0.05, soft=1.5), 0.95)
 

@@ -10,7 +10,6 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from train.synth.fakes import FakePlan, swap_bank
 from train.synth.photo import PhotoStyle, render_photo_sprites
 from train.synth.room import apply_room, level
 from train.synth.scene import Scene, blinks, exposure_drift, head_pose
-from train.synth.speech import plan_utterance, synthesize
+from train.synth.speech import Utterance, plan_utterance, synthesize
 from train.synth.video import FaceTracks, render_frames, white_balance
 
 logger = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class SceneJob:
 class _Shared:
     """Everything a scene's clips have in common."""
 
-    utterance: Any
+    utterance: Utterance
     dry: np.ndarray
     speech_rms: float
     background: np.ndarray
