@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,21 @@ def test_refuses_to_overwrite_and_bad_arguments(tmp_path: Path) -> None:
         generate_dataset(tmp_path / "x", 2, 0, 0, 0, holdout=["no_such_method"])
     with pytest.raises(ConfigError, match="every method"):
         generate_dataset(tmp_path / "y", 2, 0, 0, 0, holdout=list(METHODS))
+
+
+def test_a_failing_clip_is_named_and_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import train.synth.dataset as ds
+
+    def broken_frames(*args: object, **kwargs: object) -> Iterator[np.ndarray]:
+        yield np.zeros((240, 320, 3), np.uint8)
+        raise RuntimeError("renderer exploded")
+
+    monkeypatch.setattr("train.synth.render.render_frames", broken_frames)
+    with pytest.raises(DatasetError, match=r"rendering [0-9a-f]{32}\.mp4.*exploded"):
+        ds.generate_dataset(tmp_path, 2, 0, 0, 0, workers=1, duration_s=(1.0, 1.0))
+    assert not list(tmp_path.rglob("*.mp4*"))
 
 
 def test_holdout_methods_only_in_test() -> None:

@@ -24,9 +24,9 @@ def _methods(text: str) -> list[str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT", help="output folder (trainset/, valset/, testset/, ...)")
-    p.add_argument("--train", type=int, default=200, metavar="N", help="training clips")
-    p.add_argument("--val", type=int, default=50, metavar="N", help="validation clips")
-    p.add_argument("--test", type=int, default=50, metavar="N", help="test clips")
+    p.add_argument("--train", type=int, default=200, metavar="N", help="training clips (200)")
+    p.add_argument("--val", type=int, default=50, metavar="N", help="validation clips (50)")
+    p.add_argument("--test", type=int, default=50, metavar="N", help="test clips (50)")
     p.add_argument("--seed", type=int, default=0, help="root random seed (same seed, same data)")
     p.add_argument(
         "--workers", type=int, default=None, metavar="W", help="processes (default: all cores)"
@@ -39,8 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fake methods generated only in the test split (unseen in train/val); "
         f"methods: {', '.join(METHOD_NAMES)}",
     )
-    p.add_argument("--min-duration", type=float, default=3.0, metavar="S", help="seconds")
-    p.add_argument("--max-duration", type=float, default=10.0, metavar="S", help="seconds")
+    p.add_argument(
+        "--min-duration", type=float, default=3.0, metavar="S", help="shortest clip, s (3)"
+    )
+    p.add_argument(
+        "--max-duration", type=float, default=10.0, metavar="S", help="longest clip, s (10)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
 
 

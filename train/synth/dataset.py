@@ -262,18 +262,42 @@ def _prepare_root(root: Path, overwrite: bool) -> None:
 
 
 def _run_jobs(jobs: list[SceneJob], workers: int) -> None:
+    total = sum(len(j.clips) for j in jobs)
+    step = max(1, total // 10)
+    done = 0
+
+    def _progress(n: int) -> None:
+        nonlocal done
+        before, done = done, done + n
+        if done // step != before // step or done == total:
+            logger.info("rendered %d/%d clips", done, total)
+
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            render_job(job)
+            _progress(len(_render(job)))
         return
     # "spawn": a clean interpreter per worker, whatever threads the parent runs
     # (OpenCV, PyAV and BLAS thread pools do not survive fork reliably).
     ctx = multiprocessing.get_context("spawn")
     # Longest jobs first keeps the workers busy until the end.
     order = sorted(jobs, key=lambda j: -j.scene.duration_s * j.scene.width * len(j.clips))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as ex:
-        for _ in ex.map(render_job, order, chunksize=1):
-            pass
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+    try:
+        for written in ex.map(_render, order, chunksize=1):
+            _progress(len(written))
+    except BaseException:
+        ex.shutdown(wait=True, cancel_futures=True)  # do not render the rest for nothing
+        raise
+    ex.shutdown()
+
+
+def _render(job: SceneJob) -> list[str]:
+    """render_job, naming the clips in the error if it fails (errors cross processes)."""
+    try:
+        return render_job(job)
+    except Exception as exc:
+        names = ", ".join(Path(c.path).name for c in job.clips)
+        raise DatasetError(f"rendering {names} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _init_worker() -> None:

@@ -44,6 +44,24 @@ def write_mp4(
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
+    try:
+        _encode(tmp, frames, audio, fps, width, height, crf, audio_bitrate)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def _encode(
+    tmp: Path,
+    frames: Iterable[np.ndarray],
+    audio: np.ndarray,
+    fps: int,
+    width: int,
+    height: int,
+    crf: int,
+    audio_bitrate: int,
+) -> None:
     with av.open(str(tmp), mode="w", format="mp4") as out:
         vs = out.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": X264_PRESET})
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
@@ -66,4 +84,3 @@ def write_mp4(
             af.pts = start
             out.mux(aus.encode(af))
         out.mux(aus.encode(None))
-    os.replace(tmp, path)
