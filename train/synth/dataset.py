@@ -10,7 +10,8 @@ OUT/manifest.csv            one row per clip: split, label, method, identity, sc
 Each split is balanced: its fakes and reals come in pairs rendered from one scene (see
 `scene.py`), so everything but the manipulation has the same distribution in both
 classes; an odd count adds one unpaired clip. Identities are disjoint between splits
-(test faces and voices are unseen in training). Fake methods are spread evenly over a
+(test faces and voices are unseen in training), except that the photo-based identities
+(names ending in "p", one in six) are all variants of the same photograph. Fake methods are spread evenly over a
 split's fakes; `holdout` methods appear only in the test split, to measure how a
 detector generalises to unseen manipulation families.
 
