@@ -11,9 +11,9 @@ Each split is balanced: its fakes and reals come in pairs rendered from one scen
 `scene.py`), so everything but the manipulation has the same distribution in both
 classes; an odd count adds one unpaired clip. Identities are disjoint between splits
 (test faces and voices are unseen in training), except that the photo-based identities
-(names ending in "p", one in six) are all variants of the same photograph. Fake methods are spread evenly over a
-split's fakes; `holdout` methods appear only in the test split, to measure how a
-detector generalises to unseen manipulation families.
+(names ending in "p", one in six) are all variants of the same photograph. Fake methods
+are spread evenly over a split's fakes; `holdout` methods appear only in the test split,
+to measure how a detector generalises to unseen manipulation families.
 
 Everything derives from `seed`: labels, manifest and decoded frames are the same on
 every run, whatever the number of worker processes.
