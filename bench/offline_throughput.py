@@ -206,6 +206,8 @@ def main() -> None:
         p = s.profile
         report[mode] = {
             "videos_per_s": p.videos_per_s,
+            "steady_videos_per_s": p.steady_videos_per_s,
+            "startup_s": p.first_s,
             "loop_s": p.loop_s,
             "decode_worker_s_per_video": p.decode_s / max(1, p.videos),
             "inference_s": p.inference_s,
@@ -213,7 +215,8 @@ def main() -> None:
             "windows": p.windows,
         }
         scores[mode] = {r.video_name: r.y_pred for r in read_predictions(out)}
-        print(f"{mode:8s}: {p.videos_per_s:6.2f} videos/s with {workers} workers ({s.describe()})")
+        print(f"{mode:8s}: {p.videos_per_s:6.2f} videos/s with {workers} workers")
+        print(s.describe())
     d = np.array([abs(scores["exact"][n] - scores["keyframe"][n]) for n in scores["exact"]])
     report["keyframe_vs_exact_abs_diff"] = {"mean": float(d.mean()), "max": float(d.max())}
     print(f"|y_pred exact - keyframe|: mean {d.mean():.4f}, max {d.max():.4f}")

@@ -277,13 +277,14 @@ def score_videos(
                 opts.sampling,
             )
             waited = [0.0]
-            decode_s = 0.0
+            decode_s = loop_s = first_s = 0.0
             with _progress_bar(len(inputs), resumed, opts.progress) as bar:
                 batcher = _Batcher(backend, journal, opts.batch_windows, bar)
                 t_loop = time.perf_counter()
                 stream = iter_extracted(_jobs(todo, contract, opts), opts.workers)
                 with contextlib.closing(stream):
                     for x in _timed(stream, waited):
+                        first_s = first_s or time.perf_counter() - t_loop
                         decode_s += x.seconds
                         batcher.add(x)
                     batcher.flush()
@@ -306,6 +307,7 @@ def score_videos(
     profile = Profile(
         wall_s=time.perf_counter() - t_start,
         loop_s=loop_s,
+        first_s=first_s,
         decode_s=decode_s,
         inference_s=batcher.inference_s,
         wait_s=waited[0],

@@ -222,6 +222,11 @@ def _init_worker(parent: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one worker per core already; OpenCV's own pool would oversubscribe
+    # Pay imports and the face cascade load at pool start, not on each worker's first video.
+    import monitor.clip  # noqa: F401  (PyAV, OpenCV, the cropper)
+    from monitor.faces import load_cascade
+
+    load_cascade()
 
 
 def check_sampling(mode: str) -> str:
