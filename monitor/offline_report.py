@@ -237,7 +237,10 @@ def write_metrics(
     from monitor.evaluation import plot_roc
 
     atomic_write_text(paths.metrics, json.dumps(_json_safe(metrics), indent=2) + "\n")
-    plot_roc(paths.roc, curves, title=title)
+    try:
+        plot_roc(paths.roc, curves, title=title)
+    except ImportError as exc:  # matplotlib comes with the `train` extra, not the slim runtime
+        logger.warning("no ROC plot (%s): pip install matplotlib to get %s", exc, paths.roc)
 
 
 def write_summary(paths: OutputPaths, summary: ScoreSummary) -> Path:
