@@ -31,7 +31,8 @@ import av
 
 logger = logging.getLogger("monitor.demo")
 
-DEMO_TRAIN, DEMO_VAL, DEMO_TEST = 600, 120, 24  # clips per split of the demo dataset
+DEMO_TRAIN, DEMO_VAL, DEMO_TEST = 320, 64, 12  # clips per split of the demo dataset
+DEMO_DURATION_S = (3.0, 5.0)  # short clips keep set-up on a fresh 2-core machine ~10 min
 DEMO_SEED = 7
 LOOP_REPEATS = 20  # the demo cameras replay their clip this many times (minutes of video)
 RTSP_PORTS = (8554, 8555)  # real camera, fake camera
@@ -58,6 +59,7 @@ def _step_data(root: Path) -> Path:
     _cli(
         "synth", str(data), "--train", str(DEMO_TRAIN), "--val", str(DEMO_VAL),
         "--test", str(DEMO_TEST), "--seed", str(DEMO_SEED),
+        "--min-duration", str(DEMO_DURATION_S[0]), "--max-duration", str(DEMO_DURATION_S[1]),
     )  # fmt: skip
     return data
 
