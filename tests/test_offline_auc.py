@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_dataset import METHODS, TINY_CONTRACT, write_clip, write_dataset
 
 from monitor.cli import main
 from monitor.evaluation import roc_auc
@@ -30,48 +29,8 @@ EVAL_MATCH = 5e-3  # |our clip score - train.evaluate's| (its cache stores audio
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from train.config import make_config
-    from train.loop import train
-
-    root = tmp_path_factory.mktemp("auc")
-    data = write_dataset(
-        root / "data", {"real": 8, "voice_clone": 4, "face_swap": 3, "both": 1}, seed=1
-    )
-    test_dir = data / "testset"
-    test_dir.mkdir()
-    lines = ["video_name,target"]
-    j = 0
-    for method, n in N_TEST_PER_METHOD.items():
-        a, v = METHODS[method]
-        for _ in range(n):
-            name = f"test_{j:03d}.mp4"  # names say nothing of the label
-            write_clip(test_dir / name, bool(a), bool(v), seed=900 + j)
-            lines.append(f"{name},{int(a or v)}")
-            j += 1
-    (data / "test_label.txt").write_text("\n".join(lines) + "\n")
-    cfg = make_config(
-        {
-            "preset": "demo",
-            "contract": {
-                "window_seconds": TINY_CONTRACT.window_seconds,
-                "hop_seconds": TINY_CONTRACT.hop_seconds,
-                "k_crops": TINY_CONTRACT.k_crops,
-                "crop_size": TINY_CONTRACT.crop_size,
-            },
-            "epochs": 8,
-            "batch_size": 8,
-            "lr": 3e-3,
-            "warmup_steps": 2,
-            "workers": 0,
-            "cache_dir": str(root / "cache"),
-            "augment": {"enabled": False},
-            "progress": False,
-            "max_windows": 3,
-        }
-    )
-    result = train(data, root / "run", cfg)
-    return {"data": data, "checkpoint": result.best, "cache": root / "cache", "root": root}
+def trained(tiny_detector: dict[str, Path]) -> dict[str, Path]:
+    return tiny_detector
 
 
 def score(
