@@ -12,6 +12,7 @@ import asyncio
 import csv
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ needs_demo_model = pytest.mark.skipif(
 )
 
 
-def _run(cfg: MonitorConfig, limit_s: float = 120) -> dict[str, object]:
+def _run(cfg: MonitorConfig, limit_s: float = 120) -> dict[str, Any]:
     service = Service(cfg, serve_http=False)
 
     def done() -> bool:
