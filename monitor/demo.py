@@ -108,17 +108,21 @@ def loop_clip(src: Path, dst: Path, repeats: int = LOOP_REPEATS) -> Path:
         offset = {s.index: 0 for s in inp.streams}
         for _ in range(repeats):
             inp.seek(0)
-            last = dict(offset)
+            first: dict[int, int] = {}
+            end = dict(offset)
             for pkt in inp.demux():
                 if pkt.dts is None or pkt.pts is None:
                     continue
                 i = pkt.stream.index
+                first.setdefault(i, pkt.dts)
                 pkt.pts += offset[i]
                 pkt.dts += offset[i]
-                last[i] = max(last[i], pkt.pts + (pkt.duration or 0))
+                end[i] = max(end[i], pkt.dts + (pkt.duration or 1))
                 pkt.stream = streams[i]
                 out.mux(pkt)
-            offset = last
+            # the next copy's first dts lands right after this copy's last one (B-frames
+            # and AAC priming start at a negative dts, so shift by where this copy began)
+            offset = {i: end[i] - first.get(i, 0) for i in end}
     tmp.replace(dst)
     return dst
 
