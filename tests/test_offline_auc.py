@@ -1,11 +1,12 @@
 """A trained detector scores a generated test split: file format, order, AUC, sampling modes.
 
-The module fixture trains a tiny demo detector with the training engineer's API
-(train.loop.train on tests/tiny_dataset: 16 clips, 16 steps, about 40 CPU-seconds) and
-scores through the engines' torch backend on its checkpoint (the ONNX export is tested
-in the engines tests; skipping it here saves its parity checks). Scores are also checked
-against training's own evaluation of the same clips: the same windows and crops must
-give the same per-clip numbers.
+The session fixture `tiny_detector` (tests/conftest.py, shared with the live end-to-end
+tests) trains a tiny demo detector with the training engineer's API (train.loop.train on
+tests/tiny_dataset) and writes a labelled test split; scoring goes through the engines'
+torch backend on its checkpoint (the ONNX export is tested in the engines tests;
+skipping it here saves its parity checks). Scores are also checked against training's
+own evaluation of the same clips: the same windows and crops must give the same
+per-clip numbers.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from monitor.predictions import read_labels, read_predictions
 
 pytestmark = pytest.mark.slow
 
-N_TEST_PER_METHOD = {"real": 4, "voice_clone": 2, "face_swap": 1, "both": 1}
 MIN_AUC = 0.9  # the artefacts are easy; a model that learnt them separates the split
 EVAL_MATCH = 5e-3  # |our clip score - train.evaluate's| (its cache stores audio in float16)
 
