@@ -7,6 +7,7 @@ the detector sees identical audio windows and face crops wherever it runs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +16,12 @@ import numpy as np
 from monitor.contract import InputContract
 from monitor.errors import NotMediaError
 from monitor.faces import FaceCropper
-from monitor.media import load_audio, probe, sample_frames
+from monitor.media import Frame, load_audio, probe, sample_frames
 from monitor.windows import WindowSpec, cut_audio, plan_windows
 
 logger = logging.getLogger(__name__)
+
+FrameSampler = Callable[[str, Sequence[float]], list[Frame]]  # (path, sorted times) -> frames
 
 
 @dataclass
@@ -45,12 +48,14 @@ def extract_windows(
     hop_seconds: float | None = None,
     max_windows: int | None = None,
     cropper: FaceCropper | None = None,
+    sampler: FrameSampler = sample_frames,
 ) -> ClipWindows:
     """Decode a clip once and cut it into the contract's windows.
 
     A clip without audio gets silent windows and a clip without video gets blank crops
     (both recorded in the result, so callers can count and report the fallback); a file
-    with neither raises NotMediaError.
+    with neither raises NotMediaError. `sampler` picks the frames for the crop times:
+    exact frames (as in training) or e.g. `media.sample_keyframes` for fast offline scoring.
     """
     src = str(path)
     info = probe(src)
@@ -76,12 +81,16 @@ def extract_windows(
         # in time order, so the cropper's tracker only ever moves forward.
         wanted = [round(t, 6) for w in windows for t in w.frame_times]
         unique = sorted(set(wanted))
-        frames = sample_frames(src, unique)
+        frames = sampler(src, unique)
         cropper = cropper or FaceCropper(crop_size=s, margin=contract.crop_margin)
+        # A keyframe sampler maps several times to one frame: crop each frame once.
+        by_frame: dict[float, tuple[np.ndarray, bool]] = {}
         by_time: dict[float, tuple[np.ndarray, bool]] = {}
         for t, frame in zip(unique, frames, strict=True):
-            res = cropper.crop(frame.image)
-            by_time[t] = (res.image, res.found)
+            if frame.t not in by_frame:
+                res = cropper.crop(frame.image)
+                by_frame[frame.t] = (res.image, res.found)
+            by_time[t] = by_frame[frame.t]
         for j, t in enumerate(wanted):
             faces[j // k, j % k], found[j // k, j % k] = by_time[t]
     else:

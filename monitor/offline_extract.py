@@ -93,54 +93,15 @@ def windows_with_sampler(
     hop_seconds: float | None = None,
     max_windows: int | None = None,
 ) -> WindowArrays:
-    """`extract_windows` with another frame sampler: (starts, audio, faces, found,
-    has_audio, has_video, duration).
-
-    The same building blocks in the same order as monitor/clip.py (probe, load_audio,
-    plan_windows, cut_audio, FaceCropper over distinct times in time order); only the
-    frame sampler differs. tests/test_offline_extract.py checks that with
-    `media.sample_frames` this reproduces extract_windows bit for bit, so the two cannot
-    drift apart unnoticed. It can go once extract_windows takes a sampler argument.
-    """
+    """`extract_windows` with another frame sampler, as plain arrays: (starts, audio,
+    faces, found, has_audio, has_video, duration)."""
     from monitor.clip import extract_windows
-    from monitor.faces import FaceCropper
-    from monitor.media import load_audio, probe
-    from monitor.windows import cut_audio, plan_windows
 
-    info = probe(path)
-    if not info.has_video:  # nothing to sample: the shared path does exactly the same
-        cw = extract_windows(path, contract, hop_seconds=hop_seconds, max_windows=max_windows)
-        starts = np.array([w.start_s for w in cw.windows], dtype=np.float64)
-        return starts, cw.audio, cw.faces, cw.face_found, cw.has_audio, False, cw.duration_s
-    audio = (
-        load_audio(path, contract.sample_rate) if info.has_audio else np.zeros(0, dtype=np.float32)
+    cw = extract_windows(
+        path, contract, hop_seconds=hop_seconds, max_windows=max_windows, sampler=sampler
     )
-    duration = max(info.duration_s, audio.shape[0] / contract.sample_rate)
-    windows = plan_windows(duration, contract, hop_seconds)
-    if max_windows is not None and len(windows) > max_windows:
-        keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
-        windows = [windows[i] for i in sorted(set(keep.tolist()))]
-    n, k, s = len(windows), contract.k_crops, contract.crop_size
-    audio_w = np.stack([cut_audio(audio, w.start_s, contract) for w in windows])
-    faces = np.zeros((n, k, s, s, 3), dtype=np.uint8)
-    found = np.zeros((n, k), dtype=bool)
-    wanted = [round(t, 6) for w in windows for t in w.frame_times]
-    unique = sorted(set(wanted))
-    frames = sampler(path, unique)
-    cropper = FaceCropper(crop_size=s, margin=contract.crop_margin)
-    # With keyframes many crop times share one frame: crop each distinct frame once, in
-    # time order (the exact sampler returns distinct frames, so nothing changes for it).
-    by_frame: dict[float, tuple[np.ndarray, bool]] = {}
-    by_time: dict[float, tuple[np.ndarray, bool]] = {}
-    for t, frame in zip(unique, frames, strict=True):
-        if frame.t not in by_frame:
-            res = cropper.crop(frame.image)
-            by_frame[frame.t] = (res.image, res.found)
-        by_time[t] = by_frame[frame.t]
-    for j, t in enumerate(wanted):
-        faces[j // k, j % k], found[j // k, j % k] = by_time[t]
-    starts = np.array([w.start_s for w in windows], dtype=np.float64)
-    return starts, audio_w, faces, found, info.has_audio, True, duration
+    starts = np.array([w.start_s for w in cw.windows], dtype=np.float64)
+    return starts, cw.audio, cw.faces, cw.face_found, cw.has_audio, cw.has_video, cw.duration_s
 
 
 def extract_job(job: ExtractJob) -> Extracted:
