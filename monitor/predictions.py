@@ -70,14 +70,16 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return target
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A label/prediction file as text (BOM tolerated); DatasetError when unreadable."""
     try:
         return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read: {exc}") from exc
 
 
-def _check_name(name: str, where: str) -> str:
+def check_video_name(name: str, where: str) -> str:
+    """A stripped plain file name; DatasetError naming `where` otherwise."""
     n = name.strip()
     if not n:
         raise DatasetError(f"{where}: empty video_name")
@@ -88,7 +90,7 @@ def _check_name(name: str, where: str) -> str:
 
 def _rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header (stripped) and the non-blank rows with their line numbers."""
-    reader = csv.reader(io.StringIO(_read_text(path)))
+    reader = csv.reader(io.StringIO(read_text(path)))
     header = [h.strip() for h in next(reader, [])]
     rows = []
     for row in reader:
@@ -117,7 +119,7 @@ def read_predictions(path: str | Path) -> list[Prediction]:
         where = f"{p}:{line}"
         if len(row) != len(header):
             raise DatasetError(f"{where}: {len(row)} columns, header has {len(header)}")
-        name = _check_name(row[i_name], where)
+        name = check_video_name(row[i_name], where)
         try:
             value = float(row[i_score])
         except ValueError as exc:
@@ -159,7 +161,7 @@ def read_labels(path: str | Path) -> dict[str, int]:
         where = f"{p}:{line}"
         if len(row) != len(header):
             raise DatasetError(f"{where}: {len(row)} columns, header has {len(header)}")
-        name = _check_name(row[i_name], where)
+        name = check_video_name(row[i_name], where)
         target = row[i_target].strip()
         if target not in ("0", "1"):
             raise DatasetError(f"{where}: target must be 0 or 1, got {row[i_target]!r}")
@@ -188,7 +190,7 @@ def read_name_list(path: str | Path) -> list[str]:
     seen: dict[str, int] = {}
     for line, raw in numbered:
         where = f"{p}:{line}"
-        name = _check_name(raw, where)
+        name = check_video_name(raw, where)
         if name in seen:
             raise DatasetError(f"{where}: {name} already listed on line {seen[name]}")
         seen[name] = line
@@ -211,7 +213,7 @@ def write_errors(path: str | Path, errors: Sequence[ErrorEntry], neutral: float)
 def read_errors(path: str | Path) -> list[ErrorEntry]:
     p = Path(path)
     try:
-        doc: Any = json.loads(_read_text(p))
+        doc: Any = json.loads(read_text(p))
         return [ErrorEntry(**e) for e in doc["errors"]]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DatasetError(f"{p}: not an errors report written by `score`: {exc}") from exc

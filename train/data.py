@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.errors import DatasetError
+from monitor.predictions import check_video_name, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -124,26 +125,10 @@ def _parse_bit(value: str, where: str, column: str, allow_empty: bool = False) -
     return int(v)
 
 
-def _check_name(name: str, where: str) -> str:
-    n = name.strip()
-    if not n:
-        raise DatasetError(f"{where}: empty video_name")
-    if "/" in n or "\\" in n or n in (".", ".."):
-        raise DatasetError(f"{where}: video_name must be a plain file name, got {name!r}")
-    return n
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read: {exc}") from exc
-
-
 def read_labels(path: str | Path) -> list[tuple[str, int]]:
     """Parse a `video_name,target` label file strictly; errors name file:line."""
     p = Path(path)
-    reader = csv.reader(io.StringIO(_read_text(p)))
+    reader = csv.reader(io.StringIO(read_text(p)))
     header = next(reader, None)
     if header is None or tuple(h.strip() for h in header) != LABEL_HEADER:
         raise DatasetError(f"{p}:1: header must be 'video_name,target', got {header!r}")
@@ -157,7 +142,7 @@ def read_labels(path: str | Path) -> list[tuple[str, int]]:
             raise DatasetError(
                 f"{where}: expected 2 columns (video_name,target), got {len(row)}: {row!r}"
             )
-        name = _check_name(row[0], where)
+        name = check_video_name(row[0], where)
         target = _parse_bit(row[1], where, "target")
         if name in seen:
             raise DatasetError(f"{where}: {name} already listed on line {seen[name]}")
@@ -171,7 +156,7 @@ def read_labels(path: str | Path) -> list[tuple[str, int]]:
 def read_manifest(path: str | Path) -> dict[str, ManifestRow]:
     """Parse manifest.csv: video_name, target and optional audio_fake, video_fake, method."""
     p = Path(path)
-    reader = csv.DictReader(io.StringIO(_read_text(p)))
+    reader = csv.DictReader(io.StringIO(read_text(p)))
     cols = [c.strip() for c in (reader.fieldnames or [])]
     for need in LABEL_HEADER:
         if need not in cols:
@@ -183,7 +168,7 @@ def read_manifest(path: str | Path) -> dict[str, ManifestRow]:
         where = f"{p}:{line}"
         if None in rec or any(v is None for v in rec.values()):
             raise DatasetError(f"{where}: row has {len(rec)} columns, header has {len(cols)}")
-        name = _check_name(rec["video_name"], where)
+        name = check_video_name(rec["video_name"], where)
         if name in rows:
             raise DatasetError(f"{where}: {name} already listed on line {rows[name].line}")
         labels = {
