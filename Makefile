@@ -36,8 +36,13 @@ test: venv system-deps check
 demo: venv system-deps
 	$(PY) -m monitor.demo --dir $(DEMO_DIR) $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
 
+# Benchmarks print markdown tables; record them in BENCHMARKS.md with the machine.
 bench: venv
 	$(PY) bench/synth_speed.py
+	$(PY) bench/faces_speed.py
+	$(PY) bench/backends.py --threads 1
+	$(PY) bench/offline_throughput.py
+	$(PY) bench/live_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
