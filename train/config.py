@@ -24,7 +24,7 @@ DEFAULT_MAX_WINDOWS = 8  # windows cached per clip, spread evenly over it
 # Schedule defaults per preset, used for fields a config leaves out. The demo preset is
 # sized to train on a 2-core CPU in minutes; the default one for GPUs and long runs.
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "demo": {"epochs": 6, "batch_size": 32, "lr": 3e-3, "warmup_steps": 20},
+    "demo": {"epochs": 14, "batch_size": 32, "lr": 3e-3, "warmup_steps": 20},
     "default": {"epochs": 20, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100},
 }
 # Fields that may change between a run and its --resume without changing what is learnt.
