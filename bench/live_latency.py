@@ -1,6 +1,6 @@
 """Window-end -> score latency of the live monitor, with file streams paced at real time.
 
-    python bench/live_latency.py --model runs/demo/model.onnx --streams 2 --seconds 60
+    python bench/live_latency.py --model demo/model.onnx --streams 2 --seconds 60
 
 Each stream loops a clip at real time, like a camera. A window's latency runs from the
 moment its last media arrived (the window became complete) to the moment its scores were
@@ -34,7 +34,7 @@ from monitor.contract import InputContract
 from monitor.scorer import ScoredWindow
 from monitor.service import Service
 
-DEFAULT_MODEL = "runs/demo/model.onnx"
+DEFAULT_MODEL = "demo/model.onnx"
 WARMUP_S = 5.0  # windows completed in the first seconds (cascade load, arenas) are ignored
 CLIP_SECONDS = 10.0  # length of the generated clips
 

@@ -3,7 +3,7 @@ CLEAR.
 
 - always: the tiny detector trained by the session fixture (tests/conftest.py) on
   tests/tiny_dataset, loaded from its checkpoint by the torch backend;
-- when `make demo` has run: the exported demo model (runs/demo/model.onnx) on synthetic
+- when `make demo` has run: the exported demo model (demo/model.onnx) on synthetic
   competition clips."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from monitor.config import MonitorConfig
 from monitor.service import Service
 from monitor.state import ALERT, CLEAR
 
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "runs" / "demo" / "model.onnx"
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "demo" / "model.onnx"  # make demo
 CLIP_SECONDS = 8.0  # 7 windows: enough to settle and hold a verdict
 SEED = 7
 
