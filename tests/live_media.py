@@ -32,7 +32,7 @@ class Look(TypedDict):
     tone_amp: float  # amplitude of the "voice" tone
 
 
-FAKE: Look = {"gain": 1.5, "tone_amp": 0.5}  # bright + loud: the toy model says fake
+FAKE: Look = {"gain": 1.5, "tone_amp": 0.7}  # bright + loud: the toy model says fake
 REAL: Look = {"gain": 0.4, "tone_amp": 0.05}  # dark + quiet: the toy model says real
 
 

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 import av
 import av.error
-import numpy as np
 
 from monitor.contract import SAMPLE_RATE
 from monitor.errors import (
@@ -31,6 +30,7 @@ from monitor.errors import (
     ZeroDurationError,
 )
 from monitor.ingest import MediaSink
+from monitor.media import AudioConverter
 
 logger = logging.getLogger(__name__)
 
@@ -206,11 +206,8 @@ class DecodeThread:
         wall0: float | None = None
         media0 = 0.0
         while not self._stop.is_set():
-            resampler = (
-                av.AudioResampler(format="flt", layout="mono", rate=self._sample_rate)
-                if audio is not None
-                else None
-            )
+            # The same conversion as training and offline scoring (equal-weight downmix).
+            converter = AudioConverter(self._sample_rate) if audio is not None else None
             t0: float | None = None
             audio_next: float | None = None  # stream time of the next resampled sample
             pass_max = loop_offset
@@ -232,13 +229,11 @@ class DecodeThread:
                             wall0, media0 = time.monotonic(), t
                         if not self._pace(wall0 + (t - media0)):
                             return "stopped"
-                    if isinstance(frame, av.AudioFrame) and resampler is not None:
+                    if isinstance(frame, av.AudioFrame) and converter is not None:
                         if audio_next is None or abs(t - audio_next) > AUDIO_RESYNC_S:
                             audio_next = t
-                        for out in resampler.resample(frame):
-                            samples = np.ascontiguousarray(out.to_ndarray().reshape(-1))
-                            if samples.dtype != np.float32:
-                                samples = samples.astype(np.float32)
+                        samples = converter.convert(frame)
+                        if samples.size:
                             if self._handover(self.sink.push_audio, samples, audio_next):
                                 self.audio_samples.add(samples.shape[0])
                             elif self._on_drop is not None:

@@ -25,17 +25,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import av
-import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from monitor.ingest import MediaSink
+from monitor.media import AudioConverter
 
 logger = logging.getLogger(__name__)
 
 WATCHDOG_PERIOD_S = 0.25  # how often a peer checks its connect / media deadlines
 SINK_ERROR_LOG_EVERY = 100  # log the 1st, 101st, ... failed push of a stream, count all
 CLOSE_TIMEOUT_S = 5.0  # longest wait for aiortc to tear a connection down
+AUDIO_RESYNC_S = 0.2  # audio chunks closer than this to the running clock are contiguous
 TRACK_KINDS = ("audio", "video")
 
 
@@ -227,7 +228,8 @@ class PeerSession:
 
     async def _consume_audio(self, track: MediaStreamTrack) -> None:
         clock = TrackClock(self._origin)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=self._sample_rate)
+        # The same conversion as training and offline scoring (equal-weight downmix).
+        converter = AudioConverter(self._sample_rate)
         next_t: float | None = None  # running time for frames without pts
         while True:
             try:
@@ -240,23 +242,25 @@ class PeerSession:
             if not isinstance(frame, av.AudioFrame):  # aiortc decodes: never a Packet here
                 continue
             try:
-                out_frames = resampler.resample(frame)
+                samples = converter.convert(frame)
             except (ValueError, av.error.FFmpegError) as exc:
-                # e.g. the caller switched codec (Opus -> PCMU): rebuild for the new layout
+                # e.g. a format the resampler refuses: start a fresh converter, drop the frame
                 self.stats.decode_errors += 1
                 logger.warning("stream %s: audio resample failed: %s", self.stream_id, exc)
-                resampler = av.AudioResampler(format="flt", layout="mono", rate=self._sample_rate)
+                converter = AudioConverter(self._sample_rate)
                 continue
-            for out in out_frames:
-                samples = np.ascontiguousarray(out.to_ndarray()[0], dtype=np.float32)
-                media_t = frame_time(out)
-                if media_t is None:
-                    t = next_t if next_t is not None else clock.stream_time(None, now)
-                else:
-                    t = clock.stream_time(media_t, now)
-                next_t = t + samples.size / self._sample_rate
-                self.stats.audio_samples += samples.size
-                self._push(self.sink.push_audio, samples, t)
+            if not samples.size:
+                continue
+            media_t = frame_time(frame)
+            if media_t is None:
+                t = next_t if next_t is not None else clock.stream_time(None, now)
+            else:
+                t = clock.stream_time(media_t, now)
+                if next_t is not None and abs(t - next_t) <= AUDIO_RESYNC_S:
+                    t = next_t  # contiguous: the resampler's buffering is not a gap
+            next_t = t + samples.size / self._sample_rate
+            self.stats.audio_samples += samples.size
+            self._push(self.sink.push_audio, samples, t)
 
     async def _consume_video(self, track: MediaStreamTrack) -> None:
         clock = TrackClock(self._origin)
