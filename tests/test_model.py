@@ -17,7 +17,7 @@ from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
 from train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from train.frontend import LogMelFrontend, SpecAugment
-from train.model import Detector, ModelConfig, build_model, segment_weights
+from train.model import Detector, ModelConfig, build_model, instant_weights, mismatch_steps
 
 SR = 16_000  # Hz
 FRONTEND_TOL_DB = 1e-2  # max |ours - torchaudio| in dB, anywhere above the -100 dB floor
@@ -129,16 +129,16 @@ def test_spec_augment_masks_only_in_training() -> None:
     assert torch.equal(masked[~zeroed], image[~zeroed])
 
 
-def test_segment_weights_average_each_slice() -> None:
-    w = segment_weights(7, 4)
+def test_instant_weights_average_a_short_span_around_each_crop() -> None:
+    times = (0.25, 0.75, 1.25, 1.75)
+    w = instant_weights(201, 0.01, times, 0.12)
     torch.testing.assert_close(w.sum(dim=0), torch.ones(4))
-    # slice k's weight is centred (to within the step grid) on (k + 0.5) * 7 / 4, crop k's time
-    centres = (w * torch.arange(7.0)[:, None]).sum(dim=0) + 0.5
-    torch.testing.assert_close(centres, (torch.arange(4.0) + 0.5) * 7 / 4, atol=0.1, rtol=0)
-    assert torch.equal(segment_weights(8, 4), torch.eye(4).repeat_interleave(2, dim=0) / 2)
-
-
-# --- model -------------------------------------------------------------------------------
+    t = torch.arange(201.0) * 0.01
+    torch.testing.assert_close((w * t[:, None]).sum(dim=0), torch.tensor(times), atol=1e-6, rtol=0)
+    assert [int((w[:, k] > 0).sum()) for k in range(4)] == [13] * 4  # ±60 ms of 10 ms frames
+    # a span narrower than a frame still takes the nearest frame
+    narrow = instant_weights(10, 0.1, (0.42,), 0.01)
+    assert torch.equal(narrow[:, 0], torch.eye(10)[4])
 
 
 def test_outputs_shapes_dtypes_ranges(tiny_model: Detector) -> None:
@@ -208,9 +208,11 @@ def test_gradients_reach_all_heads_and_backbones(tiny_model: Detector) -> None:
     audio, faces = random_batch(SMALL, 4, seed=7)
     target = torch.tensor([0.0, 1.0, 0.0, 1.0])
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    fused, a, v = model(audio, faces)
+    fused, a, v = model(audio, faces)[:3]
     (bce(fused, target) + bce(a, target) + bce(v, target)).backward()
     for name, p in model.named_parameters():
+        if name.startswith("sync_head."):  # trained by the sync loss only (test below)
+            continue
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
     for head in (model.fusion_head, model.audio_head, model.visual_head, model.sync_net):
@@ -219,7 +221,8 @@ def test_gradients_reach_all_heads_and_backbones(tiny_model: Detector) -> None:
     model.zero_grad()
     fused, _, _ = model(audio, faces)
     bce(fused, target).backward()
-    for part in (model.audio_backbone, model.visual_backbone, model.sync_audio, model.sync_visual):
+    parts = (model.audio_backbone, model.visual_backbone, model.sync_audio, model.sync_visual)
+    for part in parts:
         assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
 
 
@@ -370,9 +373,10 @@ def desync_batch(
     contract: InputContract, n: int, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each of K slices is "speaking" (a voiced burst in the audio) or not, and the crop
-    at the slice centre shows an open (bright) or closed (dark) mouth. Real: the mouth
-    pattern is the speech pattern. Fake: a different random pattern. Both patterns are
-    uniformly random, so neither modality alone says anything about the label."""
+    at the slice centre shows an open mouth (a dark patch low in the face) or a closed
+    one (skin). Real: the mouth pattern is the speech pattern. Fake: a different random
+    pattern. Both patterns are uniformly random, so neither modality alone says anything
+    about the label."""
     k, size, s = contract.k_crops, contract.crop_size, contract.window_samples
     speech = torch.randint(0, 2, (n, k), generator=g)
     fake = torch.rand(n, generator=g) < 0.5
@@ -387,9 +391,10 @@ def desync_batch(
     for j in range(k):  # a burst over the middle 80 % of slice j
         envelope[j, j * slice_len + slice_len // 10 : (j + 1) * slice_len - slice_len // 10] = 1
     audio = 0.3 * (speech.float() @ envelope) * voiced + 0.01 * torch.randn(n, s, generator=g)
-    level = (60.0 + 140.0 * mouth.float())[:, :, None, None, None]
-    noise = 20.0 * torch.randn(n, k, size, size, 3, generator=g)
-    faces = (level + noise).clamp(0, 255).to(torch.uint8)
+    skin = 150.0 + 20.0 * torch.randn(n, k, size, size, 3, generator=g)
+    rows, cols = slice(int(0.6 * size), int(0.8 * size)), slice(int(0.3 * size), int(0.7 * size))
+    skin[:, :, rows, cols, :] -= 110.0 * mouth.float()[:, :, None, None, None]
+    faces = skin.clamp(0, 255).to(torch.uint8)
     return audio, faces, fake.float()
 
 
@@ -425,3 +430,39 @@ def test_fused_head_learns_audio_visual_desync() -> None:
     accuracy = [float(((z > 0).float() == y).float().mean()) for z in (fused, a, v)]
     assert accuracy[0] >= 0.9, accuracy  # only the sync path can see the mismatch
     assert accuracy[1] <= 0.7 and accuracy[2] <= 0.7, accuracy  # single modalities: chance
+
+
+def test_mismatch_steps_pair_each_window_with_its_own_crops_out_of_order() -> None:
+    torch.manual_seed(0)
+    m = torch.randn(64, 4, 8)
+    out = mismatch_steps(m)
+    assert out.shape == m.shape
+    kinds = {"rotated": 0, "backwards": 0}
+    for i in range(64):
+        assert not torch.equal(out[i], m[i])  # never the true pairing
+        if torch.equal(out[i], m[i].flip(0)):
+            kinds["backwards"] += 1
+        else:  # own crops, rotated by 1..K-1 steps in time
+            assert any(torch.equal(out[i], torch.roll(m[i], -s, dims=0)) for s in (1, 2, 3))
+            kinds["rotated"] += 1
+    assert min(kinds.values()) > 10  # both kinds of mismatch are drawn
+    with pytest.raises(ValueError, match="2 crops"):
+        mismatch_steps(m[:, :1])
+
+
+def test_sync_pairs_give_two_extra_logits_and_train_the_sync_path() -> None:
+    model = build_model(SMALL, TINY_CFG).train()
+    audio, faces = random_batch(SMALL, 4, seed=3)
+    out = model(audio, faces, sync_pairs=True)
+    assert len(out) == 5 and all(o.shape == (4,) for o in out)
+    assert len(model(audio, faces)) == 3  # the exported signature is unchanged
+    from train.loop import sync_loss
+
+    target = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    loss = sync_loss(out[3], out[4], target)
+    loss.backward()
+    for part in (model.sync_head, model.sync_net, model.sync_visual, model.sync_audio):
+        assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
+    # fakes do not count: their pairing is not known to be in sync
+    only_fakes = sync_loss(out[3], out[4], torch.ones(4))
+    assert only_fakes.item() == 0.0

@@ -1,21 +1,29 @@
 """The multimodal detector: raw audio window + K face crops -> three P(fake) logits.
 
-    audio [B, S] float32 ──gain*──► LogMelFrontend ─► MelNorm ─► SpecAugment* ─► audio CNN
-                                                                         feature map [B, C, F', T']
-        ├─ mean+max pool ─► audio embedding ─────────────────────────► audio head ─► audio_logit
-        └─ freq-mean, pooled into K time segments (segment k centred on crop k's time)
-                                        │
-    faces [B, K, H, W, 3] uint8 ─hflip*─► PixelNorm ─► visual CNN (B*K crops) ─► per-crop [B, K, Dv]
-        ├─ temporal conv + mean+max over K ─► visual embedding ───────► visual head ─► visual_logit
-        └─ per time step: [a_k, v_k, a_k * v_k] ─► temporal conv ─► mean+max ─► sync embedding
-                                                                                 │
+    audio [B, S] float32 ──gain*──► LogMelFrontend ─► MelNorm ─┬─► SpecAugment* ─► audio CNN
+                                                                │      ─► mean+max ─► audio head
+                                                                │
+                                                                └─► sync audio conv (10 ms
+                                            frames) ─► averaged over a short span at each crop
+                                            instant ─► a_k                             │
+    faces [B, K, H, W, 3] uint8 ─hflip*─┬─► PixelNorm ─► visual CNN (B*K crops) ─► per-crop
+                                        │   ─► temporal conv + mean+max ─► visual head │
+                                        └─► grey, per-crop normalised ─► mouth CNN     │
+                                            (spatial map kept, flattened) ─► m_k ──────┤
+                                   per crop: [a_k, m_k, a_k * m_k] ─► temporal conv ─► mean+max
+                                                                         ─► sync embedding
     fusion head over [audio emb, visual emb, sync emb] ─────────────────────────► fused_logit
 
     (* training mode only, when ModelConfig.augment is on)
 
-The sync path compares what is heard with what the mouth does at the same instants, so
+The sync path compares what is heard at the instant of each crop (a few 10 ms frames
+around it, not a whole slice of the window) with what the mouth does in that crop, so
 the fused head can flag audio-visual desynchronisation even when each modality looks
-real on its own. All shapes are static given the input contract (no adaptive pooling,
+real on its own. The mouth CNN keeps its small spatial map instead of pooling it away,
+so it can attend to where the mouth is in a face crop; it sees grey, per-crop normalised
+pixels, so lighting and colour changes do not read as mouth motion. The sync audio path
+takes the mel image before SpecAugment: a masked frame would look like silence under
+an open mouth. All shapes are static given the input contract (no adaptive pooling,
 no data-dependent shapes, no complex ops), so the model exports to ONNX and TensorRT.
 """
 
@@ -31,6 +39,7 @@ from torch import nn
 
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, ModelFormatError
+from monitor.windows import frame_times
 from train.frontend import (
     DEFAULT_F_MAX,
     DEFAULT_F_MIN,
@@ -48,6 +57,8 @@ from train.frontend import (
 
 logger = logging.getLogger(__name__)
 
+HEAD_SKIP_INIT = 0.5  # initial weight of each head's logit in the fused logit
+VISUAL_STEMS = ("unshuffle", "pool")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, fraction of 255
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # A resnet10t with a quarter of the usual widths: 0.3 M parameters, fast on a laptop CPU.
@@ -73,13 +84,19 @@ class ModelConfig:
     visual_backbone: str = "resnet18"  # timm CNN run on each face crop
     visual_backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     visual_weights: str | None = None  # local state_dict file for the visual CNN
-    visual_downsample: int = 1  # average-pool crops by this factor before the CNN (speed)
+    visual_downsample: int = 1  # crops enter the CNN this many times smaller (speed)
+    visual_stem: str = "unshuffle"  # how: "unshuffle" (space-to-depth, keeps every pixel) or
+    # "pool" (average-pool, drops the fine detail where blending and resampling traces live)
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN  # RGB mean, fraction of 255
     pixel_std: tuple[float, float, float] = IMAGENET_STD  # RGB std, fraction of 255
     # --- embeddings and heads ---
     audio_dim: int = 256  # audio embedding size
     visual_dim: int = 256  # per-crop visual embedding size
     sync_dim: int = 128  # per-time-step size of the audio-visual sync path
+    sync_audio_channels: int = 64  # channels of the sync path's 1-D conv over mel frames
+    sync_span_ms: float = 120.0  # audio averaged over this span around each crop instant
+    mouth_channels: int = 16  # width of the mouth CNN's first layer (doubles per layer)
+    mouth_size: int = 56  # crops are average-pooled to about this size for the mouth CNN
     fusion_hidden: int = 256  # hidden units of the fusion MLP
     dropout: float = 0.2  # before every head, training only
     # --- augmentation, applied inside forward() in training mode only ---
@@ -106,9 +123,22 @@ class ModelConfig:
             problems.append(f"need 0 <= f_min < f_max, got {self.f_min}, {self.f_max}")
         if self.top_db is not None and self.top_db <= 0:
             problems.append(f"top_db={self.top_db} must be > 0 or None")
+        if self.visual_stem not in VISUAL_STEMS:
+            problems.append(f"visual_stem={self.visual_stem!r} not in {VISUAL_STEMS}")
         if self.visual_downsample < 1:
             problems.append(f"visual_downsample={self.visual_downsample} must be >= 1")
-        for name in ("audio_dim", "visual_dim", "sync_dim", "fusion_hidden"):
+        if not 10.0 <= self.sync_span_ms <= 1000.0:
+            problems.append(f"sync_span_ms={self.sync_span_ms} outside 10..1000 ms")
+        if self.mouth_size < 16:
+            problems.append(f"mouth_size={self.mouth_size} must be >= 16")
+        for name in (
+            "audio_dim",
+            "visual_dim",
+            "sync_dim",
+            "fusion_hidden",
+            "sync_audio_channels",
+            "mouth_channels",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
@@ -140,6 +170,9 @@ class ModelConfig:
             audio_dim=64,
             visual_dim=64,
             sync_dim=32,
+            sync_audio_channels=32,
+            mouth_channels=8,
+            mouth_size=112,
             fusion_hidden=64,
             dropout=0.1,
             freq_mask_bins=8,
@@ -249,21 +282,87 @@ def load_backbone_weights(model: nn.Module, path: str, in_chans: int) -> None:
         )
 
 
-def segment_weights(n_steps: int, n_segments: int) -> torch.Tensor:
-    """[n_steps, n_segments] averaging matrix: column k = overlap of each step with slice k.
+def instant_weights(
+    n_frames: int, frame_seconds: float, times_s: tuple[float, ...], span_s: float
+) -> torch.Tensor:
+    """[n_frames, K] averaging matrix: column k averages the frames within span_s / 2 of
+    times_s[k] (frame i is centred at i * frame_seconds), at least the nearest frame.
 
-    Steps and slices both tile the window evenly, so column k averages the audio
-    features over slice k of the window, whose centre is crop k's time (see
-    monitor/windows.frame_times). A matmul rather than adaptive pooling: exact for any
-    ratio and trivially exportable.
+    A matmul rather than indexing: exact, static and trivially exportable.
     """
-    w = torch.zeros(n_steps, n_segments, dtype=torch.float64)
-    for i in range(n_steps):
-        a0, a1 = i / n_steps, (i + 1) / n_steps
-        for k in range(n_segments):
-            b0, b1 = k / n_segments, (k + 1) / n_segments
-            w[i, k] = max(0.0, min(a1, b1) - max(a0, b0))
+    t = torch.arange(n_frames, dtype=torch.float64) * frame_seconds
+    w = torch.zeros(n_frames, len(times_s), dtype=torch.float64)
+    for k, centre in enumerate(times_s):
+        near = (t - centre).abs() <= span_s / 2 + 1e-9
+        if not bool(near.any()):
+            near = (t - centre).abs() == (t - centre).abs().min()
+        w[near, k] = 1.0
     return (w / w.sum(dim=0, keepdim=True)).to(torch.float32)
+
+
+class MouthNet(nn.Module):
+    """Small CNN on grey, per-crop normalised crops; keeps the spatial map (flattened).
+
+    Global pooling would wash out where in the face a change happens; a mouth opening is
+    a change at one place, so the final 4x4-ish map is flattened and projected instead.
+    """
+
+    def __init__(self, crop_size: int, target_size: int, channels: int, out_dim: int) -> None:
+        super().__init__()
+        self.factor = max(1, crop_size // target_size)
+        self.pool: nn.Module = nn.AvgPool2d(self.factor) if self.factor > 1 else nn.Identity()
+        c = channels
+        self.convs = nn.Sequential(
+            nn.Conv2d(1, c, 3, stride=2, padding=1),
+            nn.BatchNorm2d(c),
+            nn.GELU(),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
+            nn.BatchNorm2d(2 * c),
+            nn.GELU(),
+            nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1),
+            nn.BatchNorm2d(4 * c),
+            nn.GELU(),
+            nn.Conv2d(4 * c, 4 * c, 3, stride=2, padding=1),
+            nn.BatchNorm2d(4 * c),
+            nn.GELU(),
+        )
+        with torch.no_grad():
+            size = (crop_size // self.factor) if self.factor > 1 else crop_size
+            n_flat = int(self.convs.eval()(torch.zeros(1, 1, size, size)).numel())
+            self.convs.train()
+        self.proj = nn.Sequential(nn.Linear(n_flat, out_dim), nn.LayerNorm(out_dim))
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB crops [N, H, W, 3] -> [N, out_dim]."""
+        x = crops.to(torch.float32).permute(0, 3, 1, 2)
+        grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]) / 255.0
+        grey = self.pool(grey)
+        mean = grey.mean(dim=(1, 2, 3), keepdim=True)
+        centred = grey - mean
+        std = torch.sqrt((centred * centred).mean(dim=(1, 2, 3), keepdim=True) + 1e-6)
+        features = self.convs(centred / std)
+        return self.proj(features.flatten(1))
+
+
+def mismatch_steps(m: torch.Tensor) -> torch.Tensor:
+    """Mouth steps [B, K, D] paired wrongly with their audio: each window's own crops
+    either rotated in time by 1..K-1 steps (a shifted mouth track) or played backwards
+    (a mouth following other speech), chosen at random. Self-supervision for the sync
+    path: any real clip gives in-sync pairs, and these are out of sync by construction.
+    The crops stay the window's own, so the face and the voice still belong together and
+    only their timing can tell the pairs apart (another window's face would let the
+    path learn "this face does not go with this voice" instead)."""
+    b, k = m.shape[0], m.shape[1]
+    if k < 2:
+        raise ValueError("a sync mismatch needs at least 2 crops per window")
+    dev = m.device
+    shift = torch.randint(1, k, (b,), device=dev)
+    steps = torch.arange(k, device=dev)[None, :]
+    rotated = (steps + shift[:, None]) % k  # [B, K]
+    backwards = (k - 1 - steps).expand(b, k)
+    use_backwards = torch.rand(b, 1, device=dev) < 0.5
+    order = torch.where(use_backwards, backwards, rotated)
+    return torch.gather(m, 1, order[:, :, None].expand(-1, -1, m.shape[2]))
 
 
 class TemporalBlock(nn.Module):
@@ -287,7 +386,7 @@ def mean_max(x: torch.Tensor, dim: int) -> torch.Tensor:
 class Detector(nn.Module):
     """audio float32 [B, S], faces uint8 [B, K, H, W, 3] -> (fused, audio, visual) logits [B]."""
 
-    segments: torch.Tensor  # buffer [T', K]: audio feature steps -> crop-time segments
+    instants: torch.Tensor  # buffer [T, K]: mel frames -> short spans at crop instants
 
     def __init__(
         self, contract: InputContract, cfg: ModelConfig, load_weights: bool = True
@@ -308,7 +407,6 @@ class Detector(nn.Module):
             )
         self.contract = contract
         self.config = cfg
-        k = contract.k_crops
         # Audio path.
         self.gain = RandomGain(cfg.gain_db if cfg.augment else 0.0)
         self.frontend = LogMelFrontend(
@@ -335,33 +433,53 @@ class Detector(nn.Module):
             cfg.audio_weights if load_weights else None,
         )
         n_frames = self.frontend.num_frames(contract.window_samples)
-        a_channels, a_steps = self._probe_audio(cfg.n_mels, n_frames)
-        self.register_buffer("segments", segment_weights(a_steps, k), persistent=False)
+        a_channels = self._probe_audio(cfg.n_mels, n_frames)
+        crop_times = frame_times(0.0, contract)
+        self.register_buffer(
+            "instants",
+            instant_weights(
+                n_frames,
+                cfg.hop_length / contract.sample_rate,
+                crop_times,
+                cfg.sync_span_ms / 1000.0,
+            ),
+            persistent=False,
+        )
         self.audio_proj = nn.Sequential(
             nn.Linear(2 * a_channels, cfg.audio_dim), nn.LayerNorm(cfg.audio_dim)
         )
         # Visual path.
         self.pixel_norm = PixelNorm(cfg.pixel_mean, cfg.pixel_std)
-        self.downsample: nn.Module = (
-            nn.AvgPool2d(cfg.visual_downsample) if cfg.visual_downsample > 1 else nn.Identity()
-        )
+        d = cfg.visual_downsample
+        self.downsample: nn.Module = nn.Identity()
+        if d > 1:
+            unshuffle = cfg.visual_stem == "unshuffle"
+            self.downsample = nn.PixelUnshuffle(d) if unshuffle else nn.AvgPool2d(d)
+        v_in = 3 * d * d if d > 1 and cfg.visual_stem == "unshuffle" else 3
         self.visual_backbone = create_backbone(
             cfg.visual_backbone,
-            3,
+            v_in,
             cfg.visual_backbone_kwargs,
             cfg.visual_weights if load_weights else None,
         )
-        v_channels = self._probe_visual(contract.crop_size // cfg.visual_downsample)
+        v_channels = self._probe_visual(contract.crop_size // d, v_in)
         self.visual_proj = nn.Sequential(
             nn.Linear(v_channels, cfg.visual_dim), nn.LayerNorm(cfg.visual_dim)
         )
         self.visual_temporal = TemporalBlock(cfg.visual_dim)
         # Cross-modal sync path.
+        sc = cfg.sync_audio_channels
         self.sync_audio = nn.Sequential(
-            nn.Linear(a_channels, cfg.sync_dim), nn.LayerNorm(cfg.sync_dim)
+            nn.Conv1d(cfg.n_mels, sc, kernel_size=5, padding=2),
+            nn.GELU(),
+            nn.Conv1d(sc, sc, kernel_size=5, padding=4, dilation=2),
+            nn.GELU(),
         )
-        self.sync_visual = nn.Sequential(
-            nn.Linear(cfg.visual_dim, cfg.sync_dim), nn.LayerNorm(cfg.sync_dim)
+        self.sync_audio_proj = nn.Sequential(
+            nn.Linear(sc, cfg.sync_dim), nn.LayerNorm(cfg.sync_dim)
+        )
+        self.sync_visual = MouthNet(
+            contract.crop_size, cfg.mouth_size, cfg.mouth_channels, cfg.sync_dim
         )
         self.sync_net = nn.Sequential(
             nn.Conv1d(3 * cfg.sync_dim, cfg.sync_dim, kernel_size=3, padding=1),
@@ -373,6 +491,8 @@ class Detector(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.audio_head = nn.Linear(cfg.audio_dim, 1)
         self.visual_head = nn.Linear(2 * cfg.visual_dim, 1)
+        self.sync_head = nn.Linear(2 * cfg.sync_dim, 1)  # P(out of sync), self-supervised
+        self.head_weights = nn.Parameter(torch.full((3,), HEAD_SKIP_INIT))  # audio, visual, sync
         fused_in = cfg.audio_dim + 2 * cfg.visual_dim + 2 * cfg.sync_dim
         self.fusion_head = nn.Sequential(
             nn.Linear(fused_in, cfg.fusion_hidden),
@@ -381,8 +501,8 @@ class Detector(nn.Module):
             nn.Linear(cfg.fusion_hidden, 1),
         )
 
-    def _probe_audio(self, n_mels: int, n_frames: int) -> tuple[int, int]:
-        """Channels and time steps of the audio feature map, from one dummy forward."""
+    def _probe_audio(self, n_mels: int, n_frames: int) -> int:
+        """Channels of the audio feature map, from one dummy forward."""
         with torch.no_grad():
             was = self.audio_backbone.training
             fmap = self.audio_backbone.eval()(torch.zeros(1, 1, n_mels, n_frames))
@@ -392,12 +512,12 @@ class Detector(nn.Module):
                 f"audio backbone {self.config.audio_backbone!r} gives features of shape "
                 f"{tuple(fmap.shape)}; a CNN with NCHW feature maps is required"
             )
-        return int(fmap.shape[1]), int(fmap.shape[3])
+        return int(fmap.shape[1])
 
-    def _probe_visual(self, size: int) -> int:
+    def _probe_visual(self, size: int, in_chans: int) -> int:
         with torch.no_grad():
             was = self.visual_backbone.training
-            fmap = self.visual_backbone.eval()(torch.zeros(1, 3, size, size))
+            fmap = self.visual_backbone.eval()(torch.zeros(1, in_chans, size, size))
             self.visual_backbone.train(was)
         if fmap.ndim != 4:
             raise ConfigError(
@@ -407,40 +527,65 @@ class Detector(nn.Module):
         return int(fmap.shape[1])
 
     def audio_features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(audio embedding [B, audio_dim], per-crop-time audio features [B, K, C])."""
-        image = self.spec_augment(self.mel_norm(self.frontend(self.gain(audio))))
-        fmap = self.audio_backbone(image.unsqueeze(1))  # [B, C, F', T']
-        over_time = fmap.mean(dim=2)  # [B, C, T']
-        embedding = self.audio_proj(mean_max(over_time, dim=2))
-        per_crop = torch.matmul(over_time, self.segments).transpose(1, 2)  # [B, K, C]
-        return embedding, per_crop
+        """(audio embedding [B, audio_dim], audio at each crop instant [B, K, sync_dim])."""
+        mel = self.mel_norm(self.frontend(self.gain(audio)))  # [B, M, T]
+        fmap = self.audio_backbone(self.spec_augment(mel).unsqueeze(1))  # [B, C, F', T']
+        embedding = self.audio_proj(mean_max(fmap.mean(dim=2), dim=2))
+        frames = self.sync_audio(mel)  # [B, sc, T]
+        at_crops = torch.matmul(frames, self.instants).transpose(1, 2)  # [B, K, sc]
+        return embedding, self.sync_audio_proj(at_crops)
 
-    def visual_features(self, faces: torch.Tensor) -> torch.Tensor:
-        """Per-crop visual embeddings [B, K, visual_dim]."""
-        k, size = self.contract.k_crops, self.contract.crop_size
+    def _flip(self, faces: torch.Tensor) -> torch.Tensor:
         if self.training and self.config.augment and self.config.hflip:
             flip = torch.rand(faces.shape[0], 1, 1, 1, 1, device=faces.device) < 0.5
             faces = torch.where(flip, faces.flip(3), faces)
+        return faces
+
+    def visual_features(self, faces: torch.Tensor) -> torch.Tensor:
+        """Per-crop visual embeddings [B, K, visual_dim] (faces already flipped, if at all)."""
+        k, size = self.contract.k_crops, self.contract.crop_size
         crops = self.downsample(self.pixel_norm(faces.reshape(-1, size, size, 3)))
         fmap = self.visual_backbone(crops)  # [B*K, C, h, w]
         per_crop = self.visual_proj(fmap.mean(dim=(2, 3)))
         return per_crop.reshape(-1, k, self.config.visual_dim)
 
+    def mouth_features(self, faces: torch.Tensor) -> torch.Tensor:
+        """Per-crop mouth embeddings [B, K, sync_dim]."""
+        k, size = self.contract.k_crops, self.contract.crop_size
+        per_crop = self.sync_visual(faces.reshape(-1, size, size, 3))
+        return per_crop.reshape(-1, k, self.config.sync_dim)
+
+    def sync_embedding(self, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """[B, K, sync_dim] audio and mouth steps -> sync embedding [B, 2 * sync_dim]."""
+        steps = torch.cat([a, m, a * m], dim=-1).transpose(1, 2)  # [B, 3*sync_dim, K]
+        return mean_max(self.sync_net(steps), dim=2)
+
     def forward(
-        self, audio: torch.Tensor, faces: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        audio_emb, audio_steps = self.audio_features(audio)
+        self, audio: torch.Tensor, faces: torch.Tensor, sync_pairs: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """(fused, audio, visual) logits [B]; with sync_pairs (training), also the sync
+        head's logits for the true pairing and for a mismatched one (see mismatch_steps)."""
+        faces = self._flip(faces)
+        audio_emb, a = self.audio_features(audio)
         crops = self.visual_features(faces)
         visual_emb = mean_max(self.visual_temporal(crops), dim=1)
-        a = self.sync_audio(audio_steps)
-        v = self.sync_visual(crops)
-        steps = torch.cat([a, v, a * v], dim=-1).transpose(1, 2)  # [B, 3*sync_dim, K]
-        sync_emb = mean_max(self.sync_net(steps), dim=2)
+        m = self.mouth_features(faces)
+        sync_emb = self.sync_embedding(a, m)
         audio_logit = self.audio_head(self.dropout(audio_emb)).squeeze(1)
         visual_logit = self.visual_head(self.dropout(visual_emb)).squeeze(1)
+        sync_logit = self.sync_head(sync_emb).squeeze(1)
         fused_in = torch.cat([audio_emb, visual_emb, sync_emb], dim=1)
+        heads = torch.stack([audio_logit, visual_logit, sync_logit], dim=1)  # [B, 3]
+        # Late fusion as a skip: the fused logit starts as a weighted sum of the heads'
+        # logits, so each cue counts as soon as its head has learnt it; the MLP learns
+        # the interactions on top.
         fused_logit = self.fusion_head(self.dropout(fused_in)).squeeze(1)
-        return fused_logit, audio_logit, visual_logit
+        fused_logit = fused_logit + (heads * self.head_weights).sum(dim=1)
+        if not sync_pairs:
+            return fused_logit, audio_logit, visual_logit
+        in_sync = sync_logit
+        out_of_sync = self.sync_head(self.sync_embedding(a, mismatch_steps(m))).squeeze(1)
+        return fused_logit, audio_logit, visual_logit, in_sync, out_of_sync
 
     def export_module(self) -> ProbabilityModel:
         """Same inputs -> sigmoid probabilities, named as in the contract. Shares weights;
