@@ -98,6 +98,15 @@ def eer(y_true: Any, y_score: Any) -> float:
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
+def log_loss(y_true: Any, p_fake: Any, eps: float = 1e-6) -> float:
+    """Mean binary cross-entropy of probabilities (clipped to [eps, 1 - eps]), in nats."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.clip(np.asarray(p_fake, dtype=np.float64), eps, 1.0 - eps)
+    if y.size == 0:
+        return float("nan")
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+
+
 def binary_metrics(y_true: Any, y_score: Any) -> dict[str, float | int]:
     """The figures every report carries, as a flat JSON-ready dict.
 

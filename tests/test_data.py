@@ -12,7 +12,14 @@ import pytest
 from tiny_dataset import TINY_CONTRACT, write_clip, write_corrupt, write_dataset
 
 from monitor.errors import DatasetError
-from train.augment import Augmenter, color_jitter, jpeg_recompress, resize_down_up
+from train.augment import (
+    Augmenter,
+    blend_mask,
+    color_jitter,
+    jpeg_recompress,
+    resize_down_up,
+    self_blend,
+)
 from train.cache import CacheSpec, build_cache, load_windows
 from train.config import AugmentConfig
 from train.data import ClipRecord, find_split, load_split, read_labels, read_manifest
@@ -238,3 +245,34 @@ def test_augmentations_change_pixels_but_keep_shapes() -> None:
     a3, f3 = on(audio, faces, rng)
     assert a3.dtype == np.float32 and not np.array_equal(a3, audio)
     assert f3.shape == faces.shape and not np.array_equal(f3, faces)
+
+
+def test_self_blend_alters_the_inner_face_only() -> None:
+    rng = np.random.default_rng(3)
+    # a textured crop stack: fine detail that a lower-resolution paste would lose
+    faces = rng.integers(0, 256, size=(4, 112, 112, 3), dtype=np.uint8)
+    mask = blend_mask(112, np.random.default_rng(5))
+    assert mask.shape == (112, 112) and mask.max() > 0.95 and mask[:6, :6].max() < 1e-3
+    for seed in range(6):
+        out = self_blend(faces, np.random.default_rng(seed))
+        assert out.shape == faces.shape and out.dtype == np.uint8
+        diff = np.abs(out.astype(int) - faces).mean(axis=(0, 3))  # [H, W]
+        centre, corners = diff[46:66, 46:66].mean(), diff[:10, :10].mean()
+        assert centre > 5.0 and corners < 0.5, (seed, centre, corners)
+    # one transform per window: every crop of the stack is altered the same way
+    flat = np.full((3, 64, 64, 3), 120, dtype=np.uint8)
+    out = self_blend(flat, np.random.default_rng(1))
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[1], out[2])
+
+
+def test_self_blended_reals_become_visual_pseudo_fakes(tiny: Path, tmp_path: Path) -> None:
+    idx = load_split(tiny, "train")
+    clips = build_cache(list(idx.records), CacheSpec(tmp_path / "cache", TINY_CONTRACT)).clips
+    real = next(i for i, c in enumerate(clips) if c.record.method == "real")
+    always = WindowDataset(clips, Augmenter(AugmentConfig(self_blend_prob=1.0)), seed=1)
+    never = WindowDataset(clips, Augmenter(AugmentConfig(self_blend_prob=0.0)), seed=1)
+    item, plain = always[(real, 0)], never[(real, 0)]
+    assert (item["target"], item["audio_fake"], item["video_fake"]) == (1, 0, 1)
+    assert (plain["target"], plain["audio_fake"], plain["video_fake"]) == (0, 0, 0)
+    fake = next(i for i, c in enumerate(clips) if c.record.target == 1)
+    assert always[(fake, 0)]["video_fake"] == clips[fake].record.video_fake  # fakes untouched

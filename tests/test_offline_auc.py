@@ -61,7 +61,8 @@ def test_trained_model_scores_test_split(trained: dict[str, Path], tmp_path: Pat
     auc = roc_auc(y, s)
     metrics = json.loads(out.with_name(out.name + ".metrics.json").read_text())
     assert metrics["metrics"]["auc"] == pytest.approx(auc)
-    assert auc >= MIN_AUC, f"AUC {auc:.3f} on the test split"
+    pairs = [(int(t), round(float(p), 3)) for t, p in zip(y, s, strict=True)]
+    assert auc >= MIN_AUC, f"AUC {auc:.3f} on the test split, (label, score): {pairs}"
     assert "tpr_at_fpr_1e-3" in metrics["metrics"]
 
     # The same clips through training's evaluation (its window cache, its torch model):

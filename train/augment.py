@@ -74,6 +74,48 @@ def color_jitter(
     return np.clip(x, 0, PIXEL_MAX).astype(np.uint8)
 
 
+def blend_mask(size: int, rng: np.random.Generator) -> np.ndarray:
+    """Soft elliptical mask [size, size] over the inner face of a centred face crop.
+
+    Face crops are centred on the detected face box plus a margin, so the eyes, nose and
+    mouth sit in an ellipse around the middle; its centre, axes and edge softness are
+    jittered so the boundary is not always in one place.
+    """
+    cx = size * (0.5 + rng.uniform(-0.04, 0.04))
+    cy = size * (0.55 + rng.uniform(-0.04, 0.06))
+    ax = size * rng.uniform(0.18, 0.3)
+    ay = size * rng.uniform(0.22, 0.34)
+    mask = np.zeros((size, size), np.float32)
+    cv2.ellipse(mask, (round(cx), round(cy)), (round(ax), round(ay)), 0, 0, 360, 1.0, -1)
+    sigma = size * rng.uniform(0.02, 0.08)
+    return cv2.GaussianBlur(mask, (0, 0), sigma)
+
+
+def self_blend(faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A pseudo-fake from a real crop stack: the inner face blended back in, altered.
+
+    What face-swap and re-enactment generators leave behind is a region pasted into a
+    real frame: a blending boundary, a colour or brightness step, a different
+    resolution or sharpness. Blending each crop with a transformed copy of itself
+    (self-blended images) teaches exactly those traces without any generator, so the
+    detector learns cues shared by manipulation families it has never seen. One
+    transform and one mask per window, as a generator would apply to the whole clip.
+    """
+    mask = blend_mask(faces.shape[1], rng)[None, :, :, None]
+    source = faces
+    if rng.random() < 0.7:  # resolution: generators render the face smaller and upscale it
+        scale = float(rng.uniform(0.2, 0.7))
+        source = resize_down_up(source, scale, cv2.INTER_LINEAR)
+    elif rng.random() < 0.5:  # or sharpen it (over-enhanced output)
+        blur = np.stack([cv2.GaussianBlur(c, (0, 0), 1.0) for c in source])
+        source = np.clip(source * 1.8 - blur * 0.8, 0, PIXEL_MAX).astype(np.uint8)
+    x = source.astype(np.float32)
+    if rng.random() < 0.8:  # colour / brightness mismatch of the pasted region
+        x = x * rng.uniform(0.88, 1.12) + rng.uniform(-14.0, 14.0, size=3).astype(np.float32)
+    blended = mask * x + (1.0 - mask) * faces.astype(np.float32)
+    return np.clip(blended, 0, PIXEL_MAX).astype(np.uint8)
+
+
 def audio_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
     return np.clip(audio * np.float32(10.0 ** (gain_db / 20.0)), -AUDIO_CLIP, AUDIO_CLIP)
 
@@ -93,6 +135,14 @@ class Augmenter:
 
     def __init__(self, cfg: AugmentConfig) -> None:
         self.cfg = cfg
+
+    def wants_self_blend(self, rng: np.random.Generator) -> bool:
+        """Draw whether a real window becomes a self-blended pseudo-fake."""
+        c = self.cfg
+        return c.enabled and c.self_blend_prob > 0 and rng.random() < c.self_blend_prob
+
+    def self_blend(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self_blend(faces, rng)
 
     def faces(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.cfg

@@ -88,6 +88,12 @@ class AugmentConfig(_Strict):
     saturation: float = Field(
         default=0.2, ge=0.0, le=1.0, description="max relative saturation change"
     )
+    self_blend_prob: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="P(a real window becomes a self-blended pseudo-fake of the face)",
+    )
     audio_gain_prob: float = Field(default=0.5, ge=0.0, le=1.0, description="P(random audio gain)")
     audio_gain_db: float = Field(default=6.0, ge=0.0, le=40.0, description="max |gain| in dB")
     audio_noise_prob: float = Field(default=0.3, ge=0.0, le=1.0, description="P(added white noise)")
@@ -131,6 +137,12 @@ class TrainConfig(_Strict):
     )
     visual_loss_weight: float = Field(
         default=1.0, ge=0.0, le=100.0, description="visual head loss weight"
+    )
+    sync_loss_weight: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=100.0,
+        description="weight of the self-supervised audio-mouth sync loss on real windows",
     )
     balance_classes: bool = Field(default=True, description="sample reals and fakes equally often")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed of every random choice")

@@ -56,15 +56,20 @@ class WindowDataset:
         rng = np.random.default_rng([self.seed, _ITEM_STREAM, self.epoch, pos])
         c = self.clips[i]
         audio, faces = load_window(c.npz, int(rng.integers(c.n_windows)))
-        if self.augmenter is not None:
-            audio, faces = self.augmenter(audio, faces, rng)
         r = c.record
+        target, audio_fake, video_fake = r.target, r.audio_fake, r.video_fake
+        if self.augmenter is not None:
+            if target == 0 and self.augmenter.wants_self_blend(rng):
+                # A real window turned into a pseudo-fake face; its voice stays real.
+                faces = self.augmenter.self_blend(faces, rng)
+                target, audio_fake, video_fake = 1, 0, 1
+            audio, faces = self.augmenter(audio, faces, rng)
         return {
             "audio": np.ascontiguousarray(audio, dtype=np.float32),
             "faces": np.ascontiguousarray(faces),
-            "target": np.float32(r.target),
-            "audio_fake": _label(r.audio_fake),
-            "video_fake": _label(r.video_fake),
+            "target": np.float32(target),
+            "audio_fake": _label(audio_fake),
+            "video_fake": _label(video_fake),
         }
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monitor.errors import ConfigError, DatasetError
+from monitor.evaluation import log_loss
 from train.augment import Augmenter
 from train.cache import CacheReport, CacheSpec, build_cache
 from train.config import TrainConfig, load_config, resume_differences
@@ -73,7 +74,8 @@ class TrainResult:
     epochs_run: int  # epochs trained by this call (0 when a resumed run was already done)
     history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl lines written
     skipped: dict[str, int] = field(default_factory=dict)  # e.g. {"trainset missing": 3}
-    best_score: tuple[float, float] = (-math.inf, -math.inf)  # (val AUC, TPR@FPR=1e-3)
+    # (val AUC, TPR@FPR=1e-3, -val log loss), see _score_key
+    best_score: tuple[float, ...] = (-math.inf, -math.inf, -math.inf)
 
 
 def _barrier(env: DistEnv) -> None:
@@ -130,21 +132,39 @@ def modality_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def compute_loss(
-    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    outputs: tuple[torch.Tensor, ...],
     batch: dict[str, torch.Tensor],
     cfg: TrainConfig,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    fused, audio, visual = outputs
+    fused, audio, visual = outputs[:3]
     l_f = F.binary_cross_entropy_with_logits(fused.float(), batch["target"])
     l_a = modality_loss(audio, batch["audio_fake"])
     l_v = modality_loss(visual, batch["video_fake"])
     total = l_f + cfg.audio_loss_weight * l_a + cfg.visual_loss_weight * l_v
+    l_s = torch.zeros((), device=fused.device)
+    if len(outputs) == 5:
+        l_s = sync_loss(outputs[3], outputs[4], batch["target"])
+        total = total + cfg.sync_loss_weight * l_s
     return total, {
         "loss": total.item(),
         "fused": l_f.item(),
         "audio": l_a.item(),
         "visual": l_v.item(),
+        "sync": l_s.item(),
     }
+
+
+def sync_loss(
+    in_sync: torch.Tensor, out_of_sync: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """Self-supervised sync BCE over the real windows of a batch (their audio and mouth
+    are in sync; the mismatched pairing made from them is not); 0 without reals."""
+    real = (target < 0.5).float()
+    bce = F.binary_cross_entropy_with_logits
+    per = bce(in_sync.float(), torch.zeros_like(real), reduction="none") + bce(
+        out_of_sync.float(), torch.ones_like(real), reduction="none"
+    )
+    return (per * real).sum() / real.sum().clamp(min=1.0)
 
 
 def cosine_schedule(warmup: int, total: int) -> Any:
@@ -192,9 +212,16 @@ def _cache_split(
     return report
 
 
-def _score_key(val: dict[str, Any]) -> tuple[float, float]:
+def _score_key(val: dict[str, Any]) -> tuple[float, float, float]:
+    """Best checkpoint: highest val AUC, then TPR@1e-3, then lowest log loss (a small
+    val set often ties at AUC 1.0 early, when the scores are still poorly separated)."""
     auc, tpr = val.get("auc", math.nan), val.get("tpr_at_fpr_1e-3", math.nan)
-    return (auc if math.isfinite(auc) else -1.0, tpr if math.isfinite(tpr) else -1.0)
+    loss = val.get("logloss", math.nan)
+    return (
+        auc if math.isfinite(auc) else -1.0,
+        tpr if math.isfinite(tpr) else -1.0,
+        -loss if math.isfinite(loss) else -math.inf,
+    )
 
 
 def _check_run_dir(out: Path, cfg: TrainConfig, resume: bool, env: DistEnv) -> None:
@@ -228,7 +255,7 @@ class _Trainer:
         fp16 = self.use_amp and not bf16  # bf16 needs no loss scaling
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.epoch, self.step = 0, 0
-        self.best_score = (-math.inf, -math.inf)
+        self.best_score: tuple[float, ...] = (-math.inf, -math.inf, -math.inf)
         self.data = data
 
     def resume_from(self, last: Path) -> None:
@@ -275,8 +302,8 @@ class _Trainer:
             self.scaler.load_state_dict(state["scaler"])
             restore_rng(state["rng"])
             self.epoch, self.step = int(state["epoch"]), int(state["step"])
-            auc, tpr = state["best_score"]
-            self.best_score = (float(auc), float(tpr))
+            saved = [float(x) for x in state["best_score"]]
+            self.best_score = tuple(saved + [-math.inf] * (3 - len(saved)))
             logger.info("resuming %s after epoch %d (step %d)", self.out, self.epoch, self.step)
 
     def train_epoch(self, net: nn.Module) -> dict[str, Any]:
@@ -287,7 +314,7 @@ class _Trainer:
         self.sampler.set_epoch(self.epoch)
         self.dataset.set_epoch(self.epoch)
         net.train()
-        sums = {"loss": 0.0, "fused": 0.0, "audio": 0.0, "visual": 0.0}
+        sums = {"loss": 0.0, "fused": 0.0, "audio": 0.0, "visual": 0.0, "sync": 0.0}
         seen, t0 = 0, time.perf_counter()
         bar = tqdm(
             self.loader,
@@ -299,7 +326,7 @@ class _Trainer:
         for batch in bar:
             b = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                outputs = net(b["audio"], b["faces"])
+                outputs = net(b["audio"], b["faces"], sync_pairs=cfg.sync_loss_weight > 0)
             loss, parts = compute_loss(outputs, b, cfg)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -332,8 +359,9 @@ class _Trainer:
 
     def validate(self, record: dict[str, Any]) -> bool:
         """Score valset into `record`; True when this epoch is the best so far."""
+        key: tuple[float, ...]
         if self.val_clips is None:
-            key = (float(self.epoch), 0.0)
+            key = (float(self.epoch), 0.0, 0.0)
         else:
             t0 = time.perf_counter()
             scores = score_clips(
@@ -341,6 +369,8 @@ class _Trainer:
             )
             metrics = clip_metrics(scores)
             record["val"] = headline(metrics)
+            targets = [r.target for r in scores.records]
+            record["val"]["logloss"] = log_loss(targets, scores.fused)
             if "per_method" in metrics:
                 per = metrics["per_method"].items()
                 record["val_per_method_auc"] = {m: v["auc"] for m, v in per}
@@ -408,7 +438,11 @@ def train(
         net: nn.Module = run.model
         if env.world_size > 1:
             ids = [run.device.index] if run.device.type == "cuda" else None
-            net = nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
+            # Without the sync loss the training-only sync head gets no gradient.
+            unused = cfg.sync_loss_weight == 0
+            net = nn.parallel.DistributedDataParallel(
+                run.model, device_ids=ids, find_unused_parameters=unused
+            )
         while run.epoch < cfg.epochs and (stop_after is None or result.epochs_run < stop_after):
             record = run.train_epoch(net)
             if env.main:
