@@ -377,6 +377,13 @@ def noisy_or_logit(logits: torch.Tensor) -> torch.Tensor:
     return q + torch.log(torch.clamp(1.0 - torch.exp(-q), min=NOISY_OR_MIN))
 
 
+class NoisyOr(nn.Module):
+    """noisy_or_logit as a module, so exporters name its nodes (kept fp32 in fp16 files)."""
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return noisy_or_logit(logits)
+
+
 class TemporalBlock(nn.Module):
     """Residual 1-D conv over the K time steps of [B, K, D]."""
 
@@ -507,6 +514,7 @@ class Detector(nn.Module):
         # per-head affine recalibration before the noisy-OR: audio, visual, sync
         self.head_weights = nn.Parameter(torch.ones(3))
         self.head_bias = nn.Parameter(torch.full((3,), HEAD_BIAS_INIT))
+        self.noisy_or = NoisyOr()
         fused_in = cfg.audio_dim + 2 * cfg.visual_dim + 2 * cfg.sync_dim
         self.fusion_head = nn.Sequential(
             nn.Linear(fused_in, cfg.fusion_hidden),
@@ -597,7 +605,7 @@ class Detector(nn.Module):
         # would. The fusion MLP adds the interactions on top.
         calibrated = heads * self.head_weights + self.head_bias
         fused_logit = self.fusion_head(self.dropout(fused_in)).squeeze(1)
-        fused_logit = fused_logit + noisy_or_logit(calibrated)
+        fused_logit = fused_logit + self.noisy_or(calibrated)
         if not sync_pairs:
             return fused_logit, audio_logit, visual_logit
         in_sync = sync_logit
