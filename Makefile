@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= runtime,train,dev
 DEMO_DIR ?= demo
 
-.PHONY: demo test check lint format system-deps venv bench clean
+.PHONY: demo test check lint format system-deps demo-deps venv bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 system-deps:
-	@bash scripts/system-deps.sh
+	@bash scripts/system-deps.sh test
+
+demo-deps:
+	@bash scripts/system-deps.sh demo
 
 check: venv
 	$(VENV)/bin/ruff check monitor train engines tests bench
@@ -33,7 +36,7 @@ format: venv
 test: venv system-deps check
 	$(PY) -m pytest
 
-demo: venv system-deps
+demo: venv demo-deps
 	$(PY) -m monitor.demo --dir $(DEMO_DIR) $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
 
 # Benchmarks print markdown tables; record them in BENCHMARKS.md with the machine.

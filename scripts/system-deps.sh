@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the demo use. Installs only what is missing; without root
 # it says what to install and carries on (the tests that need a package skip without it).
+# Usage: system-deps.sh [test|demo]   (demo: only the RTSP server, no browser)
 set -euo pipefail
 PKGS=(
   # a real RTSP server for the live tests and the demo (run with /usr/bin/python3)
   python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  chromium                                 # a real browser as a WebRTC caller in the tests
 )
+if [ "${1:-test}" != "demo" ]; then
+  PKGS+=(chromium)                         # a real browser as a WebRTC caller in the tests
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
