@@ -21,30 +21,22 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FP32_SCOPES = ("frontend", "mel_norm", "noisy_or")  # module names kept in fp32
-LOG_ANCESTRY_SCOPES = ("frontend",)  # Logs whose every ancestor is kept in fp32
+DEFAULT_FP32_SCOPES = ("frontend", "mel_norm")  # module names kept in fp32
 ONNX_FLOAT = 1  # TensorProto.FLOAT
 ONNX_FLOAT16 = 10  # TensorProto.FLOAT16
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # dynamo exporter's module path metadata
 
 
 def fp32_nodes(model: Any, scopes: tuple[str, ...] = DEFAULT_FP32_SCOPES) -> list[str]:
-    """Names of nodes to keep in fp32: every ancestor of the front end's Log (or of any
-    Log outside a named module), and nodes in `scopes`.
+    """Names of nodes to keep in fp32: every ancestor of a Log, and nodes in `scopes`.
 
     Ancestry catches the power spectrum and the clamp before log10 whatever the node
     names are; the scope match (TorchScript names like "/detector/frontend/...", the
-    dynamo exporter's name_scopes metadata) catches what follows the log. Logs of other
-    named modules (the fused head's noisy-OR) stay fp32 themselves, by scope, without
-    pulling the whole network above them into fp32.
+    dynamo exporter's name_scopes metadata) catches what follows the log.
     """
     producer = {o: n for n in model.graph.node for o in n.output}
     keep: set[str] = set()
-    stack = [
-        n
-        for n in model.graph.node
-        if n.op_type == "Log" and (_in_scopes(n, LOG_ANCESTRY_SCOPES) or not _in_scopes(n, scopes))
-    ]
+    stack = [n for n in model.graph.node if n.op_type == "Log"]
     while stack:
         node = stack.pop()
         if node.name in keep:

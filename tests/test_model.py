@@ -17,14 +17,7 @@ from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
 from train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from train.frontend import LogMelFrontend, SpecAugment
-from train.model import (
-    Detector,
-    ModelConfig,
-    build_model,
-    instant_weights,
-    mismatch_steps,
-    noisy_or_logit,
-)
+from train.model import Detector, ModelConfig, build_model, instant_weights, mismatch_steps
 
 SR = 16_000  # Hz
 FRONTEND_TOL_DB = 1e-2  # max |ours - torchaudio| in dB, anywhere above the -100 dB floor
@@ -473,16 +466,3 @@ def test_sync_pairs_give_two_extra_logits_and_train_the_sync_path() -> None:
     # fakes do not count: their pairing is not known to be in sync
     only_fakes = sync_loss(out[3], out[4], torch.ones(4))
     assert only_fakes.item() == 0.0
-
-
-def test_noisy_or_logit_is_p_of_any_head_firing() -> None:
-    logits = torch.tensor(
-        [[0.0, 0.0, 0.0], [6.0, -6.0, -6.0], [-9.0, -9.0, -9.0], [40.0, 1.0, 2.0]]
-    )
-    p = torch.sigmoid(logits.double())
-    want = 1.0 - (1.0 - p).prod(dim=-1)
-    got = torch.sigmoid(noisy_or_logit(logits).double())
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
-    # one confident fake head is not cancelled by confident real ones (a sum would be)
-    assert float(torch.sigmoid(noisy_or_logit(torch.tensor([[5.0, -5.0, -5.0]])))[0]) > 0.99
-    assert torch.isfinite(noisy_or_logit(torch.tensor([[-30.0, -30.0, -30.0]]))).all()

@@ -57,8 +57,7 @@ from train.frontend import (
 
 logger = logging.getLogger(__name__)
 
-NOISY_OR_MIN = 1e-6  # floor of 1 - P(all heads real), keeps the log finite
-HEAD_BIAS_INIT = -1.0  # untrained heads (logit 0) would make the noisy-OR start at 0.875
+HEAD_SKIP_INIT = 0.5  # initial weight of each head's logit in the fused logit
 VISUAL_STEMS = ("unshuffle", "pool")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, fraction of 255
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -366,24 +365,6 @@ def mismatch_steps(m: torch.Tensor) -> torch.Tensor:
     return torch.gather(m, 1, order[:, :, None].expand(-1, -1, m.shape[2]))
 
 
-def noisy_or_logit(logits: torch.Tensor) -> torch.Tensor:
-    """Logit of P(any of the last axis' events) for independent events given as logits.
-
-    P(none) = prod(sigmoid(-l_i)) = exp(-q) with q = sum(softplus(l_i)), so the result is
-    log(exp(q) - 1) = q + log(1 - exp(-q)): stable for large q, and built from ops that
-    ONNX and TensorRT have (no expm1).
-    """
-    q = nn.functional.softplus(logits).sum(dim=-1)
-    return q + torch.log(torch.clamp(1.0 - torch.exp(-q), min=NOISY_OR_MIN))
-
-
-class NoisyOr(nn.Module):
-    """noisy_or_logit as a module, so exporters name its nodes (kept fp32 in fp16 files)."""
-
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        return noisy_or_logit(logits)
-
-
 class TemporalBlock(nn.Module):
     """Residual 1-D conv over the K time steps of [B, K, D]."""
 
@@ -511,10 +492,7 @@ class Detector(nn.Module):
         self.audio_head = nn.Linear(cfg.audio_dim, 1)
         self.visual_head = nn.Linear(2 * cfg.visual_dim, 1)
         self.sync_head = nn.Linear(2 * cfg.sync_dim, 1)  # P(out of sync), self-supervised
-        # per-head affine recalibration before the noisy-OR: audio, visual, sync
-        self.head_weights = nn.Parameter(torch.ones(3))
-        self.head_bias = nn.Parameter(torch.full((3,), HEAD_BIAS_INIT))
-        self.noisy_or = NoisyOr()
+        self.head_weights = nn.Parameter(torch.full((3,), HEAD_SKIP_INIT))  # audio, visual, sync
         fused_in = cfg.audio_dim + 2 * cfg.visual_dim + 2 * cfg.sync_dim
         self.fusion_head = nn.Sequential(
             nn.Linear(fused_in, cfg.fusion_hidden),
@@ -598,14 +576,11 @@ class Detector(nn.Module):
         sync_logit = self.sync_head(sync_emb).squeeze(1)
         fused_in = torch.cat([audio_emb, visual_emb, sync_emb], dim=1)
         heads = torch.stack([audio_logit, visual_logit, sync_logit], dim=1)  # [B, 3]
-        # Late fusion as a skip: a clip is fake when ANY of voice, face or sync is, so
-        # the fused logit starts from the noisy-OR of the (affinely recalibrated) head
-        # logits; each cue counts as soon as its head has learnt it, and a confident
-        # "real" from one head cannot cancel a confident "fake" from another, as a sum
-        # would. The fusion MLP adds the interactions on top.
-        calibrated = heads * self.head_weights + self.head_bias
+        # Late fusion as a skip: the fused logit starts as a weighted sum of the heads'
+        # logits, so each cue counts as soon as its head has learnt it; the MLP learns
+        # the interactions on top.
         fused_logit = self.fusion_head(self.dropout(fused_in)).squeeze(1)
-        fused_logit = fused_logit + self.noisy_or(calibrated)
+        fused_logit = fused_logit + (heads * self.head_weights).sum(dim=1)
         if not sync_pairs:
             return fused_logit, audio_logit, visual_logit
         in_sync = sync_logit
