@@ -265,14 +265,18 @@ def test_self_blend_alters_the_inner_face_only() -> None:
     assert np.array_equal(out[0], out[1]) and np.array_equal(out[1], out[2])
 
 
-def test_self_blended_reals_become_visual_pseudo_fakes(tiny: Path, tmp_path: Path) -> None:
+def test_self_blended_pseudo_fakes_replace_fake_draws(tiny: Path, tmp_path: Path) -> None:
     idx = load_split(tiny, "train")
     clips = build_cache(list(idx.records), CacheSpec(tmp_path / "cache", TINY_CONTRACT)).clips
     real = next(i for i, c in enumerate(clips) if c.record.method == "real")
+    fake = next(i for i, c in enumerate(clips) if c.record.target == 1)
     always = WindowDataset(clips, Augmenter(AugmentConfig(self_blend_prob=1.0)), seed=1)
     never = WindowDataset(clips, Augmenter(AugmentConfig(self_blend_prob=0.0)), seed=1)
-    item, plain = always[(real, 0)], never[(real, 0)]
+    # reals stay reals (the class balance of the sampler is kept) ...
+    assert (always[(real, 0)]["target"], always[(real, 0)]["video_fake"]) == (0, 0)
+    # ... and a fake draw becomes a real clip's self-blended face with its real voice
+    item, plain = always[(fake, 0)], never[(fake, 0)]
     assert (item["target"], item["audio_fake"], item["video_fake"]) == (1, 0, 1)
-    assert (plain["target"], plain["audio_fake"], plain["video_fake"]) == (0, 0, 0)
-    fake = next(i for i, c in enumerate(clips) if c.record.target == 1)
-    assert always[(fake, 0)]["video_fake"] == clips[fake].record.video_fake  # fakes untouched
+    assert plain["video_fake"] == clips[fake].record.video_fake
+    assert plain["audio_fake"] == clips[fake].record.audio_fake
+    assert not np.array_equal(item["faces"], plain["faces"])

@@ -92,7 +92,7 @@ class AugmentConfig(_Strict):
         default=0.3,
         ge=0.0,
         le=1.0,
-        description="P(a real window becomes a self-blended pseudo-fake of the face)",
+        description="P(a fake draw is replaced by a self-blended pseudo-fake of a real clip)",
     )
     audio_gain_prob: float = Field(default=0.5, ge=0.0, le=1.0, description="P(random audio gain)")
     audio_gain_db: float = Field(default=6.0, ge=0.0, le=40.0, description="max |gain| in dB")

@@ -35,6 +35,8 @@ def _label(v: int | None) -> np.float32:
 class WindowDataset:
     """Item (clip, position) = one random window of that clip, augmented.
 
+    With self-blending on, a fake draw is replaced, with augment.self_blend_prob, by a
+    self-blended window of a random real clip (labelled fake face, real voice).
     A clip drawn twice in an epoch (balanced sampling draws the rarer class with
     replacement) gets a different window and augmentation each time.
     """
@@ -44,6 +46,9 @@ class WindowDataset:
         self.augmenter = augmenter
         self.seed = seed
         self.epoch = 0
+        self._reals = np.array(
+            [i for i, c in enumerate(self.clips) if c.record.target == 0], dtype=np.int64
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -55,14 +60,23 @@ class WindowDataset:
         i, pos = item if isinstance(item, tuple) else (item, item)
         rng = np.random.default_rng([self.seed, _ITEM_STREAM, self.epoch, pos])
         c = self.clips[i]
-        audio, faces = load_window(c.npz, int(rng.integers(c.n_windows)))
         r = c.record
         target, audio_fake, video_fake = r.target, r.audio_fake, r.video_fake
+        blend = (
+            self.augmenter is not None
+            and target == 1
+            and self._reals.size > 0
+            and self.augmenter.wants_self_blend(rng)
+        )
+        if blend:
+            # This fake draw becomes a pseudo-fake made from a random real clip (its face
+            # self-blended, its voice left real), so the classes stay balanced.
+            c = self.clips[int(self._reals[rng.integers(self._reals.size)])]
+            target, audio_fake, video_fake = 1, 0, 1
+        audio, faces = load_window(c.npz, int(rng.integers(c.n_windows)))
         if self.augmenter is not None:
-            if target == 0 and self.augmenter.wants_self_blend(rng):
-                # A real window turned into a pseudo-fake face; its voice stays real.
+            if blend:
                 faces = self.augmenter.self_blend(faces, rng)
-                target, audio_fake, video_fake = 1, 0, 1
             audio, faces = self.augmenter(audio, faces, rng)
         return {
             "audio": np.ascontiguousarray(audio, dtype=np.float32),
