@@ -64,7 +64,10 @@ def test_trained_tiny_detector_live(tiny_detector: dict[str, Path], tmp_path: Pa
         }
     )
     st = _run(cfg)
-    assert st["fake"].windows_scored >= 15 and st["real"].windows_scored >= 15, st
+    for s in st.values():
+        # Fed faster than real time, a slow machine's crop stage drops the oldest windows
+        # by design (backpressure); every window is either scored or counted as dropped.
+        assert s.windows_scored + s.windows_dropped >= 15 and s.windows_scored >= 8, st
     assert st["fake"].state == ALERT, st["fake"]
     assert st["real"].state == CLEAR, st["real"]
 
