@@ -14,6 +14,7 @@ from monitor.evaluation import (
     binary_metrics,
     eer,
     has_both_classes,
+    log_loss,
     plot_roc,
     roc_auc,
     roc_curve,
@@ -124,3 +125,11 @@ def test_module_does_not_import_torch_or_matplotlib() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_log_loss_is_mean_binary_cross_entropy() -> None:
+    assert log_loss([0, 1, 1], [0.5, 0.5, 0.5]) == pytest.approx(np.log(2.0))
+    assert log_loss([1, 0], [0.9, 0.2]) == pytest.approx(-(np.log(0.9) + np.log(0.8)) / 2)
+    assert log_loss([1, 0], [1.0, 0.0]) < 1e-5  # clipped, so finite and ~0
+    assert np.isfinite(log_loss([1, 0], [0.0, 1.0]))  # confidently wrong: large, not inf
+    assert np.isnan(log_loss([], []))

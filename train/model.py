@@ -12,7 +12,8 @@
                                             (spatial map kept, flattened) ─► m_k ──────┤
                                    per crop: [a_k, m_k, a_k * m_k] ─► temporal conv ─► mean+max
                                                                          ─► sync embedding
-    fusion head over [audio emb, visual emb, sync emb] ─────────────────────────► fused_logit
+    fusion head over [audio emb, visual emb, sync emb]
+        + learned weights × (audio, visual, sync head logits) ─────────────────► fused_logit
 
     (* training mode only, when ModelConfig.augment is on)
 
