@@ -211,7 +211,7 @@ def test_gradients_reach_all_heads_and_backbones(tiny_model: Detector) -> None:
     fused, a, v = model(audio, faces)[:3]
     (bce(fused, target) + bce(a, target) + bce(v, target)).backward()
     for name, p in model.named_parameters():
-        if name.startswith("sync_head."):  # trained by the sync loss only (test below)
+        if name.startswith("sync_head."):  # its own loss is tested below
             continue
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name

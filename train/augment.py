@@ -137,7 +137,7 @@ class Augmenter:
         self.cfg = cfg
 
     def wants_self_blend(self, rng: np.random.Generator) -> bool:
-        """Draw whether a real window becomes a self-blended pseudo-fake."""
+        """Draw whether a fake draw is replaced by a self-blended pseudo-fake of a real clip."""
         c = self.cfg
         return c.enabled and c.self_blend_prob > 0 and rng.random() < c.self_blend_prob
 

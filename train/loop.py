@@ -438,11 +438,7 @@ def train(
         net: nn.Module = run.model
         if env.world_size > 1:
             ids = [run.device.index] if run.device.type == "cuda" else None
-            # Without the sync loss the training-only sync head gets no gradient.
-            unused = cfg.sync_loss_weight == 0
-            net = nn.parallel.DistributedDataParallel(
-                run.model, device_ids=ids, find_unused_parameters=unused
-            )
+            net = nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
         while run.epoch < cfg.epochs and (stop_after is None or result.epochs_run < stop_after):
             record = run.train_epoch(net)
             if env.main:

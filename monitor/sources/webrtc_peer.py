@@ -30,13 +30,13 @@ from aiortc.mediastreams import MediaStreamError
 
 from monitor.ingest import MediaSink
 from monitor.media import AudioConverter
+from monitor.sources.base import AUDIO_RESYNC_S
 
 logger = logging.getLogger(__name__)
 
 WATCHDOG_PERIOD_S = 0.25  # how often a peer checks its connect / media deadlines
 SINK_ERROR_LOG_EVERY = 100  # log the 1st, 101st, ... failed push of a stream, count all
 CLOSE_TIMEOUT_S = 5.0  # longest wait for aiortc to tear a connection down
-AUDIO_RESYNC_S = 0.2  # audio chunks closer than this to the running clock are contiguous
 TRACK_KINDS = ("audio", "video")
 
 
