@@ -23,7 +23,7 @@ from train.augment import (
 from train.cache import CacheSpec, build_cache, load_windows
 from train.config import AugmentConfig
 from train.data import ClipRecord, find_split, load_split, read_labels, read_manifest
-from train.dataset import LABEL_UNKNOWN, EpochSampler, WindowDataset
+from train.dataset import LABEL_UNKNOWN, EpochSampler, WindowDataset, head_labels
 
 # --- label files -------------------------------------------------------------------------
 
@@ -77,6 +77,20 @@ def test_manifest_errors(tmp_path: Path) -> None:
     p.write_text("video_name,target,audio_fake,video_fake\na.mp4,1,,1\n")
     row = read_manifest(p)["a.mp4"]
     assert (row.target, row.audio_fake, row.video_fake, row.method) == (1, None, 1, None)
+    assert row.family is None
+    p.write_text("video_name,target,audio_fake,video_fake,method,family\na.mp4,1,0,1,m,sync\n")
+    assert read_manifest(p)["a.mp4"].family == "sync"
+
+
+def test_head_labels_keep_sync_fakes_out_of_the_visual_loss() -> None:
+    u = LABEL_UNKNOWN
+    # (target, audio_fake, video_fake, family) -> (audio, visual, sync) labels
+    assert head_labels(0, 0, 0, "real") == (0, 0, 0)
+    assert head_labels(0, None, None, None) == (u, u, 0)  # a real is in sync
+    assert head_labels(1, 0, 1, "sync") == (0, u, u)  # untouched frames: not visual
+    assert head_labels(1, 0, 1, "face") == (0, 1, u)  # fakes: sync learnt from reals only
+    assert head_labels(1, 1, 0, "audio") == (1, 0, u)
+    assert head_labels(1, None, None, None) == (u, u, u)  # competition labels only
 
 
 # --- folders -----------------------------------------------------------------------------
@@ -95,6 +109,7 @@ def test_load_split_with_manifest(tiny: Path) -> None:
     assert by_method == {"real", "voice_clone", "face_swap"}
     clone = next(r for r in idx.records if r.method == "voice_clone")
     assert (clone.target, clone.audio_fake, clone.video_fake) == (1, 1, 0)
+    assert clone.family == "audio"
     assert load_split(tiny, "valset").split == "valset"
 
 
@@ -277,6 +292,7 @@ def test_self_blended_pseudo_fakes_replace_fake_draws(tiny: Path, tmp_path: Path
     # ... and a fake draw becomes a real clip's self-blended face with its real voice
     item, plain = always[(fake, 0)], never[(fake, 0)]
     assert (item["target"], item["audio_fake"], item["video_fake"]) == (1, 0, 1)
+    assert item["sync_fake"] == LABEL_UNKNOWN  # a fake: kept out of the sync loss
     assert plain["video_fake"] == clips[fake].record.video_fake
     assert plain["audio_fake"] == clips[fake].record.audio_fake
     assert not np.array_equal(item["faces"], plain["faces"])

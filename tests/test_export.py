@@ -53,7 +53,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
 
     folder = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    cfg = ModelConfig.demo()
+    cfg = ModelConfig.demo().replace(visual_stride=2)  # the crop slice must export too
     ckpt = folder / "detector.pt"
     save_checkpoint(ckpt, build_model(CONTRACT, cfg), CONTRACT, cfg, extra={"epoch": 0})
     out = folder / "detector.onnx"

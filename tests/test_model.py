@@ -458,11 +458,39 @@ def test_sync_pairs_give_two_extra_logits_and_train_the_sync_path() -> None:
     assert len(model(audio, faces)) == 3  # the exported signature is unchanged
     from train.loop import sync_loss
 
-    target = torch.tensor([0.0, 0.0, 1.0, 1.0])
-    loss = sync_loss(out[3], out[4], target)
+    labels = torch.tensor([0.0, 0.0, -1.0, -1.0])  # two in-sync windows, two unknown
+    loss = sync_loss(out[3], out[4], labels)
     loss.backward()
     for part in (model.sync_head, model.sync_net, model.sync_visual, model.sync_audio):
         assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
-    # fakes do not count: their pairing is not known to be in sync
-    only_fakes = sync_loss(out[3], out[4], torch.ones(4))
-    assert only_fakes.item() == 0.0
+    # windows of unknown sync do not count, neither as a pair nor as a mismatch source
+    assert sync_loss(out[3], out[4], torch.full((4,), -1.0)).item() == 0.0
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    in_sync, mismatched = out[3].detach(), out[4].detach()
+    expected = (
+        bce(in_sync[:2], torch.zeros(2), reduction="sum")
+        + bce(mismatched[:2], torch.ones(2), reduction="sum")
+    ) / 2
+    assert sync_loss(in_sync, mismatched, labels).item() == pytest.approx(expected.item())
+    # a known out-of-sync fake trains the true pairing towards 1 and makes no mismatch
+    desync = torch.tensor([1.0, -1.0, -1.0, -1.0])
+    expected = bce(in_sync[:1], torch.ones(1))
+    assert sync_loss(in_sync, mismatched, desync).item() == pytest.approx(expected.item())
+
+
+def test_visual_stride_feeds_every_nth_crop_to_the_visual_cnn() -> None:
+    model = build_model(SMALL, TINY_CFG.replace(visual_stride=2)).eval()
+    audio, faces = random_batch(SMALL, 2, seed=5)
+    assert model.visual_features(faces).shape == (2, 2, TINY_CFG.visual_dim)  # crops 0 and 2
+    assert model.mouth_features(faces).shape == (2, 4, TINY_CFG.sync_dim)  # all four
+    with torch.no_grad():
+        base = model(audio, faces)
+        odd_changed = faces.clone()
+        odd_changed[:, 1::2] = 255 - odd_changed[:, 1::2]
+        visual_only = model.visual_features(odd_changed)
+        assert torch.equal(visual_only, model.visual_features(faces))  # odd crops unseen
+        assert not torch.allclose(model(audio, odd_changed)[0], base[0])  # ...by the visual CNN
+    with pytest.raises(ConfigError, match="visual_stride"):
+        build_model(SMALL, TINY_CFG.replace(visual_stride=5))
+    with pytest.raises(ConfigError, match="visual_stride"):
+        TINY_CFG.replace(visual_stride=0)

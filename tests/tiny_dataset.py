@@ -27,6 +27,7 @@ STRIPE_PERIOD_PX = 16  # the visual artefact of a fake face (8 px in a 32 px cro
 STRIPE_AMPLITUDE = 40  # grey levels
 # method -> (audio_fake, video_fake)
 METHODS = {"real": (0, 0), "voice_clone": (1, 0), "face_swap": (0, 1), "both": (1, 1)}
+FAMILIES = {"real": "real", "voice_clone": "audio", "face_swap": "face", "both": "both"}
 
 # A contract small enough for CPU tests: 3 windows of 1 s per 2 s clip, 2 crops of 32 px.
 TINY_CONTRACT = InputContract(window_seconds=1.0, hop_seconds=0.5, k_crops=2, crop_size=32)
@@ -94,7 +95,7 @@ def write_dataset(
     label_names: tuple[str, ...] = ("train_label.txt", "val_label.txt"),
 ) -> Path:
     """Write trainset/ and valset/ with n clips per method each (val gets half, at least 1)."""
-    rows: list[tuple[str, str, int, int, int, str]] = []
+    rows: list[tuple[str, str, int, int, int, str, str]] = []
     for split, label_name, scale in (
         ("trainset", label_names[0], 1.0),
         ("valset", label_names[1], 0.5),
@@ -110,12 +111,14 @@ def write_dataset(
                 write_clip(folder / name, bool(a), bool(v), seed_j)
                 target = int(a or v)
                 lines.append(f"{name},{target}")
-                rows.append((name, split, target, a, v, method))
+                rows.append((name, split, target, a, v, method, FAMILIES[method]))
         (root / label_name).write_text("\n".join(lines) + "\n")
     if manifest:
         with (root / "manifest.csv").open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["video_name", "split", "target", "audio_fake", "video_fake", "method"])
+            w.writerow(
+                ["video_name", "split", "target", "audio_fake", "video_fake", "method", "family"]
+            )
             w.writerows(rows)
     return root
 

@@ -4,7 +4,8 @@ Layout (see COMPETITION.md): `trainset/`, `valset/`, `testset/` of `.mp4` clips 
 label files `train_label.txt` or `trainset_label.txt` (likewise val/test) holding CSV
 `video_name,target` (1 = fake); the same under a `phase1/` folder is found too. An
 optional `manifest.csv` (written by the synthetic generator) adds per-modality labels
-(`audio_fake`, `video_fake`) and the generation `method` of each clip.
+(`audio_fake`, `video_fake`), the generation `method` of each clip and its `family`
+(audio, face, both, sync; real).
 
 Label files are parsed strictly: a malformed row raises DatasetError with file:line,
 because a silently dropped or mis-read label corrupts every figure computed later.
@@ -45,6 +46,7 @@ class ClipRecord:
     audio_fake: int | None = None  # 1/0 from the manifest; None when unknown
     video_fake: int | None = None  # 1/0 from the manifest; None when unknown
     method: str | None = None  # generation method from the manifest ("real" for reals)
+    family: str | None = None  # method family from the manifest: audio, face, both, sync, real
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class ManifestRow:
     audio_fake: int | None
     video_fake: int | None
     method: str | None
-    line: int  # line in manifest.csv, for error messages
+    line: int
+    family: str | None = None  # line in manifest.csv, for error messages
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,8 @@ def read_labels(path: str | Path) -> list[tuple[str, int]]:
 
 
 def read_manifest(path: str | Path) -> dict[str, ManifestRow]:
-    """Parse manifest.csv: video_name, target and optional audio_fake, video_fake, method."""
+    """Parse manifest.csv: video_name, target and optional audio_fake, video_fake, method,
+    family."""
     p = Path(path)
     reader = csv.DictReader(io.StringIO(read_text(p)))
     cols = [c.strip() for c in (reader.fieldnames or [])]
@@ -176,9 +180,10 @@ def read_manifest(path: str | Path) -> dict[str, ManifestRow]:
             for c in MANIFEST_LABEL_COLUMNS
         }
         method = (rec.get("method") or "").strip() or None
+        family = (rec.get("family") or "").strip() or None
         target = _parse_bit(rec["target"], where, "target")
         rows[name] = ManifestRow(
-            int(target or 0), labels["audio_fake"], labels["video_fake"], method, line
+            int(target or 0), labels["audio_fake"], labels["video_fake"], method, line, family
         )
     return rows
 
@@ -230,7 +235,9 @@ def load_split(data_dir: str | Path, split: str, limit: int | None = None) -> Sp
                 f"{label_file.name} says {target}; the manifest and labels disagree"
             )
         records.append(
-            ClipRecord(name, clip_dir / name, target, m.audio_fake, m.video_fake, m.method)
+            ClipRecord(
+                name, clip_dir / name, target, m.audio_fake, m.video_fake, m.method, m.family
+            )
         )
     if missing:
         logger.warning(

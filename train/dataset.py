@@ -22,6 +22,7 @@ from train.cache import CachedClip, load_window
 logger = logging.getLogger(__name__)
 
 LABEL_UNKNOWN = -1.0  # per-modality label absent (competition labels give only the target)
+SYNC_FAMILY = "sync"  # manifest family of fakes that only desynchronise mouth and voice
 _SAMPLER_STREAM = 1  # generator sub-stream ids, so sampler and items never share draws
 _ITEM_STREAM = 2
 
@@ -30,6 +31,26 @@ Draw = tuple[int, int]  # (clip index, position of the draw in the epoch)
 
 def _label(v: int | None) -> np.float32:
     return np.float32(LABEL_UNKNOWN if v is None else v)
+
+
+def head_labels(
+    target: int, audio_fake: int | None, video_fake: int | None, family: str | None
+) -> tuple[np.float32, np.float32, np.float32]:
+    """(audio, visual, sync) training labels of a clip; LABEL_UNKNOWN where not known.
+
+    The visual head judges what the crops show, so a fake whose frames are untouched
+    and only out of step with the voice (family "sync") is not a visual example either
+    way: it is left out of the visual loss rather than taught as "this face looks
+    fake". The sync label is 0 for a real clip (a genuine recording is in sync) and
+    unknown for every fake: the sync head learns from real windows and their mismatched
+    pairings only. Labelling the sync-family fakes 1 as well (and the other fakes 0)
+    stalled the sync head at chance in 1,000-clip runs (BENCHMARKS.md, Training): their
+    mismatch is subtler than a re-ordered window, and the fused loss pulls every fake's
+    sync logit up at the same time.
+    """
+    visual = LABEL_UNKNOWN if family == SYNC_FAMILY else _label(video_fake)
+    sync = 0.0 if target == 0 else LABEL_UNKNOWN
+    return _label(audio_fake), np.float32(visual), np.float32(sync)
 
 
 class WindowDataset:
@@ -61,7 +82,7 @@ class WindowDataset:
         rng = np.random.default_rng([self.seed, _ITEM_STREAM, self.epoch, pos])
         c = self.clips[i]
         r = c.record
-        target, audio_fake, video_fake = r.target, r.audio_fake, r.video_fake
+        target, audio_fake, video_fake, family = r.target, r.audio_fake, r.video_fake, r.family
         blend = (
             self.augmenter is not None
             and target == 1
@@ -72,18 +93,20 @@ class WindowDataset:
             # This fake draw becomes a pseudo-fake made from a random real clip (its face
             # self-blended, its voice left real), so the classes stay balanced.
             c = self.clips[int(self._reals[rng.integers(self._reals.size)])]
-            target, audio_fake, video_fake = 1, 0, 1
+            target, audio_fake, video_fake, family = 1, 0, 1, "face"
         audio, faces = load_window(c.npz, int(rng.integers(c.n_windows)))
         if self.augmenter is not None:
             if blend:
                 faces = self.augmenter.self_blend(faces, rng)
             audio, faces = self.augmenter(audio, faces, rng)
+        audio_label, visual_label, sync_label = head_labels(target, audio_fake, video_fake, family)
         return {
             "audio": np.ascontiguousarray(audio, dtype=np.float32),
             "faces": np.ascontiguousarray(faces),
             "target": np.float32(target),
-            "audio_fake": _label(audio_fake),
-            "video_fake": _label(video_fake),
+            "audio_fake": audio_label,
+            "video_fake": visual_label,
+            "sync_fake": sync_label,
         }
 
 

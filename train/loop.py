@@ -6,8 +6,10 @@ by rank and wraps the model in DistributedDataParallel; rank 0 validates and wri
 `best.pt`, `last.pt`, `config.yaml` and `metrics.jsonl` in `out_dir`.
 
 Loss = BCE(fused, target) + w_a * BCE(audio head, audio_fake) + w_v * BCE(visual head,
-video_fake); a per-modality term covers only the clips whose modality label is known
-(the manifest of a synthetic set has them, competition labels do not).
+video_fake) + w_s * sync loss; a per-modality term covers only the clips whose modality
+label is known (the manifest of a synthetic set has them, competition labels do not).
+The sync loss trains the sync head on the real windows (in sync) and the mismatched
+pairing built from each, plus the manifest's sync-family fakes (out of sync).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from train.augment import Augmenter
 from train.cache import CacheReport, CacheSpec, build_cache
 from train.config import TrainConfig, load_config, resume_differences
 from train.data import load_split, split_exists
-from train.dataset import EpochSampler, WindowDataset
+from train.dataset import LABEL_UNKNOWN, EpochSampler, WindowDataset
 from train.evaluate import clip_metrics, headline, resolve_device, score_clips
 
 logger = logging.getLogger(__name__)
@@ -143,7 +145,10 @@ def compute_loss(
     total = l_f + cfg.audio_loss_weight * l_a + cfg.visual_loss_weight * l_v
     l_s = torch.zeros((), device=fused.device)
     if len(outputs) == 5:
-        l_s = sync_loss(outputs[3], outputs[4], batch["target"])
+        labels = batch.get("sync_fake")
+        if labels is None:  # only the reals are known to be in sync
+            labels = torch.where(batch["target"] < 0.5, 0.0, LABEL_UNKNOWN)
+        l_s = sync_loss(outputs[3], outputs[4], labels)
         total = total + cfg.sync_loss_weight * l_s
     return total, {
         "loss": total.item(),
@@ -155,16 +160,20 @@ def compute_loss(
 
 
 def sync_loss(
-    in_sync: torch.Tensor, out_of_sync: torch.Tensor, target: torch.Tensor
+    in_sync: torch.Tensor, out_of_sync: torch.Tensor, sync_labels: torch.Tensor
 ) -> torch.Tensor:
-    """Self-supervised sync BCE over the real windows of a batch (their audio and mouth
-    are in sync; the mismatched pairing made from them is not); 0 without reals."""
-    real = (target < 0.5).float()
+    """Sync-head BCE per window of known sync (`sync_labels` 0 in sync, 1 out of sync,
+    < 0 unknown). An in-sync window gives two terms: its true pairing against 0 and
+    the mismatched pairing built from its own crops (out of sync by construction)
+    against 1; an out-of-sync fake gives its true pairing against 1. 0 when no window's
+    sync is known."""
     bce = F.binary_cross_entropy_with_logits
-    per = bce(in_sync.float(), torch.zeros_like(real), reduction="none") + bce(
-        out_of_sync.float(), torch.ones_like(real), reduction="none"
-    )
-    return (per * real).sum() / real.sum().clamp(min=1.0)
+    known = (sync_labels >= 0).float()
+    in_step = (sync_labels == 0).float()
+    true_pair = bce(in_sync.float(), sync_labels.clamp(min=0.0).float(), reduction="none")
+    mismatched = bce(out_of_sync.float(), torch.ones_like(known), reduction="none")
+    total = (true_pair * known).sum() + (mismatched * in_step).sum()
+    return total / known.sum().clamp(min=1.0)
 
 
 def cosine_schedule(warmup: int, total: int) -> Any:

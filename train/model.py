@@ -6,7 +6,8 @@
                                                                 └─► sync audio conv (10 ms
                                             frames) ─► averaged over a short span at each crop
                                             instant ─► a_k                             │
-    faces [B, K, H, W, 3] uint8 ─hflip*─┬─► PixelNorm ─► visual CNN (B*K crops) ─► per-crop
+    faces [B, K, H, W, 3] uint8 ─hflip*─┬─► PixelNorm ─► visual CNN (each visual_stride-th
+                                        │   crop) ─► per-crop
                                         │   ─► temporal conv + mean+max ─► visual head │
                                         └─► grey, per-crop normalised ─► mouth CNN     │
                                             (spatial map kept, flattened) ─► m_k ──────┤
@@ -86,6 +87,8 @@ class ModelConfig:
     visual_backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     visual_weights: str | None = None  # local state_dict file for the visual CNN
     visual_downsample: int = 1  # crops enter the CNN this many times smaller (speed)
+    visual_stride: int = 1  # the visual CNN sees every n-th crop of a window (the mouth
+    # path always sees all K: lip sync needs the frame rate, face artefacts do not)
     visual_stem: str = "unshuffle"  # how: "unshuffle" (space-to-depth, keeps every pixel) or
     # "pool" (average-pool, drops the fine detail where blending and resampling traces live)
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN  # RGB mean, fraction of 255
@@ -128,6 +131,8 @@ class ModelConfig:
             problems.append(f"visual_stem={self.visual_stem!r} not in {VISUAL_STEMS}")
         if self.visual_downsample < 1:
             problems.append(f"visual_downsample={self.visual_downsample} must be >= 1")
+        if self.visual_stride < 1:
+            problems.append(f"visual_stride={self.visual_stride} must be >= 1")
         if not 10.0 <= self.sync_span_ms <= 1000.0:
             problems.append(f"sync_span_ms={self.sync_span_ms} outside 10..1000 ms")
         if self.mouth_size < 16:
@@ -406,6 +411,11 @@ class Detector(nn.Module):
                 f"crop_size={contract.crop_size} is not divisible by "
                 f"visual_downsample={cfg.visual_downsample}"
             )
+        if cfg.visual_stride > contract.k_crops:
+            raise ConfigError(
+                f"visual_stride={cfg.visual_stride} is more than the {contract.k_crops} "
+                "crops of a window"
+            )
         self.contract = contract
         self.config = cfg
         # Audio path.
@@ -543,10 +553,14 @@ class Detector(nn.Module):
         return faces
 
     def visual_features(self, faces: torch.Tensor) -> torch.Tensor:
-        """Per-crop visual embeddings [B, K, visual_dim] (faces already flipped, if at all)."""
-        k, size = self.contract.k_crops, self.contract.crop_size
+        """Per-crop visual embeddings [B, k, visual_dim] of every visual_stride-th crop
+        (k = ceil(K / visual_stride)); faces already flipped, if at all."""
+        stride, size = self.config.visual_stride, self.contract.crop_size
+        if stride > 1:
+            faces = faces[:, ::stride]
+        k = faces.shape[1]
         crops = self.downsample(self.pixel_norm(faces.reshape(-1, size, size, 3)))
-        fmap = self.visual_backbone(crops)  # [B*K, C, h, w]
+        fmap = self.visual_backbone(crops)  # [B*k, C, h, w]
         per_crop = self.visual_proj(fmap.mean(dim=(2, 3)))
         return per_crop.reshape(-1, k, self.config.visual_dim)
 
