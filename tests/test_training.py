@@ -282,3 +282,14 @@ def test_torchrun_two_processes_on_cpu(data: Path, cache: Path, tmp_path: Path) 
     (record,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert record["clips"] == 8 and record["step"] == 1  # 2 ranks x 4 draws, 1 step each
     assert load_checkpoint(out / "best.pt").contract == InputContract(**CONTRACT)
+
+
+def test_default_preset_takes_eight_crops_unless_told_otherwise() -> None:
+    from train.config import make_config
+
+    assert make_config({}).build_contract().k_crops == 8
+    assert make_config({"preset": "demo"}).build_contract().k_crops == 4
+    # a contract override keeps the preset's other defaults, field by field
+    c = make_config({"contract": {"crop_size": 96}}).build_contract()
+    assert (c.k_crops, c.crop_size) == (8, 96)
+    assert make_config({"contract": {"k_crops": 4}}).build_contract().k_crops == 4
