@@ -26,6 +26,7 @@ import numpy as np
 from engines.backend import Backend
 from engines.parity import random_inputs
 from monitor.contract import InputContract
+from train.config import make_config
 
 DEFAULT_BATCHES = (1, 8, 32, 128)
 DEFAULT_SECONDS = 3.0  # timed seconds per cell (after one warm-up call)
@@ -172,13 +173,14 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    contract = InputContract()
     batches = [int(b) for b in args.batches.split(",")]
     names = args.backends.split(",")
     cells: list[Cell] = []
     skipped: list[tuple[str, str, str, int, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as tmp:
         for preset in args.presets.split(","):
+            # each preset's own contract: the default one takes 8 crops per window
+            contract = make_config({"preset": preset}).build_contract()
             files = prepare(preset, contract, Path(tmp), "tensorrt" in names)
             for label, device, backend in backends_for(files, names, contract, args.threads):
                 per_window_s = 0.0
