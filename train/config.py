@@ -152,8 +152,7 @@ class TrainConfig(_Strict):
         default=1.0,
         ge=0.0,
         le=100.0,
-        description="weight of the audio-mouth sync loss (real windows, their mismatched "
-        "pairings, sync-family fakes)",
+        description="weight of the self-supervised audio-mouth sync loss on real windows",
     )
     balance_classes: bool = Field(default=True, description="sample reals and fakes equally often")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed of every random choice")

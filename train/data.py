@@ -55,8 +55,8 @@ class ManifestRow:
     audio_fake: int | None
     video_fake: int | None
     method: str | None
-    line: int
-    family: str | None = None  # line in manifest.csv, for error messages
+    line: int  # line in manifest.csv, for error messages
+    family: str | None = None
 
 
 @dataclass(frozen=True)

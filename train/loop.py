@@ -9,7 +9,7 @@ Loss = BCE(fused, target) + w_a * BCE(audio head, audio_fake) + w_v * BCE(visual
 video_fake) + w_s * sync loss; a per-modality term covers only the clips whose modality
 label is known (the manifest of a synthetic set has them, competition labels do not).
 The sync loss trains the sync head on the real windows (in sync) and the mismatched
-pairing built from each, plus the manifest's sync-family fakes (out of sync).
+pairing built from each (see train.dataset.head_labels for why fakes are left out).
 """
 
 from __future__ import annotations
