@@ -68,7 +68,9 @@ def test_trained_tiny_detector_live(tiny_detector: dict[str, Path], tmp_path: Pa
     for s in st.values():
         # Fed faster than real time, a slow machine's crop stage drops the oldest windows
         # by design (backpressure); every window is either scored or counted as dropped.
-        assert s.windows_scored + s.windows_dropped >= 15 and s.windows_scored >= 8, st
+        # How many get scored depends on the machine's load (7 of 19 on an idle 2-core CI
+        # run with the other tests beside it); the states below need a handful.
+        assert s.windows_scored + s.windows_dropped >= 15 and s.windows_scored >= 5, st
     assert st["fake"].state == ALERT, st["fake"]
     assert st["real"].state == CLEAR, st["real"]
 
