@@ -37,7 +37,7 @@ from train.augment import Augmenter
 from train.cache import CacheReport, CacheSpec, build_cache
 from train.config import TrainConfig, load_config, resume_differences
 from train.data import load_split, split_exists
-from train.dataset import LABEL_UNKNOWN, EpochSampler, WindowDataset
+from train.dataset import EpochSampler, WindowDataset
 from train.evaluate import clip_metrics, headline, resolve_device, score_clips
 
 logger = logging.getLogger(__name__)
@@ -145,10 +145,7 @@ def compute_loss(
     total = l_f + cfg.audio_loss_weight * l_a + cfg.visual_loss_weight * l_v
     l_s = torch.zeros((), device=fused.device)
     if len(outputs) == 5:
-        labels = batch.get("sync_fake")
-        if labels is None:  # only the reals are known to be in sync
-            labels = torch.where(batch["target"] < 0.5, 0.0, LABEL_UNKNOWN)
-        l_s = sync_loss(outputs[3], outputs[4], labels)
+        l_s = sync_loss(outputs[3], outputs[4], batch["sync_fake"])
         total = total + cfg.sync_loss_weight * l_s
     return total, {
         "loss": total.item(),
