@@ -16,7 +16,7 @@ import torchaudio
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
 from train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from train.frontend import LogMelFrontend, SpecAugment
+from train.frontend import HighPassResidual, LogMelFrontend, SpecAugment
 from train.model import Detector, ModelConfig, build_model, instant_weights, mismatch_steps
 
 SR = 16_000  # Hz
@@ -326,12 +326,14 @@ def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo=False is deprecated
-def test_onnx_export_and_onnxruntime_parity(tmp_path: Path) -> None:
+@pytest.mark.parametrize("highpass", [False, True], ids=["rgb", "rgb+highpass"])
+def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, highpass: bool) -> None:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     contract = InputContract()  # the real default shapes: 2 s, K=4, 112 px
     torch.manual_seed(0)
-    model, _ = _trained_once(contract, ModelConfig.demo())  # non-trivial batch-norm stats
+    cfg = ModelConfig.demo().replace(visual_highpass=highpass)
+    model, _ = _trained_once(contract, cfg)  # non-trivial batch-norm stats
     probs = model.export_module().eval()
     path = tmp_path / "demo.onnx"
     names = [*probs.input_names, *probs.output_names]
@@ -494,3 +496,46 @@ def test_visual_stride_feeds_every_nth_crop_to_the_visual_cnn() -> None:
         build_model(SMALL, TINY_CFG.replace(visual_stride=5))
     with pytest.raises(ConfigError, match="visual_stride"):
         TINY_CFG.replace(visual_stride=0)
+
+
+def test_highpass_residual_ignores_shading_and_keeps_sensor_noise() -> None:
+    hp = HighPassResidual(clip=8.0)
+    flat = torch.full((1, 24, 24, 3), 120, dtype=torch.uint8)
+    ramp = (torch.arange(24) * 9).view(1, 1, 24, 1).expand(1, 24, 24, 3).to(torch.uint8)
+    assert hp(flat).abs().max().item() < 1e-5
+    assert hp(ramp).abs().max().item() < 1e-5  # every kernel sums to zero along a line
+    g = torch.Generator().manual_seed(0)
+    clean = torch.full((1, 48, 48, 3), 128.0)
+    noisy = (clean + 3.0 * torch.randn(clean.shape, generator=g)).round().to(torch.uint8)
+    out = hp(noisy)
+    assert out.shape == (1, 3, 48, 48)
+    assert out.abs().max().item() <= 1.0  # truncated at +-clip grey levels, then scaled
+    assert torch.all(out[:, :, :2] == 0) and torch.all(out[:, :, :, -2:] == 0)  # zero border
+    inner = out[:, :, 2:-2, 2:-2]
+    assert 0.1 < inner.std().item() < 0.8  # 3 grey levels of noise are clearly visible
+    # halving the noise halves the residual: it measures the noise, not the picture
+    quiet = (clean + 1.5 * torch.randn(clean.shape, generator=g)).round().to(torch.uint8)
+    ratio = inner.std().item() / hp(quiet)[:, :, 2:-2, 2:-2].std().item()
+    assert 1.6 < ratio < 2.5
+
+
+@pytest.mark.parametrize("stem", ["unshuffle", "pool"])
+def test_visual_highpass_feeds_residual_channels_to_the_visual_cnn(stem: str) -> None:
+    cfg = TINY_CFG.replace(visual_highpass=True, visual_downsample=2, visual_stem=stem)
+    model = build_model(SMALL, cfg).eval()
+    first = next(m for m in model.visual_backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == (6 * 4 if stem == "unshuffle" else 6)
+    # the same faces with 2 grey levels of noise added: the RGB input barely moves, the
+    # residual channels do, so the visual features must differ more than for RGB alone
+    audio, faces = random_batch(SMALL, 2, seed=3)
+    smooth = torch.full_like(faces, 100)
+    g = torch.Generator().manual_seed(1)
+    noisy = (smooth.float() + 2.0 * torch.randn(smooth.shape, generator=g)).round()
+    noisy_u8 = noisy.clamp(0, 255).to(torch.uint8)
+    plain = build_model(SMALL, cfg.replace(visual_highpass=False)).eval()
+    with torch.no_grad():
+        gap_hp = (model.visual_features(noisy_u8) - model.visual_features(smooth)).norm()
+        gap_plain = (plain.visual_features(noisy_u8) - plain.visual_features(smooth)).norm()
+        fused, _, visual = model(audio, faces)
+    assert torch.isfinite(fused).all() and torch.isfinite(visual).all()
+    assert gap_hp > gap_plain

@@ -262,3 +262,65 @@ class PixelNorm(nn.Module):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         x = crops.permute(0, 3, 1, 2).to(torch.float32)
         return x * self.scale + self.shift
+
+
+# Three fixed high-pass kernels of the steganalysis "SRM" family (a second-order
+# Laplacian-like 3x3, the 5x5 "KV" kernel, a horizontal second difference). Each sums to
+# zero, so a flat or smoothly shaded face gives 0 and what is left is sensor noise,
+# resampling and blending traces: the cues of a re-rendered face that a normalised RGB
+# image buries in its lowest bits.
+_SRM_KERNELS = (
+    [
+        [0, 0, 0, 0, 0],
+        [0, -1, 2, -1, 0],
+        [0, 2, -4, 2, 0],
+        [0, -1, 2, -1, 0],
+        [0, 0, 0, 0, 0],
+    ],
+    [
+        [-1, 2, -2, 2, -1],
+        [2, -6, 8, -6, 2],
+        [-2, 8, -12, 8, -2],
+        [2, -6, 8, -6, 2],
+        [-1, 2, -2, 2, -1],
+    ],
+    [
+        [0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0],
+        [0, 1, -2, 1, 0],
+        [0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0],
+    ],
+)
+_SRM_DIVISORS = (4.0, 12.0, 2.0)
+
+
+class HighPassResidual(nn.Module):
+    """uint8 RGB crops [N, H, W, 3] -> fixed high-pass residuals of the grey image,
+    float32 [N, 3, H, W], truncated to +-`clip` grey levels and scaled to [-1, 1].
+
+    A fixed-weight conv2d plus a clamp: exports to ONNX and parses in TensorRT.
+    """
+
+    weight: torch.Tensor  # [3, 1, 5, 5]
+    grey: torch.Tensor  # [1, 3, 1, 1]
+
+    def __init__(self, clip: float = 8.0) -> None:
+        super().__init__()
+        if clip <= 0:
+            raise ValueError(f"clip={clip} must be > 0")
+        self.clip = float(clip)
+        kernels = torch.tensor(_SRM_KERNELS, dtype=torch.float32)
+        divisors = torch.tensor(_SRM_DIVISORS, dtype=torch.float32).view(3, 1, 1)
+        self.register_buffer("weight", (kernels / divisors).unsqueeze(1), persistent=False)
+        luma = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("grey", luma, persistent=False)
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        x = crops.permute(0, 3, 1, 2).to(torch.float32)
+        grey = (x * self.grey).sum(dim=1, keepdim=True)  # grey levels 0..255
+        # Valid convolution, then a zero border: a zero-padded input would read the image
+        # edge as a step and light up a frame of false residual around every crop.
+        residual = nn.functional.conv2d(grey, self.weight)
+        residual = nn.functional.pad(residual, (2, 2, 2, 2))
+        return residual.clamp(-self.clip, self.clip) / self.clip

@@ -6,8 +6,8 @@
                                                                 └─► sync audio conv (10 ms
                                             frames) ─► averaged over a short span at each crop
                                             instant ─► a_k                             │
-    faces [B, K, H, W, 3] uint8 ─hflip*─┬─► PixelNorm ─► visual CNN (each visual_stride-th
-                                        │   crop) ─► per-crop
+    faces [B, K, H, W, 3] uint8 ─hflip*─┬─► PixelNorm (+ high-pass residuals†) ─► visual CNN
+                                        │   (each visual_stride-th crop) ─► per-crop
                                         │   ─► temporal conv + mean+max ─► visual head │
                                         └─► grey, per-crop normalised ─► mouth CNN     │
                                             (spatial map kept, flattened) ─► m_k ──────┤
@@ -16,7 +16,7 @@
     fusion head over [audio emb, visual emb, sync emb]
         + learned weights × (audio, visual, sync head logits) ─────────────────► fused_logit
 
-    (* training mode only, when ModelConfig.augment is on)
+    (* training mode only, when ModelConfig.augment is on; † when visual_highpass is on)
 
 The sync path compares what is heard at the instant of each crop (a few 10 ms frames
 around it, not a whole slice of the window) with what the mouth does in that crop, so
@@ -50,6 +50,7 @@ from train.frontend import (
     DEFAULT_N_MELS,
     DEFAULT_TOP_DB,
     MEL_NORM_MODES,
+    HighPassResidual,
     LogMelFrontend,
     MelNorm,
     PixelNorm,
@@ -91,6 +92,9 @@ class ModelConfig:
     # path always sees all K: lip sync needs the frame rate, face artefacts do not)
     visual_stem: str = "unshuffle"  # how: "unshuffle" (space-to-depth, keeps every pixel) or
     # "pool" (average-pool, drops the fine detail where blending and resampling traces live)
+    visual_highpass: bool = False  # also feed fixed high-pass residuals of the grey crop
+    # (train/frontend.py HighPassResidual): sensor noise and resampling traces, which a
+    # generated or re-rendered face lacks or carries at another scale than the frame
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN  # RGB mean, fraction of 255
     pixel_std: tuple[float, float, float] = IMAGENET_STD  # RGB std, fraction of 255
     # --- embeddings and heads ---
@@ -462,12 +466,14 @@ class Detector(nn.Module):
         )
         # Visual path.
         self.pixel_norm = PixelNorm(cfg.pixel_mean, cfg.pixel_std)
+        self.highpass: HighPassResidual | None = HighPassResidual() if cfg.visual_highpass else None
         d = cfg.visual_downsample
         self.downsample: nn.Module = nn.Identity()
         if d > 1:
             unshuffle = cfg.visual_stem == "unshuffle"
             self.downsample = nn.PixelUnshuffle(d) if unshuffle else nn.AvgPool2d(d)
-        v_in = 3 * d * d if d > 1 and cfg.visual_stem == "unshuffle" else 3
+        channels = 6 if cfg.visual_highpass else 3
+        v_in = channels * d * d if d > 1 and cfg.visual_stem == "unshuffle" else channels
         self.visual_backbone = create_backbone(
             cfg.visual_backbone,
             v_in,
@@ -560,7 +566,14 @@ class Detector(nn.Module):
         if stride > 1:
             faces = faces[:, ::stride]
         k = faces.shape[1]
-        crops = self.downsample(self.pixel_norm(faces.reshape(-1, size, size, 3)))
+        flat = faces.reshape(-1, size, size, 3)
+        x = self.pixel_norm(flat)
+        if self.highpass is not None:
+            residual = self.highpass(flat)
+            if self.config.visual_stem == "pool" and self.config.visual_downsample > 1:
+                residual = residual.abs()  # pooled: the local noise level, not its sign
+            x = torch.cat([x, residual], dim=1)
+        crops = self.downsample(x)
         fmap = self.visual_backbone(crops)  # [B*k, C, h, w]
         per_crop = self.visual_proj(fmap.mean(dim=(2, 3)))
         return per_crop.reshape(-1, k, self.config.visual_dim)
