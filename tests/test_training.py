@@ -293,3 +293,14 @@ def test_default_preset_takes_eight_crops_unless_told_otherwise() -> None:
     c = make_config({"contract": {"crop_size": 96}}).build_contract()
     assert (c.k_crops, c.crop_size) == (8, 96)
     assert make_config({"contract": {"k_crops": 4}}).build_contract().k_crops == 4
+
+
+def test_default_model_sees_highpass_residuals_and_demo_keeps_rgb() -> None:
+    from train.model import ModelConfig
+
+    assert ModelConfig.default().visual_highpass and ModelConfig.default().visual_stride == 2
+    assert not ModelConfig.demo().visual_highpass  # make demo's model: unchanged
+    # a checkpoint written before the option existed loads as RGB only
+    old = ModelConfig.demo().to_dict()
+    del old["visual_highpass"]
+    assert not ModelConfig.from_dict(old).visual_highpass
