@@ -264,6 +264,13 @@ class PixelNorm(nn.Module):
         return x * self.scale + self.shift
 
 
+def grey_levels(crops: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB crops [N, H, W, 3] -> float32 grey levels 0..255 [N, 1, H, W] (Rec. 601
+    luma, the weights of train/augment.py's LUMA_WEIGHTS)."""
+    x = crops.permute(0, 3, 1, 2).to(torch.float32)
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+
 # Three fixed high-pass kernels of the steganalysis "SRM" family (a second-order
 # Laplacian-like 3x3, the 5x5 "KV" kernel, a horizontal second difference). Each sums to
 # zero, so a flat or smoothly shaded face gives 0 and what is left is sensor noise,
@@ -303,7 +310,6 @@ class HighPassResidual(nn.Module):
     """
 
     weight: torch.Tensor  # [3, 1, 5, 5]
-    grey: torch.Tensor  # [1, 3, 1, 1]
 
     def __init__(self, clip: float = 8.0) -> None:
         super().__init__()
@@ -313,12 +319,9 @@ class HighPassResidual(nn.Module):
         kernels = torch.tensor(_SRM_KERNELS, dtype=torch.float32)
         divisors = torch.tensor(_SRM_DIVISORS, dtype=torch.float32).view(3, 1, 1)
         self.register_buffer("weight", (kernels / divisors).unsqueeze(1), persistent=False)
-        luma = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("grey", luma, persistent=False)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        x = crops.permute(0, 3, 1, 2).to(torch.float32)
-        grey = (x * self.grey).sum(dim=1, keepdim=True)  # grey levels 0..255
+        grey = grey_levels(crops)
         # Valid convolution, then a zero border: a zero-padded input would read the image
         # edge as a step and light up a frame of false residual around every crop.
         residual = nn.functional.conv2d(grey, self.weight)

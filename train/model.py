@@ -56,6 +56,7 @@ from train.frontend import (
     PixelNorm,
     RandomGain,
     SpecAugment,
+    grey_levels,
 )
 
 logger = logging.getLogger(__name__)
@@ -347,8 +348,7 @@ class MouthNet(nn.Module):
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """uint8 RGB crops [N, H, W, 3] -> [N, out_dim]."""
-        x = crops.to(torch.float32).permute(0, 3, 1, 2)
-        grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]) / 255.0
+        grey = grey_levels(crops) / 255.0
         grey = self.pool(grey)
         mean = grey.mean(dim=(1, 2, 3), keepdim=True)
         centred = grey - mean
