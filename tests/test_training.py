@@ -245,9 +245,14 @@ def test_train_command_check_config(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly(data: Path, cache: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_continues_exactly(
+    data: Path, cache: Path, tmp_path: Path, ema_decay: float
+) -> None:
     torch.set_num_threads(1)
-    cfg = _cfg(cache, epochs=2, batch_size=4, max_train_clips=8, max_val_clips=4)
+    cfg = _cfg(
+        cache, epochs=2, batch_size=4, max_train_clips=8, max_val_clips=4, ema_decay=ema_decay
+    )
     whole = train(data, tmp_path / "whole", cfg)
     first = train(data, tmp_path / "split", cfg, stop_after=1)
     second = train(data, tmp_path / "split", cfg, resume=True)
@@ -256,7 +261,16 @@ def test_resume_continues_exactly(data: Path, cache: Path, tmp_path: Path) -> No
     b = load_checkpoint(tmp_path / "split" / "last.pt")
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert a.extra["resume"]["step"] == b.extra["resume"]["step"] == 4
+    resume = a.extra["resume"]
+    assert resume["step"] == b.extra["resume"]["step"] == 4
+    if ema_decay:
+        # the saved model is the weight average; the live weights resume training
+        live = resume["live_weights"]
+        assert resume["ema"]["updates"] == 4
+        assert all(torch.equal(live[k], b.extra["resume"]["live_weights"][k]) for k in live)
+        assert not all(torch.equal(live[k], sa[k]) for k in sa)
+    else:
+        assert "live_weights" not in resume and "ema" not in resume
 
     def strip(path: Path) -> list[dict[str, Any]]:
         lines = [json.loads(x) for x in path.read_text().splitlines()]

@@ -142,6 +142,13 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(default=0.05, ge=0.0, le=1.0, description="AdamW weight decay")
     warmup_steps: int = Field(default=100, ge=0, le=1_000_000, description="linear warm-up steps")
     grad_clip: float = Field(default=5.0, ge=0.0, le=1e6, description="max gradient norm (0: off)")
+    ema_decay: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="validate and save an exponential moving average of the weights with "
+        "this decay per step (0: off; train/ema.py)",
+    )
     audio_loss_weight: float = Field(
         default=1.0, ge=0.0, le=100.0, description="audio head loss weight"
     )

@@ -38,6 +38,7 @@ from train.cache import CacheReport, CacheSpec, build_cache
 from train.config import TrainConfig, load_config, resume_differences
 from train.data import load_split, split_exists
 from train.dataset import EpochSampler, WindowDataset
+from train.ema import WeightAverage
 from train.evaluate import clip_metrics, headline, resolve_device, score_clips
 
 logger = logging.getLogger(__name__)
@@ -255,6 +256,7 @@ class _Trainer:
         seed_everything(cfg.seed)
         self.model = build_model(self.contract, self.mcfg).to(self.device)
         self.opt = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.use_amp = cfg.amp and self.device.type == "cuda"
         bf16 = self.use_amp and torch.cuda.is_bf16_supported()
         self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
@@ -264,14 +266,23 @@ class _Trainer:
         self.best_score: tuple[float, ...] = (-math.inf, -math.inf, -math.inf)
         self.data = data
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is validated and saved: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
     def resume_from(self, last: Path) -> None:
         from train.checkpoint import load_checkpoint
 
         ck = load_checkpoint(last, expect_contract=self.contract)
         if ck.model_config != self.mcfg:
             raise ConfigError(f"{last} was trained with another model config than {CONFIG_NAME}")
-        self.model.load_state_dict(ck.model.state_dict())
-        self._resume_state = ck.extra["resume"]
+        state = ck.extra["resume"]
+        # With EMA, the checkpoint's model is the average; the live weights ride along.
+        self.model.load_state_dict(state.get("live_weights") or ck.model.state_dict())
+        if self.ema is not None:
+            self.ema.load_state_dict(state.get("ema") or {"updates": 0}, ck.model.state_dict())
+        self._resume_state = state
 
     def prepare_data(self) -> None:
         cfg, env = self.cfg, self.env
@@ -342,6 +353,8 @@ class _Trainer:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.sched.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             self.step += 1
             n = int(b["target"].shape[0])
             seen += n
@@ -371,7 +384,7 @@ class _Trainer:
         else:
             t0 = time.perf_counter()
             scores = score_clips(
-                self.model, self.val_clips, self.device, self.cfg.batch_size, self.use_amp
+                self.eval_model, self.val_clips, self.device, self.cfg.batch_size, self.use_amp
             )
             metrics = clip_metrics(scores)
             record["val"] = headline(metrics)
@@ -402,8 +415,11 @@ class _Trainer:
             "rng": rng_state(),
             "best_score": list(self.best_score),
         }
+        if self.ema is not None:
+            resume_state["ema"] = self.ema.state_dict()
+            resume_state["live_weights"] = self.model.state_dict()
         # save_checkpoint writes atomically: an interrupted save keeps the previous file.
-        args = (self.model, self.contract, self.mcfg)
+        args = (self.eval_model, self.contract, self.mcfg)
         save_checkpoint(self.out / LAST_NAME, *args, extra={**extra, "resume": resume_state})
         if improved:
             save_checkpoint(self.out / BEST_NAME, *args, extra=extra)
