@@ -539,3 +539,24 @@ def test_visual_highpass_feeds_residual_channels_to_the_visual_cnn(stem: str) ->
         fused, _, visual = model(audio, faces)
     assert torch.isfinite(fused).all() and torch.isfinite(visual).all()
     assert gap_hp > gap_plain
+
+
+def test_fusion_dropout_acts_on_the_fusion_input_only() -> None:
+    assert build_model(SMALL, TINY_CFG).fusion_dropout.p == TINY_CFG.dropout  # None: same
+    cfg = TINY_CFG.replace(dropout=0.0, fusion_dropout=0.9, augment=False)
+    model = build_model(SMALL, cfg)
+    assert model.fusion_dropout.p == 0.9
+    audio, faces = random_batch(SMALL, 4, seed=3)
+    with torch.no_grad():
+        model.train()
+        torch.manual_seed(1)
+        f1, a1, v1 = model(audio, faces)
+        torch.manual_seed(2)
+        f2, a2, v2 = model(audio, faces)
+        assert torch.equal(a1, a2) and torch.equal(v1, v2)  # heads see no dropout
+        assert not torch.allclose(f1, f2)  # the fusion MLP does
+        model.eval()
+        first, second = model(audio, faces), model(audio, faces)
+        assert all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
+    with pytest.raises(ConfigError, match="fusion_dropout"):
+        TINY_CFG.replace(fusion_dropout=1.0)

@@ -108,6 +108,8 @@ class ModelConfig:
     mouth_size: int = 56  # crops are average-pooled to about this size for the mouth CNN
     fusion_hidden: int = 256  # hidden units of the fusion MLP
     dropout: float = 0.2  # before every head, training only
+    fusion_dropout: float | None = None  # on the fusion MLP's input embeddings (None: dropout);
+    # higher keeps the MLP from keying on a few embedding dimensions (an appearance shortcut)
     # --- augmentation, applied inside forward() in training mode only ---
     augment: bool = True  # master switch; eval/export never augment
     gain_db: float = 6.0  # random waveform gain in [-gain_db, +gain_db] dB
@@ -154,6 +156,8 @@ class ModelConfig:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} outside [0, 1)")
+        if self.fusion_dropout is not None and not 0.0 <= self.fusion_dropout < 1.0:
+            problems.append(f"fusion_dropout={self.fusion_dropout} outside [0, 1)")
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
             problems.append("pixel_mean and pixel_std need 3 values, std > 0")
         if min(self.freq_masks, self.freq_mask_bins, self.time_masks, self.time_mask_frames) < 0:
@@ -509,6 +513,8 @@ class Detector(nn.Module):
         )
         # Heads.
         self.dropout = nn.Dropout(cfg.dropout)
+        fusion_p = cfg.dropout if cfg.fusion_dropout is None else cfg.fusion_dropout
+        self.fusion_dropout = nn.Dropout(fusion_p)
         self.audio_head = nn.Linear(cfg.audio_dim, 1)
         self.visual_head = nn.Linear(2 * cfg.visual_dim, 1)
         self.sync_head = nn.Linear(2 * cfg.sync_dim, 1)  # P(out of sync), self-supervised
@@ -610,7 +616,7 @@ class Detector(nn.Module):
         # Late fusion as a skip: the fused logit starts as a weighted sum of the heads'
         # logits, so each cue counts as soon as its head has learnt it; the MLP learns
         # the interactions on top.
-        fused_logit = self.fusion_head(self.dropout(fused_in)).squeeze(1)
+        fused_logit = self.fusion_head(self.fusion_dropout(fused_in)).squeeze(1)
         fused_logit = fused_logit + (heads * self.head_weights).sum(dim=1)
         if not sync_pairs:
             return fused_logit, audio_logit, visual_logit
