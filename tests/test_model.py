@@ -326,19 +326,13 @@ def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo=False is deprecated
-@pytest.mark.parametrize(
-    ("highpass", "fusion_input"),
-    [(False, "embeddings"), (True, "embeddings"), (True, "sync")],
-    ids=["rgb", "rgb+highpass", "highpass+sync-fusion"],
-)
-def test_onnx_export_and_onnxruntime_parity(
-    tmp_path: Path, highpass: bool, fusion_input: str
-) -> None:
+@pytest.mark.parametrize("highpass", [False, True], ids=["rgb", "rgb+highpass"])
+def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, highpass: bool) -> None:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     contract = InputContract()  # the real default shapes: 2 s, K=4, 112 px
     torch.manual_seed(0)
-    cfg = ModelConfig.demo().replace(visual_highpass=highpass, fusion_input=fusion_input)
+    cfg = ModelConfig.demo().replace(visual_highpass=highpass)
     model, _ = _trained_once(contract, cfg)  # non-trivial batch-norm stats
     probs = model.export_module().eval()
     path = tmp_path / "demo.onnx"
@@ -566,28 +560,3 @@ def test_fusion_dropout_acts_on_the_fusion_input_only() -> None:
         assert all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
     with pytest.raises(ConfigError, match="fusion_dropout"):
         TINY_CFG.replace(fusion_dropout=1.0)
-
-
-@pytest.mark.parametrize("fusion_input", ["embeddings", "sync"])
-def test_sync_fusion_sees_voice_and_face_only_through_their_heads(fusion_input: str) -> None:
-    cfg = TINY_CFG.replace(fusion_input=fusion_input, dropout=0.0)
-    model = build_model(SMALL, cfg).eval()
-    wide = cfg.audio_dim + 2 * cfg.visual_dim + 2 * cfg.sync_dim
-    narrow = 2 * cfg.sync_dim + 3
-    assert model.fusion_head[0].in_features == (wide if fusion_input == "embeddings" else narrow)
-    audio, faces = random_batch(SMALL, 3, seed=4)
-    with torch.no_grad():
-        # silence the audio head: voice evidence can then only come in through the MLP
-        model.audio_head.weight.zero_()
-        model.audio_head.bias.zero_()
-        before = model(audio, faces)[0]
-        # audio_proj feeds the audio embedding and nothing else (the sync path has its own)
-        for p in model.audio_proj.parameters():
-            p.normal_()
-        after = model(audio, faces)[0]
-    if fusion_input == "sync":
-        torch.testing.assert_close(after, before)
-    else:
-        assert not torch.allclose(after, before)
-    with pytest.raises(ConfigError, match="fusion_input"):
-        TINY_CFG.replace(fusion_input="logits")

@@ -63,7 +63,6 @@ logger = logging.getLogger(__name__)
 
 HEAD_SKIP_INIT = 0.5  # initial weight of each head's logit in the fused logit
 VISUAL_STEMS = ("unshuffle", "pool")
-FUSION_INPUTS = ("embeddings", "sync")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, fraction of 255
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # A resnet10t with a quarter of the usual widths: 0.3 M parameters, fast on a laptop CPU.
@@ -108,9 +107,6 @@ class ModelConfig:
     mouth_channels: int = 16  # width of the mouth CNN's first layer (doubles per layer)
     mouth_size: int = 56  # crops are average-pooled to about this size for the mouth CNN
     fusion_hidden: int = 256  # hidden units of the fusion MLP
-    fusion_input: str = "embeddings"  # what the fusion MLP sees: "embeddings" (audio, visual
-    # and sync embeddings) or "sync" (the sync embedding and the three head logits: voice
-    # and face evidence then reaches the fused score only through their own heads)
     dropout: float = 0.2  # before every head, training only
     fusion_dropout: float | None = None  # on the fusion MLP's input embeddings (None: dropout);
     # higher keeps the MLP from keying on a few embedding dimensions (an appearance shortcut)
@@ -140,8 +136,6 @@ class ModelConfig:
             problems.append(f"top_db={self.top_db} must be > 0 or None")
         if self.visual_stem not in VISUAL_STEMS:
             problems.append(f"visual_stem={self.visual_stem!r} not in {VISUAL_STEMS}")
-        if self.fusion_input not in FUSION_INPUTS:
-            problems.append(f"fusion_input={self.fusion_input!r} not in {FUSION_INPUTS}")
         if self.visual_downsample < 1:
             problems.append(f"visual_downsample={self.visual_downsample} must be >= 1")
         if self.visual_stride < 1:
@@ -525,9 +519,7 @@ class Detector(nn.Module):
         self.visual_head = nn.Linear(2 * cfg.visual_dim, 1)
         self.sync_head = nn.Linear(2 * cfg.sync_dim, 1)  # P(out of sync), self-supervised
         self.head_weights = nn.Parameter(torch.full((3,), HEAD_SKIP_INIT))  # audio, visual, sync
-        fused_in = 2 * cfg.sync_dim + 3  # "sync": sync embedding and the 3 head logits
-        if cfg.fusion_input == "embeddings":
-            fused_in = cfg.audio_dim + 2 * cfg.visual_dim + 2 * cfg.sync_dim
+        fused_in = cfg.audio_dim + 2 * cfg.visual_dim + 2 * cfg.sync_dim
         self.fusion_head = nn.Sequential(
             nn.Linear(fused_in, cfg.fusion_hidden),
             nn.GELU(),
@@ -619,11 +611,8 @@ class Detector(nn.Module):
         audio_logit = self.audio_head(self.dropout(audio_emb)).squeeze(1)
         visual_logit = self.visual_head(self.dropout(visual_emb)).squeeze(1)
         sync_logit = self.sync_head(sync_emb).squeeze(1)
+        fused_in = torch.cat([audio_emb, visual_emb, sync_emb], dim=1)
         heads = torch.stack([audio_logit, visual_logit, sync_logit], dim=1)  # [B, 3]
-        if self.config.fusion_input == "embeddings":
-            fused_in = torch.cat([audio_emb, visual_emb, sync_emb], dim=1)
-        else:
-            fused_in = torch.cat([sync_emb, heads], dim=1)
         # Late fusion as a skip: the fused logit starts as a weighted sum of the heads'
         # logits, so each cue counts as soon as its head has learnt it; the MLP learns
         # the interactions on top.
