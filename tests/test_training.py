@@ -309,12 +309,23 @@ def test_default_preset_takes_eight_crops_unless_told_otherwise() -> None:
     assert make_config({"contract": {"k_crops": 4}}).build_contract().k_crops == 4
 
 
+def test_default_preset_averages_weights_and_an_explicit_value_wins() -> None:
+    assert make_config({}).ema_decay == 0.995
+    assert make_config({"ema_decay": 0.0}).ema_decay == 0.0
+    assert make_config({"preset": "demo"}).ema_decay == PRESET_DEFAULTS["demo"].get(
+        "ema_decay", 0.0
+    )
+
+
 def test_default_model_sees_highpass_residuals_and_demo_keeps_rgb() -> None:
     from train.model import ModelConfig
 
     assert ModelConfig.default().visual_highpass and ModelConfig.default().visual_stride == 2
     assert not ModelConfig.demo().visual_highpass  # make demo's model: unchanged
+    assert ModelConfig.default().fusion_dropout == 0.5
+    assert ModelConfig.demo().fusion_dropout is None  # the heads' rate
     # a checkpoint written before the option existed loads as RGB only
     old = ModelConfig.demo().to_dict()
-    del old["visual_highpass"]
+    del old["visual_highpass"], old["fusion_dropout"]
     assert not ModelConfig.from_dict(old).visual_highpass
+    assert ModelConfig.from_dict(old).fusion_dropout is None

@@ -26,7 +26,9 @@ DEFAULT_MAX_WINDOWS = 8  # windows cached per clip, spread evenly over it
 # preset takes 8 face crops per window (4 per second): lip sync needs the frame rate
 # (val AUC 0.918 -> 0.952 on synth1k, BENCHMARKS.md), and its visual CNN sees every
 # second crop (ModelConfig.visual_stride), so only the mouth path pays for the extra
-# crops. The demo keeps 4 so that `make demo` stays within its 10-minute budget.
+# crops. The demo keeps 4 so that `make demo` stays within its 10-minute budget. The
+# default preset validates and saves an EMA of the weights (train/ema.py): the same end
+# point on synth1k, with smoother epochs on the way (BENCHMARKS.md, session 5).
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "demo": {"epochs": 14, "batch_size": 32, "lr": 3e-3, "warmup_steps": 20},
     "default": {
@@ -34,6 +36,7 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 32,
         "lr": 1e-3,
         "warmup_steps": 100,
+        "ema_decay": 0.995,
         "contract": {"k_crops": 8},
     },
 }
