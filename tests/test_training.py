@@ -283,7 +283,7 @@ def test_resume_continues_exactly(
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(data: Path, cache: Path, tmp_path: Path) -> None:
-    cfg = _cfg(cache, epochs=1, batch_size=4, max_train_clips=8, max_val_clips=4)
+    cfg = _cfg(cache, epochs=1, batch_size=4, max_train_clips=8, max_val_clips=4, ema_decay=0.9)
     cfg.save_yaml(tmp_path / "cfg.yaml")
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
@@ -296,6 +296,7 @@ def test_torchrun_two_processes_on_cpu(data: Path, cache: Path, tmp_path: Path) 
     (record,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert record["clips"] == 8 and record["step"] == 1  # 2 ranks x 4 draws, 1 step each
     assert load_checkpoint(out / "best.pt").contract == InputContract(**CONTRACT)
+    assert load_checkpoint(out / "last.pt").extra["resume"]["ema"]["updates"] == 1
 
 
 def test_default_preset_takes_eight_crops_unless_told_otherwise() -> None:
