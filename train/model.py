@@ -174,7 +174,8 @@ class ModelConfig:
         residuals beside RGB (30-epoch runs: test AUC 0.960 -> 0.969, face_swap 0.79 ->
         0.85; BENCHMARKS.md, session 4). Half the fusion MLP's inputs are dropped in
         training, which keeps it from flagging a real face on a few embedding dimensions
-        (30-epoch runs: val TPR@1e-3 0.63 -> 0.80 at the same AUC; session 5)."""
+        (30-epoch runs, seed 0: val TPR@1e-3 0.63 -> 0.80 at the same AUC; not seen
+        with seed 1; BENCHMARKS.md, session 5)."""
         return cls(visual_stride=2, visual_highpass=True, fusion_dropout=0.5)
 
     @classmethod
