@@ -36,17 +36,15 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        d = self.current_decay()
-        live = dict(model.named_parameters())
-        for name, p in self.module.named_parameters():
-            p.lerp_(live[name].detach(), 1.0 - d)
-        live_buffers = dict(model.named_buffers())
-        for name, b in self.module.named_buffers():
-            src = live_buffers[name]
-            if b.is_floating_point():  # BatchNorm running statistics: averaged too
-                b.lerp_(src, 1.0 - d)
+        weight = 1.0 - self.current_decay()
+        # A deep copy lists its tensors in the same order as the original.
+        for avg, live in zip(self.module.parameters(), model.parameters(), strict=True):
+            avg.lerp_(live, weight)
+        for buf, src in zip(self.module.buffers(), model.buffers(), strict=True):
+            if buf.is_floating_point():  # BatchNorm running statistics: averaged too
+                buf.lerp_(src, weight)
             else:  # counters such as num_batches_tracked
-                b.copy_(src)
+                buf.copy_(src)
         self.updates += 1
 
     def state_dict(self) -> dict[str, object]:
