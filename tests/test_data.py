@@ -20,7 +20,7 @@ from train.augment import (
     resize_down_up,
     self_blend,
 )
-from train.cache import CacheSpec, build_cache, load_windows
+from train.cache import CacheSpec, build_cache, load_window, load_windows
 from train.config import AugmentConfig
 from train.data import ClipRecord, find_split, load_split, read_labels, read_manifest
 from train.dataset import LABEL_UNKNOWN, EpochSampler, WindowDataset, head_labels
@@ -191,6 +191,34 @@ def test_cache_builds_once_skips_corrupt_and_reuses(
     assert other.folder != spec.folder and rep3.built == 1 and rep3.clips[0].n_windows == 2
 
 
+def test_load_window_reads_one_row_like_np_load(tiny: Path, tmp_path: Path) -> None:
+    records = list(load_split(tiny, "train").records[:1])
+    rep = build_cache(records, CacheSpec(tmp_path / "cache", TINY_CONTRACT), workers=0)
+    npz = rep.clips[0].npz
+    full = load_windows(npz)
+    n = full.audio.shape[0]
+    for index in (0, n - 1, n + 1):  # the index wraps around the clip's windows
+        audio, faces = load_window(npz, index)
+        assert audio.dtype == np.float32 and np.array_equal(audio, full.audio[index % n])
+        assert np.array_equal(faces, full.faces[index % n])
+        assert faces.flags.c_contiguous and faces.flags.writeable  # augmentable in place
+
+
+@pytest.mark.parametrize("layout", ["compressed", "fortran"])
+def test_load_window_falls_back_for_other_layouts(tmp_path: Path, layout: str) -> None:
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal((3, 40)).astype(np.float16)
+    faces = rng.integers(0, 256, (3, 2, 4, 4, 3), dtype=np.uint8)
+    path = tmp_path / "clip.npz"
+    if layout == "compressed":
+        np.savez_compressed(path, audio=audio, faces=faces)
+    else:
+        np.savez(path, audio=np.asfortranarray(audio), faces=np.asfortranarray(faces))
+    got_audio, got_faces = load_window(path, 4)
+    assert np.array_equal(got_audio, audio[1].astype(np.float32))
+    assert np.array_equal(got_faces, faces[1])
+
+
 def test_cache_in_worker_processes(tiny: Path, tmp_path: Path) -> None:
     records = list(load_split(tiny, "val").records)
     records.append(ClipRecord("bad.mp4", write_corrupt(tmp_path / "bad.mp4"), 1))
@@ -260,6 +288,25 @@ def test_augmentations_change_pixels_but_keep_shapes() -> None:
     a3, f3 = on(audio, faces, rng)
     assert a3.dtype == np.float32 and not np.array_equal(a3, audio)
     assert f3.shape == faces.shape and not np.array_equal(f3, faces)
+
+
+@pytest.mark.parametrize("b,c,s", [(1.15, 0.8, 1.2), (0.85, 1.2, 0.8), (1.0, 1.0, 0.0)])
+def test_color_jitter_is_brightness_then_saturation_then_contrast(
+    b: float, c: float, s: float
+) -> None:
+    rng = np.random.default_rng(1)
+    faces = rng.integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
+    luma = np.array([0.299, 0.587, 0.114])
+    x = faces.astype(np.float64) * b
+    grey = (x @ luma)[..., None]
+    x = grey + (x - grey) * s  # saturation around each pixel's own grey level
+    x = grey.mean() + (x - grey.mean()) * c  # contrast around the stack's mean grey
+    expected = np.clip(np.round(x), 0, 255)
+    got = color_jitter(faces, b, c, s)
+    assert got.dtype == np.uint8 and got.shape == faces.shape
+    assert np.abs(got.astype(np.float64) - expected).max() <= 1.0
+    if s == 0.0:  # no saturation left: every pixel is grey
+        assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()
 
 
 def test_self_blend_alters_the_inner_face_only() -> None:

@@ -59,19 +59,28 @@ def resize_down_up(faces: np.ndarray, scale: float, interpolation: int) -> np.nd
 
 def gaussian_noise(faces: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
     """Add sensor-like Gaussian noise of `std` (in 0..255 units), independent per pixel."""
-    noisy = faces.astype(np.float32) + rng.normal(0.0, std, size=faces.shape).astype(np.float32)
-    return np.clip(noisy, 0, PIXEL_MAX).astype(np.uint8)
+    noisy = faces.astype(np.float32)
+    noisy += rng.standard_normal(faces.shape, dtype=np.float32) * np.float32(std)
+    np.clip(noisy, 0, PIXEL_MAX, out=noisy)
+    return noisy.astype(np.uint8)
 
 
 def color_jitter(
     faces: np.ndarray, brightness: float, contrast: float, saturation: float
 ) -> np.ndarray:
-    """Scale brightness, contrast (around the stack's mean grey) and saturation; 1.0 = same."""
-    x = faces.astype(np.float32) * brightness
-    grey = x @ LUMA_WEIGHTS  # [K, H, W]
-    x = grey[..., None] + (x - grey[..., None]) * saturation
-    x = grey.mean() + (x - grey.mean()) * contrast
-    return np.clip(x, 0, PIXEL_MAX).astype(np.uint8)
+    """Scale brightness, contrast (around the stack's mean grey) and saturation; 1.0 = same.
+
+    The three steps compose into one affine colour map per pixel (brightness and
+    saturation keep each pixel's grey level proportional, so the stack's mean grey is
+    known up front), applied in one OpenCV pass with rounding and saturation to uint8.
+    """
+    luma = LUMA_WEIGHTS.astype(np.float64)
+    mean_grey = float(faces.reshape(-1, 3).mean(axis=0) @ luma) * brightness
+    towards_grey = np.outer(np.ones(3), luma)  # RGB -> (grey, grey, grey)
+    linear = brightness * contrast * (saturation * np.eye(3) + (1.0 - saturation) * towards_grey)
+    affine = np.concatenate([linear, np.full((3, 1), (1.0 - contrast) * mean_grey)], axis=1)
+    rows = np.ascontiguousarray(faces).reshape(-1, faces.shape[-2], 3)
+    return np.asarray(cv2.transform(rows, affine)).reshape(faces.shape)
 
 
 def blend_mask(size: int, rng: np.random.Generator) -> np.ndarray:
