@@ -37,7 +37,7 @@ CONTRACT: dict[str, Any] = {
     "crop_size": 32,
 }
 EPOCHS = 4
-TIMING_KEYS = {"epoch_s", "clips_per_s", "val_s"}
+TIMING_KEYS = {"data_wait_s", "epoch_s", "clips_per_s", "val_s"}
 
 
 def _cfg(cache: Path, **changes: Any) -> TrainConfig:

@@ -254,7 +254,10 @@ class _Trainer:
         self.contract = cfg.build_contract()
         self.mcfg = build_model_config(cfg)
         seed_everything(cfg.seed)
+        # channels_last: the convolutions take NHWC (crops arrive that way) and run
+        # faster on both oneDNN and cuDNN (BENCHMARKS.md, Training, session 6).
         self.model = build_model(self.contract, self.mcfg).to(self.device)
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.opt = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.use_amp = cfg.amp and self.device.type == "cuda"
@@ -333,6 +336,7 @@ class _Trainer:
         net.train()
         sums = {"loss": 0.0, "fused": 0.0, "audio": 0.0, "visual": 0.0, "sync": 0.0}
         seen, t0 = 0, time.perf_counter()
+        waited = 0.0  # seconds spent waiting for the loader: > 0 means input-bound
         bar = tqdm(
             self.loader,
             total=self.steps_per_epoch,
@@ -340,7 +344,9 @@ class _Trainer:
             unit="step",
             disable=not (cfg.progress and env.main),
         )
+        t_wait = time.perf_counter()
         for batch in bar:
+            waited += time.perf_counter() - t_wait
             b = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 outputs = net(b["audio"], b["faces"], sync_pairs=cfg.sync_loss_weight > 0)
@@ -362,6 +368,7 @@ class _Trainer:
                 sums[k] += parts[k] * n
             rate = seen * env.world_size / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{parts['loss']:.4f}", clips_s=f"{rate:.1f}")
+            t_wait = time.perf_counter()
         bar.close()
         elapsed = time.perf_counter() - t0
         totals = torch.tensor([*sums.values(), float(seen)], dtype=torch.float64)
@@ -372,7 +379,7 @@ class _Trainer:
         record: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
         record["lr"] = self.sched.get_last_lr()[0]
         record.update({f"train_{k}": totals[i].item() / n_all for i, k in enumerate(sums)})
-        record.update(clips=int(n_all), epoch_s=round(elapsed, 3))
+        record.update(clips=int(n_all), epoch_s=round(elapsed, 3), data_wait_s=round(waited, 3))
         record["clips_per_s"] = round(n_all / max(elapsed, 1e-9), 2)
         return record
 
