@@ -498,6 +498,29 @@ def test_visual_stride_feeds_every_nth_crop_to_the_visual_cnn() -> None:
         TINY_CFG.replace(visual_stride=0)
 
 
+def test_mouth_box_limits_the_mouth_cnn_to_that_band_of_the_crop() -> None:
+    box = (0.5, 1.0, 0.25, 0.875)  # rows 16..31, cols 8..27 of a 32-px crop
+    model = build_model(SMALL, TINY_CFG.replace(mouth_box=box)).eval()
+    _, faces = random_batch(SMALL, 2, seed=6)
+    with torch.no_grad():
+        base = model.mouth_features(faces)
+        assert base.shape == (2, 4, TINY_CFG.sync_dim)
+        outside = faces.clone()
+        outside[:, :, :16] = 255 - outside[:, :, :16]  # the upper half: eyes, hair
+        outside[:, :, :, :8] = 0  # a strip left of the box
+        outside[:, :, :, 28:] = 0  # and right of it
+        assert torch.equal(model.mouth_features(outside), base)
+        inside = faces.clone()
+        inside[:, :, 20:28, 10:26] = 0  # a dark open mouth
+        assert not torch.allclose(model.mouth_features(inside), base)
+    cfg = TINY_CFG.replace(mouth_box=box)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg and cfg.mouth_box == box
+    with pytest.raises(ConfigError, match="mouth_box"):
+        TINY_CFG.replace(mouth_box=(0.6, 0.4, 0.0, 1.0))
+    with pytest.raises(ConfigError, match="at least 16x16"):
+        build_model(SMALL, TINY_CFG.replace(mouth_box=(0.0, 0.25, 0.0, 1.0)))  # 8 rows
+
+
 def test_highpass_residual_ignores_shading_and_keeps_sensor_noise() -> None:
     hp = HighPassResidual(clip=8.0)
     flat = torch.full((1, 24, 24, 3), 120, dtype=torch.uint8)

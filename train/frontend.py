@@ -318,12 +318,13 @@ class HighPassResidual(nn.Module):
         self.clip = float(clip)
         kernels = torch.tensor(_SRM_KERNELS, dtype=torch.float32)
         divisors = torch.tensor(_SRM_DIVISORS, dtype=torch.float32).view(3, 1, 1)
-        self.register_buffer("weight", (kernels / divisors).unsqueeze(1), persistent=False)
+        # The 1 / clip scale is folded into the kernels: one pass less over the residuals.
+        weight = (kernels / divisors / self.clip).unsqueeze(1)
+        self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         grey = grey_levels(crops)
         # Valid convolution, then a zero border: a zero-padded input would read the image
         # edge as a step and light up a frame of false residual around every crop.
-        residual = nn.functional.conv2d(grey, self.weight)
-        residual = nn.functional.pad(residual, (2, 2, 2, 2))
-        return residual.clamp(-self.clip, self.clip) / self.clip
+        residual = nn.functional.conv2d(grey, self.weight).clamp(-1.0, 1.0)
+        return nn.functional.pad(residual, (2, 2, 2, 2))

@@ -106,6 +106,10 @@ class ModelConfig:
     sync_span_ms: float = 120.0  # audio averaged over this span around each crop instant
     mouth_channels: int = 16  # width of the mouth CNN's first layer (doubles per layer)
     mouth_size: int = 56  # crops are average-pooled to about this size for the mouth CNN
+    mouth_box: tuple[float, float, float, float] | None = None  # (top, bottom, left, right)
+    # fractions of the crop the mouth CNN sees; None = the whole crop. A crop is the face
+    # box plus a margin, so the mouth sits in a known band of it and the rest (hair,
+    # eyes, background) only costs compute on the sync path
     fusion_hidden: int = 256  # hidden units of the fusion MLP
     dropout: float = 0.2  # before every head, training only
     fusion_dropout: float | None = None  # on the fusion MLP's input embeddings (None: dropout);
@@ -144,6 +148,15 @@ class ModelConfig:
             problems.append(f"sync_span_ms={self.sync_span_ms} outside 10..1000 ms")
         if self.mouth_size < 16:
             problems.append(f"mouth_size={self.mouth_size} must be >= 16")
+        if self.mouth_box is not None:
+            box = self.mouth_box
+            if len(box) != 4 or not (
+                0.0 <= box[0] < box[1] <= 1.0 and 0.0 <= box[2] < box[3] <= 1.0
+            ):
+                problems.append(
+                    f"mouth_box={box} must be (top, bottom, left, right) with "
+                    "0 <= top < bottom <= 1 and 0 <= left < right <= 1"
+                )
         for name in (
             "audio_dim",
             "visual_dim",
@@ -209,6 +222,7 @@ class ModelConfig:
         d = asdict(self)
         d["pixel_mean"] = list(self.pixel_mean)
         d["pixel_std"] = list(self.pixel_std)
+        d["mouth_box"] = None if self.mouth_box is None else list(self.mouth_box)
         return d
 
     @classmethod
@@ -224,8 +238,8 @@ class ModelConfig:
                 f"(known: {sorted(known)})"
             )
         kwargs = dict(data)
-        for key in ("pixel_mean", "pixel_std"):
-            if key in kwargs:
+        for key in ("pixel_mean", "pixel_std", "mouth_box"):
+            if kwargs.get(key) is not None:
                 kwargs[key] = tuple(float(v) for v in kwargs[key])
         for key in ("audio_backbone_kwargs", "visual_backbone_kwargs"):
             if key in kwargs:
@@ -328,9 +342,26 @@ class MouthNet(nn.Module):
     a change at one place, so the final 4x4-ish map is flattened and projected instead.
     """
 
-    def __init__(self, crop_size: int, target_size: int, channels: int, out_dim: int) -> None:
+    def __init__(
+        self,
+        crop_size: int,
+        target_size: int,
+        channels: int,
+        out_dim: int,
+        box: tuple[float, float, float, float] | None = None,
+    ) -> None:
         super().__init__()
+        top, bottom, left, right = box or (0.0, 1.0, 0.0, 1.0)
+        self.rows = (round(top * crop_size), round(bottom * crop_size))
+        self.cols = (round(left * crop_size), round(right * crop_size))
         self.factor = max(1, crop_size // target_size)
+        height = (self.rows[1] - self.rows[0]) // self.factor
+        width = (self.cols[1] - self.cols[0]) // self.factor
+        if min(height, width) < 16:
+            raise ConfigError(
+                f"the mouth CNN would see {height}x{width} px (mouth_box={box} of a "
+                f"{crop_size}-px crop, pooled by {self.factor}); it needs at least 16x16"
+            )
         self.pool: nn.Module = nn.AvgPool2d(self.factor) if self.factor > 1 else nn.Identity()
         c = channels
         self.convs = nn.Sequential(
@@ -348,13 +379,13 @@ class MouthNet(nn.Module):
             nn.GELU(),
         )
         with torch.no_grad():
-            size = (crop_size // self.factor) if self.factor > 1 else crop_size
-            n_flat = int(self.convs.eval()(torch.zeros(1, 1, size, size)).numel())
+            n_flat = int(self.convs.eval()(torch.zeros(1, 1, height, width)).numel())
             self.convs.train()
         self.proj = nn.Sequential(nn.Linear(n_flat, out_dim), nn.LayerNorm(out_dim))
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """uint8 RGB crops [N, H, W, 3] -> [N, out_dim]."""
+        crops = crops[:, self.rows[0] : self.rows[1], self.cols[0] : self.cols[1]]
         grey = grey_levels(crops) / 255.0
         grey = self.pool(grey)
         mean = grey.mean(dim=(1, 2, 3), keepdim=True)
@@ -506,7 +537,7 @@ class Detector(nn.Module):
             nn.Linear(sc, cfg.sync_dim), nn.LayerNorm(cfg.sync_dim)
         )
         self.sync_visual = MouthNet(
-            contract.crop_size, cfg.mouth_size, cfg.mouth_channels, cfg.sync_dim
+            contract.crop_size, cfg.mouth_size, cfg.mouth_channels, cfg.sync_dim, cfg.mouth_box
         )
         self.sync_net = nn.Sequential(
             nn.Conv1d(3 * cfg.sync_dim, cfg.sync_dim, kernel_size=3, padding=1),
