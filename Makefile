@@ -45,6 +45,7 @@ bench: venv
 	$(PY) bench/faces_speed.py
 	$(PY) bench/backends.py --threads 1
 	$(PY) bench/offline_throughput.py
+	$(PY) bench/train_step.py
 	$(PY) bench/live_latency.py
 
 clean:

@@ -17,7 +17,14 @@ from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
 from train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from train.frontend import HighPassResidual, LogMelFrontend, SpecAugment
-from train.model import Detector, ModelConfig, build_model, instant_weights, mismatch_steps
+from train.model import (
+    MOUTH_BOX,
+    Detector,
+    ModelConfig,
+    build_model,
+    instant_weights,
+    mismatch_steps,
+)
 
 SR = 16_000  # Hz
 FRONTEND_TOL_DB = 1e-2  # max |ours - torchaudio| in dB, anywhere above the -100 dB floor
@@ -326,13 +333,15 @@ def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo=False is deprecated
-@pytest.mark.parametrize("highpass", [False, True], ids=["rgb", "rgb+highpass"])
+@pytest.mark.parametrize("highpass", [False, True], ids=["rgb", "rgb+highpass+mouth_box"])
 def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, highpass: bool) -> None:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     contract = InputContract()  # the real default shapes: 2 s, K=4, 112 px
     torch.manual_seed(0)
-    cfg = ModelConfig.demo().replace(visual_highpass=highpass)
+    cfg = ModelConfig.demo().replace(
+        visual_highpass=highpass, mouth_box=MOUTH_BOX if highpass else None
+    )
     model, _ = _trained_once(contract, cfg)  # non-trivial batch-norm stats
     probs = model.export_module().eval()
     path = tmp_path / "demo.onnx"

@@ -254,10 +254,7 @@ class _Trainer:
         self.contract = cfg.build_contract()
         self.mcfg = build_model_config(cfg)
         seed_everything(cfg.seed)
-        # channels_last: the convolutions take NHWC (crops arrive that way) and run
-        # faster on both oneDNN and cuDNN (BENCHMARKS.md, Training, session 6).
         self.model = build_model(self.contract, self.mcfg).to(self.device)
-        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.opt = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.use_amp = cfg.amp and self.device.type == "cuda"

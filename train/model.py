@@ -67,6 +67,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, fraction of 255
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # A resnet10t with a quarter of the usual widths: 0.3 M parameters, fast on a laptop CPU.
 TINY_RESNET_KWARGS: dict[str, Any] = {"channels": [16, 32, 64, 128], "stem_width": 8}
+# (top, bottom, left, right) of a crop holding the mouth: a crop is the face box plus 25 %
+# on every side, so the mouth (box rows 0.65-0.92, columns 0.25-0.75) lands at crop rows
+# 0.60-0.78 and columns 0.33-0.67; the band adds room for a detector box that is off by
+# a tenth of the crop either way.
+MOUTH_BOX = (0.42, 0.94, 0.18, 0.82)
 
 
 @dataclass(frozen=True)
@@ -188,8 +193,10 @@ class ModelConfig:
         0.85; BENCHMARKS.md, session 4). Half the fusion MLP's inputs are dropped in
         training, which keeps it from flagging a real face on a few embedding dimensions
         (30-epoch runs, seed 0: val TPR@1e-3 0.63 -> 0.80 at the same AUC; not seen
-        with seed 1; BENCHMARKS.md, session 5)."""
-        return cls(visual_stride=2, visual_highpass=True, fusion_dropout=0.5)
+        with seed 1; BENCHMARKS.md, session 5). The mouth CNN sees the lower middle of
+        the crop only (MOUTH_BOX): a third of the pixels, and the sync family's val AUC
+        was the best yet with it (desync_other 0.98; BENCHMARKS.md, session 6)."""
+        return cls(visual_stride=2, visual_highpass=True, fusion_dropout=0.5, mouth_box=MOUTH_BOX)
 
     @classmethod
     def demo(cls) -> ModelConfig:
