@@ -299,11 +299,13 @@ def test_torchrun_two_processes_on_cpu(data: Path, cache: Path, tmp_path: Path) 
     assert load_checkpoint(out / "last.pt").extra["resume"]["ema"]["updates"] == 1
 
 
-def test_default_preset_takes_eight_crops_unless_told_otherwise() -> None:
+def test_default_preset_takes_eight_160px_crops_unless_told_otherwise() -> None:
     from train.config import make_config
 
-    assert make_config({}).build_contract().k_crops == 8
-    assert make_config({"preset": "demo"}).build_contract().k_crops == 4
+    c = make_config({}).build_contract()
+    assert (c.k_crops, c.crop_size) == (8, 160)
+    demo = make_config({"preset": "demo"}).build_contract()
+    assert (demo.k_crops, demo.crop_size) == (4, 112)
     # a contract override keeps the preset's other defaults, field by field
     c = make_config({"contract": {"crop_size": 96}}).build_contract()
     assert (c.k_crops, c.crop_size) == (8, 96)
