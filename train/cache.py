@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
@@ -278,7 +279,7 @@ class _RowUnreadable(Exception):
 _ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... name length, extra length
 
 
-def _read_row(f: BinaryIO, info: zipfile.ZipInfo, index: int) -> np.ndarray:
+def _read_row(f: io.BufferedReader, info: zipfile.ZipInfo, index: int) -> np.ndarray:
     """Row `index % rows` of an uncompressed .npy entry of an open .npz file."""
     if info.compress_type != zipfile.ZIP_STORED:
         raise _RowUnreadable
@@ -300,7 +301,7 @@ def _read_row(f: BinaryIO, info: zipfile.ZipInfo, index: int) -> np.ndarray:
     row_shape = tuple(shape[1:])
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
     f.seek(f.tell() + (index % shape[0]) * row_bytes)
-    data = f.read(row_bytes)
-    if len(data) != row_bytes:
+    row = np.empty(row_shape, dtype=dtype)  # read straight into it: one copy, not two
+    if f.readinto(row.data.cast("B")) != row_bytes:
         raise _RowUnreadable
-    return np.frombuffer(data, dtype=dtype).reshape(row_shape).copy()
+    return row
