@@ -12,6 +12,7 @@ import pytest
 
 from monitor.evaluation import (
     binary_metrics,
+    bootstrap_intervals,
     eer,
     has_both_classes,
     log_loss,
@@ -133,3 +134,45 @@ def test_log_loss_is_mean_binary_cross_entropy() -> None:
     assert log_loss([1, 0], [1.0, 0.0]) < 1e-5  # clipped, so finite and ~0
     assert np.isfinite(log_loss([1, 0], [0.0, 1.0]))  # confidently wrong: large, not inf
     assert np.isnan(log_loss([], []))
+
+
+def _scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n reals ~ N(0, 1) and n fakes ~ N(2, 1)."""
+    rng = np.random.default_rng(seed)
+    return np.r_[np.zeros(n), np.ones(n)], np.r_[rng.normal(0, 1, n), rng.normal(2, 1, n)]
+
+
+def test_bootstrap_intervals_bracket_the_figures_and_narrow_with_more_clips() -> None:
+    y, s = _scores(100, seed=1)
+    ci = bootstrap_intervals(y, s, resamples=400)
+    assert ci["fpr_floor"] == pytest.approx(0.01) and ci["resamples"] == 400
+    for key, value in (("auc", roc_auc(y, s)), ("tpr_at_fpr_1e-2", tpr_at_fpr(y, s, 1e-2))):
+        lo, hi = ci[key]
+        assert lo <= value <= hi and hi - lo > 0.0
+    assert bootstrap_intervals(y, s, resamples=400) == ci  # fixed seed
+    y10, s10 = _scores(1000, seed=2)
+    ci10 = bootstrap_intervals(y10, s10, resamples=400)
+    width = ci["auc"][1] - ci["auc"][0]
+    assert ci10["auc"][1] - ci10["auc"][0] < width / 2  # ~1/sqrt(10) as wide
+
+
+def test_bootstrap_shows_a_tpr_that_rests_on_one_real() -> None:
+    # 99 reals well below every fake, one real above all of them: TPR@1e-3 is 0 here,
+    # and 1 in every resample that leaves that real out (about 37% of them)
+    y = np.r_[np.zeros(100), np.ones(100)]
+    s = np.r_[np.linspace(0.0, 0.3, 99), 0.99, np.linspace(0.5, 0.9, 100)]
+    assert tpr_at_fpr(y, s, 1e-3) == 0.0
+    ci = bootstrap_intervals(y, s, resamples=500)
+    assert ci["tpr_at_fpr_1e-3"] == [0.0, 1.0]
+    assert ci["auc"][0] >= 0.96  # while the AUC hardly moves (0.99 with one copy of it)
+
+
+def test_bootstrap_perfect_separation_and_bad_arguments() -> None:
+    y = np.r_[np.zeros(20), np.ones(20)]
+    s = np.r_[np.zeros(20), np.ones(20)]
+    ci = bootstrap_intervals(y, s, resamples=50)
+    assert all(ci[k] == [1.0, 1.0] for k in ("auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-2"))
+    with pytest.raises(ValueError, match="resamples"):
+        bootstrap_intervals(y, s, resamples=0)
+    with pytest.raises(ValueError, match="both classes"):
+        bootstrap_intervals(np.zeros(4), np.arange(4.0))

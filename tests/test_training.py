@@ -173,6 +173,9 @@ def test_checkpoint_round_trip_and_evaluation_report(
     assert rows[0].startswith("video_name,y_pred,") and len(rows) == 13
     saved = json.loads(files["json"].read_text())
     assert saved["checkpoint_sha256"] == ck.sha256 and saved["clips_scored"] == 12
+    ci = saved["metrics"]["fused_intervals"]  # bootstrap intervals around the fused figures
+    assert ci["auc"][0] <= m["fused"]["auc"] <= ci["auc"][1]
+    assert ci["fpr_floor"] == pytest.approx(1 / m["fused"]["n_real"])
 
 
 @pytest.mark.slow
@@ -189,6 +192,7 @@ def test_evaluate_command(
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "valset: 12 clips scored" in printed and "fused   AUC" in printed
+    assert "95% bootstrap intervals: AUC [" in printed and "TPR@1e-3 is TPR at FPR 0" in printed
     assert "face_swap" in printed and (tmp_path / "roc_valset.png").is_file()
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from monitor.errors import ConfigError
-from monitor.evaluation import binary_metrics, has_both_classes, plot_roc
+from monitor.evaluation import binary_metrics, bootstrap_intervals, has_both_classes, plot_roc
 from train.cache import CachedClip, CacheSpec, build_cache, load_windows
 from train.config import DEFAULT_CACHE_DIR, DEFAULT_MAX_WINDOWS
 from train.data import ClipRecord, load_split
@@ -121,11 +121,14 @@ def _labelled(records: Sequence[ClipRecord], attr: str) -> tuple[np.ndarray, np.
     )
 
 
-def clip_metrics(scores: ClipScores) -> dict[str, Any]:
-    """The report: fused metrics, per-modality AUCs and per-method AUCs (NaN when undefined)."""
+def clip_metrics(scores: ClipScores, intervals: bool = False) -> dict[str, Any]:
+    """The report: fused metrics, per-modality AUCs and per-method AUCs (NaN when undefined);
+    with `intervals`, also bootstrap intervals of the fused figures (`fused_intervals`)."""
     recs = scores.records
     y = np.array([r.target for r in recs], dtype=np.int64)
     out: dict[str, Any] = {"fused": binary_metrics(y, scores.fused)}
+    if intervals and has_both_classes(y):
+        out["fused_intervals"] = bootstrap_intervals(y, scores.fused)
     for head, attr in (("audio", "audio_fake"), ("visual", "video_fake")):
         idx, lab = _labelled(recs, attr)
         if idx.size:
@@ -235,7 +238,7 @@ def evaluate_checkpoint(
     )
     cache = build_cache(index.records, spec, workers=workers, progress=progress, what=index.split)
     scores = score_clips(model, cache.clips, dev, batch_size, amp=dev.type == "cuda")
-    metrics = clip_metrics(scores)
+    metrics = clip_metrics(scores, intervals=True)
     meta = {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": ckpt.sha256,

@@ -31,6 +31,7 @@ def _fmt(x: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monitor.evaluation import COMPETITION_FPR
     from train.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(
@@ -55,6 +56,19 @@ def run(args: argparse.Namespace) -> int:
         f"fused   AUC {_fmt(f['auc'])}  TPR@1e-3 {_fmt(f['tpr_at_fpr_1e-3'])}  "
         f"TPR@1e-2 {_fmt(f['tpr_at_fpr_1e-2'])}  EER {_fmt(f['eer'])}"
     )
+    ci = m.get("fused_intervals")
+    if ci:
+        pct = round(100 * ci["level"])
+        print(
+            f"        {pct}% bootstrap intervals: AUC [{ci['auc'][0]:.4f}, {ci['auc'][1]:.4f}]  "
+            f"TPR@1e-3 [{ci['tpr_at_fpr_1e-3'][0]:.4f}, {ci['tpr_at_fpr_1e-3'][1]:.4f}]  "
+            f"TPR@1e-2 [{ci['tpr_at_fpr_1e-2'][0]:.4f}, {ci['tpr_at_fpr_1e-2'][1]:.4f}]"
+        )
+        if f.get("n_real", 0) and f["n_real"] * COMPETITION_FPR < 1:
+            print(
+                f"        {f['n_real']} reals: no threshold passes a real at FPR 1e-3, so "
+                "TPR@1e-3 is TPR at FPR 0 (the highest-scoring real decides it)"
+            )
     for head in ("audio", "visual"):
         if head in m:
             print(f"{head:7s} AUC {_fmt(m[head]['auc'])} (head vs its modality label)")
