@@ -16,6 +16,7 @@ from train.augment import (
     Augmenter,
     blend_mask,
     color_jitter,
+    denoise,
     jpeg_recompress,
     resize_down_up,
     self_blend,
@@ -307,6 +308,31 @@ def test_color_jitter_is_brightness_then_saturation_then_contrast(
     assert np.abs(got.astype(np.float64) - expected).max() <= 1.0
     if s == 0.0:  # no saturation left: every pixel is grey
         assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()
+
+
+def test_denoise_removes_sensor_noise_and_keeps_edges() -> None:
+    rng = np.random.default_rng(2)
+    clean = np.full((2, 64, 64, 3), 150.0)
+    clean[:, 20:44, 24:40] = 60.0  # a dark feature with sharp edges (an open mouth)
+    noisy = np.clip(clean + rng.normal(0.0, 3.0, clean.shape), 0, 255).astype(np.uint8)
+    out = denoise(noisy, 20.0, 2.0)
+    assert out.shape == noisy.shape and out.dtype == np.uint8
+    flat = (slice(None), slice(2, 16), slice(2, 60))  # skin, away from the edges
+    assert out[flat].std() < noisy[flat].std() / 2  # the noise is mostly gone...
+    edge_in = out[:, 30, 25].astype(float).mean()  # ...the feature's edge pixels are not
+    edge_out = out[:, 30, 22].astype(float).mean()
+    assert edge_out - edge_in > 80.0  # 90 levels of step, kept to within a few levels
+    only = Augmenter(
+        AugmentConfig(denoise_prob=1.0, resize_prob=0, color_prob=0, noise_prob=0, jpeg_prob=0)
+    )
+    smoothed = only.faces(noisy, np.random.default_rng(0))
+    assert smoothed[flat].std() < noisy[flat].std() / 2
+    assert np.array_equal(
+        Augmenter(
+            AugmentConfig(denoise_prob=0.0, resize_prob=0, color_prob=0, noise_prob=0, jpeg_prob=0)
+        ).faces(noisy, np.random.default_rng(0)),
+        noisy,
+    )
 
 
 def test_self_blend_alters_the_inner_face_only() -> None:

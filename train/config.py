@@ -105,6 +105,15 @@ class AugmentConfig(_Strict):
     saturation: float = Field(
         default=0.2, ge=0.0, le=1.0, description="max relative saturation change"
     )
+    denoise_prob: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="P(edge-preserving denoising of the crops, as a camera or call client does)",
+    )
+    denoise_sigma_max: float = Field(
+        default=25.0, ge=5.0, le=100.0, description="largest bilateral colour sigma, 0..255"
+    )
     self_blend_prob: float = Field(
         default=0.3,
         ge=0.0,
