@@ -170,7 +170,9 @@ class Augmenter:
         c = self.cfg
         if not c.enabled:
             return faces
-        if rng.random() < c.denoise_prob:  # first: the camera's own processing
+        # First: the camera's own processing. No draw while it is off, so that configs
+        # without it draw the same augmentations as before it existed.
+        if c.denoise_prob > 0 and rng.random() < c.denoise_prob:
             faces = denoise(faces, float(rng.uniform(5.0, c.denoise_sigma_max)), 2.0)
         if rng.random() < c.resize_prob:
             scale = float(rng.uniform(c.resize_min_scale, 1.0))
