@@ -71,10 +71,20 @@ def roc_curve(y_true: Any, y_score: Any) -> tuple[np.ndarray, np.ndarray, np.nda
     return fpr, tpr, thresholds
 
 
+def _area(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Trapezoidal area under ROC points (a tie's diagonal segment counts one half)."""
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def _tpr_within(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float) -> float:
+    """Best TPR among ROC points with FPR <= max_fpr."""
+    return float(tpr[fpr <= max_fpr + 1e-12].max())
+
+
 def roc_auc(y_true: Any, y_score: Any) -> float:
     """Area under the ROC curve (ties count one half)."""
     fpr, tpr, _ = roc_curve(y_true, y_score)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return _area(fpr, tpr)
 
 
 def tpr_at_fpr(y_true: Any, y_score: Any, max_fpr: float = COMPETITION_FPR) -> float:
@@ -86,8 +96,7 @@ def tpr_at_fpr(y_true: Any, y_score: Any, max_fpr: float = COMPETITION_FPR) -> f
     if not 0.0 <= max_fpr <= 1.0:
         raise ValueError(f"max_fpr={max_fpr} outside 0..1")
     fpr, tpr, _ = roc_curve(y_true, y_score)
-    ok = fpr <= max_fpr + 1e-12
-    return float(tpr[ok].max())
+    return _tpr_within(fpr, tpr, max_fpr)
 
 
 def eer(y_true: Any, y_score: Any) -> float:
@@ -157,9 +166,9 @@ def bootstrap_intervals(
     for b in range(resamples):
         idx = np.r_[rng.choice(real, real.size), rng.choice(fake, fake.size)]
         fpr, tpr, _ = roc_curve(y[idx], s[idx])
-        draws[0, b] = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
-        draws[1, b] = float(tpr[fpr <= COMPETITION_FPR + 1e-12].max())
-        draws[2, b] = float(tpr[fpr <= SECONDARY_FPR + 1e-12].max())
+        draws[0, b] = _area(fpr, tpr)
+        draws[1, b] = _tpr_within(fpr, tpr, COMPETITION_FPR)
+        draws[2, b] = _tpr_within(fpr, tpr, SECONDARY_FPR)
     tail = 100.0 * (1.0 - level) / 2.0
     lo, hi = np.percentile(draws, [tail, 100.0 - tail], axis=1)
     out: dict[str, Any] = {
