@@ -322,17 +322,12 @@ def test_denoise_removes_sensor_noise_and_keeps_edges() -> None:
     edge_in = out[:, 30, 25].astype(float).mean()  # ...the feature's edge pixels are not
     edge_out = out[:, 30, 22].astype(float).mean()
     assert edge_out - edge_in > 80.0  # 90 levels of step, kept to within a few levels
-    only = Augmenter(
-        AugmentConfig(denoise_prob=1.0, resize_prob=0, color_prob=0, noise_prob=0, jpeg_prob=0)
-    )
-    smoothed = only.faces(noisy, np.random.default_rng(0))
+    others_off = dict(resize_prob=0, color_prob=0, noise_prob=0, jpeg_prob=0)
+    on = Augmenter(AugmentConfig(denoise_prob=1.0, **others_off))
+    smoothed = on.faces(noisy, np.random.default_rng(0))
     assert smoothed[flat].std() < noisy[flat].std() / 2
-    assert np.array_equal(
-        Augmenter(
-            AugmentConfig(denoise_prob=0.0, resize_prob=0, color_prob=0, noise_prob=0, jpeg_prob=0)
-        ).faces(noisy, np.random.default_rng(0)),
-        noisy,
-    )
+    off = Augmenter(AugmentConfig(denoise_prob=0.0, **others_off))
+    assert np.array_equal(off.faces(noisy, np.random.default_rng(0)), noisy)
 
 
 def test_self_blend_alters_the_inner_face_only() -> None:
