@@ -13,10 +13,12 @@ from tiny_dataset import TINY_CONTRACT, write_clip, write_corrupt, write_dataset
 
 from monitor.errors import DatasetError
 from train.augment import (
+    NOISE_BANK_SIZE,
     Augmenter,
     blend_mask,
     color_jitter,
     denoise,
+    gaussian_noise,
     jpeg_recompress,
     resize_down_up,
     self_blend,
@@ -308,6 +310,22 @@ def test_color_jitter_is_brightness_then_saturation_then_contrast(
     assert np.abs(got.astype(np.float64) - expected).max() <= 1.0
     if s == 0.0:  # no saturation left: every pixel is grey
         assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()
+
+
+def test_gaussian_noise_is_unit_normal_scaled_and_differs_between_draws() -> None:
+    flat = np.full((4, 48, 48, 3), 128, dtype=np.uint8)
+    rng = np.random.default_rng(5)
+    a = gaussian_noise(flat, 6.0, rng).astype(np.float64) - 128
+    b = gaussian_noise(flat, 6.0, rng).astype(np.float64) - 128
+    assert abs(a.std() - 6.0) < 0.15 and abs(a.mean()) < 0.1  # rounded, not truncated
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] < 0.05  # a new draw, not the same noise
+    # neighbouring pixels are independent, as sensor noise is
+    assert abs(np.corrcoef(a[..., :-1, :].ravel(), a[..., 1:, :].ravel())[0, 1]) < 0.05
+    again = gaussian_noise(flat, 6.0, np.random.default_rng(5)).astype(np.float64) - 128
+    assert np.array_equal(again, a)  # the generator decides the draw
+    huge = np.full((1, 2, NOISE_BANK_SIZE, 1), 128, dtype=np.uint8)  # more than the bank
+    out = gaussian_noise(huge, 6.0, rng).astype(np.float64) - 128
+    assert out.shape == huge.shape and 5.5 < out.std() < 6.5
 
 
 def test_denoise_removes_sensor_noise_and_keeps_edges() -> None:
