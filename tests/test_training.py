@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -25,9 +26,11 @@ from tiny_dataset import write_corrupt, write_dataset
 from monitor.cli import main as cli_main
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
+from train.cache import CacheSpec, build_cache, load_windows
 from train.checkpoint import load_checkpoint
 from train.config import PRESET_DEFAULTS, TrainConfig, load_config, make_config
-from train.evaluate import evaluate_checkpoint
+from train.data import load_split
+from train.evaluate import evaluate_checkpoint, score_clips, spread_indices
 from train.loop import TrainResult, train
 
 CONTRACT: dict[str, Any] = {
@@ -55,6 +58,7 @@ def _cfg(cache: Path, **changes: Any) -> TrainConfig:
         # the inner-face ellipse of self-blending lands on no face; its own tests are in
         # test_data.py.
         "augment": {"self_blend_prob": 0.0},
+        "val_windows": None,  # validate on every window (the demo preset takes 2)
     }
     base.update(changes)
     return make_config(base)
@@ -176,6 +180,48 @@ def test_checkpoint_round_trip_and_evaluation_report(
     ci = saved["metrics"]["fused_intervals"]  # bootstrap intervals around the fused figures
     assert ci["auc"][0] <= m["fused"]["auc"] <= ci["auc"][1]
     assert ci["fpr_floor"] == pytest.approx(1 / m["fused"]["n_real"])
+
+
+@pytest.mark.slow
+def test_validation_window_cap_scores_evenly_spread_windows(
+    run: tuple[Path, TrainResult, list[str]], data: Path, cache: Path
+) -> None:
+    model = load_checkpoint(run[0] / "best.pt").model
+    records = list(load_split(data, "val").records)
+    clips = build_cache(records, CacheSpec(cache, model.contract), 0, quiet=True).clips
+    cpu = torch.device("cpu")
+    full = score_clips(model, clips, cpu)
+    assert full.n_windows.max() >= 3  # the 2 s val clips give several 1 s windows each
+    capped = score_clips(model, clips, cpu, max_windows=2)
+    assert (capped.n_windows == np.minimum(full.n_windows, 2)).all()
+    assert np.array_equal(score_clips(model, clips, cpu, max_windows=64).fused, full.fused)
+    # a cap of 1 scores each clip's middle window, nothing else
+    one = score_clips(model, clips, cpu, max_windows=1)
+    with torch.inference_mode():
+        for i, clip in enumerate(clips):
+            w = load_windows(clip.npz)
+            mid = (w.audio.shape[0] - 1) // 2
+            p = torch.sigmoid(model(torch.from_numpy(w.audio), torch.from_numpy(w.faces))[0])
+            assert one.fused[i] == pytest.approx(float(p[mid]), abs=1e-5)
+    assert spread_indices(8, 3).tolist() == [0, 4, 7] and spread_indices(2, 5).tolist() == [0, 1]
+    assert make_config({"preset": "demo", "val_windows": 2}).val_windows == 2
+    with pytest.raises(ConfigError):
+        make_config({"val_windows": 0})
+
+
+@pytest.mark.slow
+def test_run_validated_on_a_window_subset_reports_best_on_all_windows(
+    data: Path, cache: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sub"
+    result = train(data, out, _cfg(cache, epochs=2, val_windows=1))
+    assert result.best_full_val is not None
+    report = evaluate_checkpoint(out / "best.pt", data, "val", tmp_path / "ev", cache_dir=cache)
+    fused = report["metrics"]["fused"]
+    assert result.best_full_val["auc"] == pytest.approx(fused["auc"], abs=1e-9)
+    assert result.best_full_val["tpr_at_fpr_1e-3"] == pytest.approx(fused["tpr_at_fpr_1e-3"])
+    # without a subset, the epochs' own figures are already the full ones
+    assert train(data, tmp_path / "all", _cfg(cache, epochs=1)).best_full_val is None
 
 
 @pytest.mark.slow

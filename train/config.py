@@ -196,6 +196,13 @@ class TrainConfig(_Strict):
     max_val_clips: int | None = Field(
         default=None, ge=1, description="validate on at most this many"
     )
+    val_windows: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="score at most this many of each val clip's cached windows, evenly "
+        "spread, in the per-epoch validation (None: all); `evaluate` always scores all",
+    )
     amp: bool = Field(default=True, description="mixed precision (torch.autocast) on CUDA")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where to train")
     progress: bool = Field(default=True, description="show a tqdm progress bar")

@@ -79,6 +79,9 @@ class TrainResult:
     skipped: dict[str, int] = field(default_factory=dict)  # e.g. {"trainset missing": 3}
     # (val AUC, TPR@FPR=1e-3, -val log loss), see _score_key
     best_score: tuple[float, ...] = (-math.inf, -math.inf, -math.inf)
+    # best.pt scored on every val window, when the epochs were validated on a subset
+    # (cfg.val_windows): the figures `evaluate` gives
+    best_full_val: dict[str, float] | None = None
 
 
 def _barrier(env: DistEnv) -> None:
@@ -388,7 +391,12 @@ class _Trainer:
         else:
             t0 = time.perf_counter()
             scores = score_clips(
-                self.eval_model, self.val_clips, self.device, self.cfg.batch_size, self.use_amp
+                self.eval_model,
+                self.val_clips,
+                self.device,
+                self.cfg.batch_size,
+                self.use_amp,
+                max_windows=self.cfg.val_windows,
             )
             metrics = clip_metrics(scores)
             record["val"] = headline(metrics)
@@ -404,6 +412,24 @@ class _Trainer:
             self.best_score = key
         record["best"] = improved
         return improved
+
+    def score_best_on_all_windows(self) -> dict[str, float] | None:
+        """Headline val figures of best.pt over every cached window of each val clip."""
+        from train.checkpoint import load_checkpoint
+
+        if self.val_clips is None or not (self.out / BEST_NAME).is_file():
+            return None
+        model = load_checkpoint(self.out / BEST_NAME).model.to(self.device)
+        scores = score_clips(model, self.val_clips, self.device, self.cfg.batch_size, self.use_amp)
+        figures = headline(clip_metrics(scores))
+        logger.info(
+            "best.pt on every val window (epochs were validated on %d per clip): "
+            "AUC %.4f, TPR@1e-3 %.3f",
+            self.cfg.val_windows,
+            figures["auc"],
+            figures["tpr_at_fpr_1e-3"],
+        )
+        return figures
 
     def save(self, record: dict[str, Any], improved: bool) -> None:
         from train.checkpoint import save_checkpoint
@@ -476,6 +502,8 @@ def train(
             _barrier(env)
         result.best_score = run.best_score
         result.skipped = run.skipped
+        if env.main and result.epochs_run and cfg.val_windows is not None:
+            result.best_full_val = run.score_best_on_all_windows()
         if env.main and any(run.skipped.values()):
             skips = ", ".join(f"{n} {what}" for what, n in run.skipped.items() if n)
             logger.warning("clips skipped in this run (see the log above): %s", skips)

@@ -89,6 +89,13 @@ def run(args: argparse.Namespace) -> int:
             f"{last['clips_per_s']:.1f} clips/s, last val AUC {val.get('auc', float('nan')):.4f}, "
             f"best (AUC, TPR@1e-3) {result.best_score[0]:.4f}, {result.best_score[1]:.3f}"
         )
+        if result.best_full_val is not None:
+            full = result.best_full_val
+            print(
+                f"best.pt on every val window: AUC {full['auc']:.4f}, "
+                f"TPR@1e-3 {full['tpr_at_fpr_1e-3']:.3f} (epochs were validated on "
+                f"{cfg.val_windows} per clip)"
+            )
     else:
         print(f"{args.out}: nothing to do, already trained for {cfg.epochs} epochs")
     skipped = ", ".join(f"{n} {what}" for what, n in result.skipped.items() if n)
