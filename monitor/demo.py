@@ -2,7 +2,8 @@
 
 Steps, each reused when its output already exists (so a second run starts in seconds):
 1. generate a small synthetic dataset in the competition layout (`synth`);
-2. train the small demo model on the CPU (`train --preset demo`);
+2. train the small demo model on the CPU (`train --config deploy/demo/train.yaml`, the
+   `demo` preset with 4 crops per window);
 3. export it to ONNX with a parity check (`export`);
 4. serve one real and one fake test clip as two RTSP cameras on localhost (GStreamer's
    RTSP server, looping), and run `serve` on them with the WebRTC page enabled, printing
@@ -39,6 +40,7 @@ RTSP_PORTS = (8554, 8555)  # real camera, fake camera
 HTTP_PORT = 8080
 SYSTEM_PYTHON = "/usr/bin/python3"  # has PyGObject for GStreamer's RTSP server
 RTSP_SERVER = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "rtsp_server.py"
+TRAIN_CONFIG = RTSP_SERVER.parent / "train.yaml"  # the demo model's training settings
 DEMO_FAKE_METHOD = "swap_vc"  # voice and face both replaced: both heads have something to see
 
 
@@ -70,8 +72,8 @@ def _step_train(root: Path, data: Path) -> Path:
     if best.is_file():
         print(f"[2/4] model: reusing {best}", flush=True)
         return best
-    print("[2/4] model: training the demo preset on the CPU", flush=True)
-    args = ["train", str(data), "--out", str(run), "--preset", "demo"]
+    print(f"[2/4] model: training on the CPU ({TRAIN_CONFIG.name})", flush=True)
+    args = ["train", str(data), "--out", str(run), "--config", str(TRAIN_CONFIG)]
     if (run / "last.pt").is_file():
         args.append("--resume")
     _cli(*args)

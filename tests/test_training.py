@@ -354,12 +354,28 @@ def test_default_preset_takes_eight_160px_crops_unless_told_otherwise() -> None:
 
     c = make_config({}).build_contract()
     assert (c.k_crops, c.crop_size) == (8, 160)
-    demo = make_config({"preset": "demo"}).build_contract()
-    assert (demo.k_crops, demo.crop_size) == (4, 112)
+    demo_cfg = make_config({"preset": "demo"})
+    demo = demo_cfg.build_contract()
+    assert (demo.k_crops, demo.crop_size) == (8, 112)  # 8 crops, at the contract's 112 px
+    assert demo_cfg.val_windows == 2 and make_config({}).val_windows is None
+    demo4 = make_config({"preset": "demo", "contract": {"k_crops": 4}}).build_contract()
+    assert (demo4.k_crops, demo4.crop_size) == (4, 112)
     # a contract override keeps the preset's other defaults, field by field
     c = make_config({"contract": {"crop_size": 96}}).build_contract()
     assert (c.k_crops, c.crop_size) == (8, 96)
     assert make_config({"contract": {"k_crops": 4}}).build_contract().k_crops == 4
+
+
+def test_make_demo_trains_the_earlier_four_crop_demo_model() -> None:
+    from monitor.demo import TRAIN_CONFIG
+    from train.loop import build_model_config
+
+    cfg = load_config(TRAIN_CONFIG)
+    assert cfg.preset == "demo" and cfg.epochs == 14 and cfg.val_windows is None
+    assert cfg.build_contract().k_crops == 4
+    model = build_model_config(cfg)
+    assert model.visual_stride == 1 and model.mouth_box is None
+    assert model.audio_backbone == "resnet10t"  # otherwise the demo preset's model
 
 
 def test_default_preset_averages_weights_and_an_explicit_value_wins() -> None:
@@ -371,10 +387,17 @@ def test_default_preset_averages_weights_and_an_explicit_value_wins() -> None:
 
 
 def test_default_model_sees_highpass_residuals_and_demo_keeps_rgb() -> None:
-    from train.model import ModelConfig
+    from train.model import MOUTH_BOX, ModelConfig
 
     assert ModelConfig.default().visual_highpass and ModelConfig.default().visual_stride == 2
     assert not ModelConfig.demo().visual_highpass  # make demo's model: unchanged
+    # both presets: the visual CNN on every second crop, the mouth CNN on the mouth band
+    assert ModelConfig.demo().visual_stride == 2
+    assert ModelConfig.demo().mouth_box == ModelConfig.default().mouth_box == MOUTH_BOX
+    # a demo checkpoint of an earlier version (K = 4, whole-crop mouth CNN) keeps its model
+    earlier = {**ModelConfig.demo().to_dict(), "visual_stride": 1, "mouth_box": None}
+    assert ModelConfig.from_dict(earlier).mouth_box is None
+    assert ModelConfig.from_dict(earlier).visual_stride == 1
     assert ModelConfig.default().fusion_dropout == 0.5
     assert ModelConfig.demo().fusion_dropout is None  # the heads' rate
     # a checkpoint written before the option existed loads as RGB only

@@ -200,8 +200,12 @@ class ModelConfig:
 
     @classmethod
     def demo(cls) -> ModelConfig:
-        """Tiny and fast on a CPU: trains on ~1,000 clips in minutes."""
+        """Tiny and fast on a CPU: trains on ~1,000 clips in minutes. Like the default,
+        its visual CNN sees every second crop and its mouth CNN the mouth band alone, so
+        8 crops per window cost what 4 whole crops did (BENCHMARKS.md, session 8)."""
         return cls(
+            visual_stride=2,
+            mouth_box=MOUTH_BOX,
             n_mels=64,
             audio_backbone="resnet10t",
             audio_backbone_kwargs=dict(TINY_RESNET_KWARGS),
