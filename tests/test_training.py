@@ -224,6 +224,18 @@ def test_run_validated_on_a_window_subset_reports_best_on_all_windows(
     assert train(data, tmp_path / "all", _cfg(cache, epochs=1)).best_full_val is None
 
 
+def test_loader_workers_set_the_training_loader_apart_from_caching(
+    data: Path, cache: Path, tmp_path: Path
+) -> None:
+    from train.loop import DistEnv, _Trainer
+
+    for loader_workers, expected in ((1, 1), (None, 0)):  # None: as many as `workers` (0)
+        cfg = _cfg(cache, workers=0, loader_workers=loader_workers)
+        trainer = _Trainer(data, tmp_path / "r", cfg, DistEnv())
+        trainer.prepare_data()
+        assert trainer.loader.num_workers == expected
+
+
 @pytest.mark.slow
 def test_evaluate_command(
     run: tuple[Path, TrainResult, list[str]],
@@ -285,6 +297,12 @@ def test_train_command_check_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["epochs"] == 3 and resolved["lr"] == 0.01 and resolved["preset"] == "demo"
     assert resolved["warmup_steps"] == PRESET_DEFAULTS["demo"]["warmup_steps"]  # preset default
+    # the demo preset loads training draws in the training process; the flag overrides it
+    assert resolved["loader_workers"] == 0 and resolved["workers"] == 2
+    assert cli_main([*argv, "--preset", "demo", "--loader-workers", "3"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["loader_workers"] == 3
+    assert cli_main([*argv]) == 0  # the default preset: loaders as many as `workers`
+    assert yaml.safe_load(capsys.readouterr().out)["loader_workers"] is None
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 3\naugment: {jpeg_prob: 2}\n")
     assert cli_main([*argv, "--config", str(bad)]) == 2

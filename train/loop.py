@@ -308,7 +308,7 @@ class _Trainer:
             self.dataset,  # type: ignore[arg-type]  # a map-style dataset by protocol
             batch_size=batch_size,
             sampler=self.sampler,
-            num_workers=cfg.workers,
+            num_workers=cfg.workers if cfg.loader_workers is None else cfg.loader_workers,
             pin_memory=self.device.type == "cuda",
             drop_last=True,
         )

@@ -23,6 +23,7 @@ _OVERRIDES = (
     "lr",
     "seed",
     "workers",
+    "loader_workers",
     "cache_dir",
     "device",
     "max_train_clips",
@@ -41,6 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="caching and loading processes")
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        help="processes that load training draws, if not --workers (0: in the training process)",
+    )
     p.add_argument("--cache-dir", help="per-clip window cache folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--max-train-clips", type=int, help="train on a subset")
