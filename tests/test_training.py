@@ -351,7 +351,15 @@ def test_resume_continues_exactly(
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(data: Path, cache: Path, tmp_path: Path) -> None:
-    cfg = _cfg(cache, epochs=1, batch_size=4, max_train_clips=8, max_val_clips=4, ema_decay=0.9)
+    cfg = _cfg(
+        cache,
+        epochs=1,
+        batch_size=4,
+        max_train_clips=8,
+        max_val_clips=4,
+        ema_decay=0.9,
+        val_windows=1,
+    )
     cfg.save_yaml(tmp_path / "cfg.yaml")
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
@@ -361,6 +369,7 @@ def test_torchrun_two_processes_on_cpu(data: Path, cache: Path, tmp_path: Path) 
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained 1 epoch(s)") == 1  # rank 0 alone reports
+    assert proc.stdout.count("best.pt on every val window: AUC") == 1
     (record,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert record["clips"] == 8 and record["step"] == 1  # 2 ranks x 4 draws, 1 step each
     assert load_checkpoint(out / "best.pt").contract == InputContract(**CONTRACT)
