@@ -195,7 +195,12 @@ class TrainConfig(_Strict):
     )
     balance_classes: bool = Field(default=True, description="sample reals and fakes equally often")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed of every random choice")
-    workers: int = Field(default=2, ge=0, le=256, description="processes for caching and loading")
+    workers: int = Field(
+        default=2,
+        ge=0,
+        le=256,
+        description="processes for caching, and for loading unless loader_workers is set",
+    )
     loader_workers: int | None = Field(
         default=None,
         ge=0,

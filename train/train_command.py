@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="windows per step and process")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, help="caching and loading processes")
+    p.add_argument("--workers", type=int, help="caching (and loading) processes")
     p.add_argument(
         "--loader-workers",
         type=int,
