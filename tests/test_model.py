@@ -222,6 +222,7 @@ def test_gradients_reach_all_heads_and_backbones(tiny_model: Detector) -> None:
             continue
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
+    assert model.fusion_head is not None
     for head in (model.fusion_head, model.audio_head, model.visual_head, model.sync_net):
         assert any(float(p.grad.abs().sum()) > 0 for p in head.parameters() if p.grad is not None)
     # the fused loss alone trains both backbones through the fusion and sync paths
@@ -333,14 +334,16 @@ def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo=False is deprecated
-@pytest.mark.parametrize("highpass", [False, True], ids=["rgb", "rgb+highpass+mouth_box"])
+@pytest.mark.parametrize("highpass", [False, True], ids=["rgb", "rgb+highpass+mouth_box+or_fusion"])
 def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, highpass: bool) -> None:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     contract = InputContract()  # the real default shapes: 2 s, K=4, 112 px
     torch.manual_seed(0)
     cfg = ModelConfig.demo().replace(
-        visual_highpass=highpass, mouth_box=MOUTH_BOX if highpass else None
+        visual_highpass=highpass,
+        mouth_box=MOUTH_BOX if highpass else None,
+        fusion="or" if highpass else "mlp",
     )
     model, _ = _trained_once(contract, cfg)  # non-trivial batch-norm stats
     probs = model.export_module().eval()
@@ -592,3 +595,33 @@ def test_fusion_dropout_acts_on_the_fusion_input_only() -> None:
         assert all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
     with pytest.raises(ConfigError, match="fusion_dropout"):
         TINY_CFG.replace(fusion_dropout=1.0)
+
+
+def test_or_fusion_is_a_soft_or_of_the_three_heads() -> None:
+    with pytest.raises(ConfigError, match="fusion"):
+        TINY_CFG.replace(fusion="xor")
+    model = build_model(SMALL, TINY_CFG.replace(fusion="or"))
+    assert model.fusion_head is None and model.head_weights is None
+    assert not any(name.startswith("fusion_head") for name, _ in model.named_parameters())
+    audio, faces = random_batch(SMALL, 4, seed=5)
+    model.eval()
+    with torch.no_grad():
+        fused, a, v, in_sync, _ = model(audio, faces, sync_pairs=True)
+    heads = torch.stack([a, v, in_sync], dim=1)
+    torch.testing.assert_close(fused, torch.logsumexp(heads, dim=1))
+    assert (fused >= heads.amax(dim=1)).all()  # never below its most suspicious head
+    assert (fused <= heads.amax(dim=1) + math.log(3) + 1e-5).all()
+    # the fused loss alone reaches every head and both backbones (fused-only labels)
+    model.train()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    bce(model(audio, faces)[0], torch.tensor([0.0, 1.0, 0.0, 1.0])).backward()
+    parts = (
+        model.audio_head,
+        model.visual_head,
+        model.sync_head,
+        model.audio_backbone,
+        model.visual_backbone,
+        model.sync_visual,
+    )
+    for part in parts:
+        assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0

@@ -13,8 +13,9 @@
                                             (spatial map kept, flattened) ─► m_k ──────┤
                                    per crop: [a_k, m_k, a_k * m_k] ─► temporal conv ─► mean+max
                                                                          ─► sync embedding
-    fusion head over [audio emb, visual emb, sync emb]
+    fusion "mlp": fusion head over [audio emb, visual emb, sync emb]
         + learned weights × (audio, visual, sync head logits) ─────────────────► fused_logit
+    fusion "or": logsumexp(audio, visual, sync head logits) ────────────────► fused_logit
 
     (* training mode only, when ModelConfig.augment is on; † when visual_highpass is on)
 
@@ -63,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 HEAD_SKIP_INIT = 0.5  # initial weight of each head's logit in the fused logit
 VISUAL_STEMS = ("unshuffle", "pool")
+FUSION_MODES = ("mlp", "or")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, fraction of 255
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # A resnet10t with a quarter of the usual widths: 0.3 M parameters, fast on a laptop CPU.
@@ -115,6 +117,11 @@ class ModelConfig:
     # fractions of the crop the mouth CNN sees; None = the whole crop. A crop is the face
     # box plus a margin, so the mouth sits in a known band of it and the rest (hair,
     # eyes, background) only costs compute on the sync path
+    fusion: str = "mlp"  # how the fused logit is made: "mlp" (a fusion MLP over the three
+    # embeddings plus learned weights x the heads' logits) or "or" (logsumexp of the
+    # audio, visual and sync heads' logits, a soft "any modality is fake", no MLP): a clip
+    # is fake when its voice or its face or their timing is, and an MLP over embeddings
+    # can also learn combinations that flag a real identity (BENCHMARKS.md, session 9)
     fusion_hidden: int = 256  # hidden units of the fusion MLP
     dropout: float = 0.2  # before every head, training only
     fusion_dropout: float | None = None  # on the fusion MLP's input embeddings (None: dropout);
@@ -143,6 +150,8 @@ class ModelConfig:
             problems.append(f"need 0 <= f_min < f_max, got {self.f_min}, {self.f_max}")
         if self.top_db is not None and self.top_db <= 0:
             problems.append(f"top_db={self.top_db} must be > 0 or None")
+        if self.fusion not in FUSION_MODES:
+            problems.append(f"fusion={self.fusion!r} not in {FUSION_MODES}")
         if self.visual_stem not in VISUAL_STEMS:
             problems.append(f"visual_stem={self.visual_stem!r} not in {VISUAL_STEMS}")
         if self.visual_downsample < 1:
@@ -563,14 +572,17 @@ class Detector(nn.Module):
         self.audio_head = nn.Linear(cfg.audio_dim, 1)
         self.visual_head = nn.Linear(2 * cfg.visual_dim, 1)
         self.sync_head = nn.Linear(2 * cfg.sync_dim, 1)  # P(out of sync), self-supervised
-        self.head_weights = nn.Parameter(torch.full((3,), HEAD_SKIP_INIT))  # audio, visual, sync
-        fused_in = cfg.audio_dim + 2 * cfg.visual_dim + 2 * cfg.sync_dim
-        self.fusion_head = nn.Sequential(
-            nn.Linear(fused_in, cfg.fusion_hidden),
-            nn.GELU(),
-            nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.fusion_hidden, 1),
-        )
+        self.head_weights: nn.Parameter | None = None
+        self.fusion_head: nn.Module | None = None
+        if cfg.fusion == "mlp":
+            self.head_weights = nn.Parameter(torch.full((3,), HEAD_SKIP_INIT))  # a, v, sync
+            fused_in = cfg.audio_dim + 2 * cfg.visual_dim + 2 * cfg.sync_dim
+            self.fusion_head = nn.Sequential(
+                nn.Linear(fused_in, cfg.fusion_hidden),
+                nn.GELU(),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.fusion_hidden, 1),
+            )
 
     def _probe_audio(self, n_mels: int, n_frames: int) -> int:
         """Channels of the audio feature map, from one dummy forward."""
@@ -656,13 +668,18 @@ class Detector(nn.Module):
         audio_logit = self.audio_head(self.dropout(audio_emb)).squeeze(1)
         visual_logit = self.visual_head(self.dropout(visual_emb)).squeeze(1)
         sync_logit = self.sync_head(sync_emb).squeeze(1)
-        fused_in = torch.cat([audio_emb, visual_emb, sync_emb], dim=1)
         heads = torch.stack([audio_logit, visual_logit, sync_logit], dim=1)  # [B, 3]
-        # Late fusion as a skip: the fused logit starts as a weighted sum of the heads'
-        # logits, so each cue counts as soon as its head has learnt it; the MLP learns
-        # the interactions on top.
-        fused_logit = self.fusion_head(self.fusion_dropout(fused_in)).squeeze(1)
-        fused_logit = fused_logit + (heads * self.head_weights).sum(dim=1)
+        if self.fusion_head is None or self.head_weights is None:
+            # Soft OR: high as soon as any head is; the fused loss reaches every head
+            # through its softmax share, so the heads also learn from fused-only labels.
+            fused_logit = torch.logsumexp(heads, dim=1)
+        else:
+            # Late fusion as a skip: the fused logit starts as a weighted sum of the
+            # heads' logits, so each cue counts as soon as its head has learnt it; the
+            # MLP learns the interactions on top.
+            fused_in = torch.cat([audio_emb, visual_emb, sync_emb], dim=1)
+            fused_logit = self.fusion_head(self.fusion_dropout(fused_in)).squeeze(1)
+            fused_logit = fused_logit + (heads * self.head_weights).sum(dim=1)
         if not sync_pairs:
             return fused_logit, audio_logit, visual_logit
         in_sync = sync_logit
