@@ -146,6 +146,24 @@ def test_smoothing_reduces_jitter() -> None:
     assert jitter(0.5) < 0.75 * jitter(0.0)
 
 
+def test_second_cascade_finds_the_face_the_first_misses_with_the_same_framing() -> None:
+    frame, truth = scene(360, 480, 120, 40, "texture")
+    first = FaceCropper(crop_size=112).crop(frame)  # the default cascade finds it itself
+    # A first cascade that finds no face here (a number-plate one) stands in for a face
+    # the default cascade misses; the second chance then finds it.
+    plate = cv2.data.haarcascades + "haarcascade_license_plate_rus_16stages.xml"
+    rescued = FaceCropper(crop_size=112, cascade_path=plate)
+    res = rescued.crop(frame)
+    assert res.found and res.source == "detected"
+    assert rescued.stats.second_chance == 1 and rescued.stats.detector_runs == 1
+    assert iou(res.box, truth) >= MIN_IOU, (res.box, truth)
+    assert first.box is not None and res.box is not None
+    assert abs(res.box[2] / first.box[2] - 1.0) < 0.15  # boxes rescaled to the same framing
+    assert ncc(res.image, first.image) > 0.8
+    without = FaceCropper(crop_size=112, cascade_path=plate, second_chance=False)
+    assert without.crop(frame).source == "fallback" and without.stats.second_chance == 0
+
+
 def test_fallback_on_blank_and_noise_is_counted_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -164,6 +182,7 @@ def test_fallback_on_blank_and_noise_is_counted_and_logged(
             assert np.array_equal(res.image, centre_crop(frame, 64))
     assert cropper.stats.fallback == 4 and cropper.stats.frames == 4
     assert cropper.stats.detector_runs == 4  # nothing to track: detect every frame
+    assert cropper.stats.second_chance == 0  # the second cascade invents no face either
     lines = [r.getMessage() for r in caplog.records if "no face" in r.getMessage()]
     assert len(lines) == 1, f"not rate-limited to one line per {FALLBACK_LOG_INTERVAL_S}s"
     assert "lobby-cam" in lines[0]

@@ -34,6 +34,7 @@ import numpy as np
 
 from monitor.contract import InputContract
 from monitor.errors import MediaError
+from monitor.faces import CROPPER_VERSION
 from train.data import ClipRecord
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class CacheSpec:
     def key(self) -> str:
         spec = {
             "format": CACHE_FORMAT,
+            "cropper": CROPPER_VERSION,
             "contract": self.contract.to_dict(),
             "max_windows": self.max_windows,
             "audio_dtype": self.audio_dtype,
