@@ -12,6 +12,7 @@ import pytest
 from tiny_dataset import TINY_CONTRACT, write_clip, write_corrupt, write_dataset
 
 from monitor.errors import DatasetError
+from monitor.faces import CROPPER_VERSION
 from train.augment import (
     NOISE_BANK_SIZE,
     Augmenter,
@@ -192,6 +193,11 @@ def test_cache_builds_once_skips_corrupt_and_reuses(
     other = CacheSpec(tmp_path / "cache", TINY_CONTRACT, max_windows=2)
     rep3 = build_cache(records[:1], other, workers=0)
     assert other.folder != spec.folder and rep3.built == 1 and rep3.clips[0].n_windows == 2
+    # crops made by another version of the face cropper are never reused
+    folder = spec.folder
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("train.cache.CROPPER_VERSION", CROPPER_VERSION + 1)
+        assert spec.folder != folder
 
 
 def test_load_window_reads_one_row_like_np_load(tiny: Path, tmp_path: Path) -> None:
