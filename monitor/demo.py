@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -101,30 +102,39 @@ def pick_clips(data: Path) -> tuple[Path, Path]:
 
 
 def loop_clip(src: Path, dst: Path, repeats: int = LOOP_REPEATS) -> Path:
-    """Remux a clip `repeats` times back to back (no re-encoding) as a long camera feed."""
+    """Remux a clip `repeats` times back to back (no re-encoding) as a long camera feed.
+
+    Every copy starts all its streams at the same instant: each stream moves on by the
+    longest stream's span. Moving each stream on by its own span would let the voice
+    drift from the mouth (AAC frames round the audio up: 20 ms a copy for a 4.2 s clip,
+    0.4 s after 20 copies), and a real camera would then be genuinely out of sync.
+    """
     if dst.is_file():
         return dst
     tmp = dst.with_suffix(".tmp.mp4")
     with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
         streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        bases = {s.index: s.time_base or Fraction(1, 90_000) for s in inp.streams}
         offset = {s.index: 0 for s in inp.streams}
         for _ in range(repeats):
             inp.seek(0)
             first: dict[int, int] = {}
-            end = dict(offset)
+            end: dict[int, int] = {}
             for pkt in inp.demux():
                 if pkt.dts is None or pkt.pts is None:
                     continue
                 i = pkt.stream.index
                 first.setdefault(i, pkt.dts)
+                end[i] = max(end.get(i, pkt.dts), pkt.dts + (pkt.duration or 1))
                 pkt.pts += offset[i]
                 pkt.dts += offset[i]
-                end[i] = max(end[i], pkt.dts + (pkt.duration or 1))
                 pkt.stream = streams[i]
                 out.mux(pkt)
-            # the next copy's first dts lands right after this copy's last one (B-frames
-            # and AAC priming start at a negative dts, so shift by where this copy began)
-            offset = {i: end[i] - first.get(i, 0) for i in end}
+            # the copy's span in seconds: from each stream's first dts (B-frames and AAC
+            # priming start below 0) to its end, the longest of the streams
+            span = max(((end[i] - first[i]) * bases[i] for i in end), default=Fraction(0))
+            for i in offset:
+                offset[i] += round(span / bases[i])
     tmp.replace(dst)
     return dst
 
