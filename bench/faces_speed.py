@@ -77,12 +77,18 @@ def main() -> None:
     )
     parser.add_argument("--detect-every", type=int, default=5, help="tracking mode's N")
     parser.add_argument("--scale-factor", type=float, default=SCALE_FACTOR, help="Haar step")
+    parser.add_argument(
+        "--no-second-chance",
+        action="store_true",
+        help="no second cascade when the first finds no face (the cost before session 9)",
+    )
     args = parser.parse_args()
     if args.threads >= 0:
         cv2.setNumThreads(args.threads)
     print(
         f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads, {args.frames} frames/row, "
-        f"scale factor {args.scale_factor}, crops {CROP_SIZE} px"
+        f"scale factor {args.scale_factor}, crops {CROP_SIZE} px, "
+        f"second chance {'off' if args.no_second_chance else 'on'}"
     )
     print(
         f"{'size':6} {'mode':22} {'median ms':>10} {'mean ms':>8} {'cpu ms':>7} {'fps':>7} "
@@ -102,6 +108,7 @@ def main() -> None:
                 crop_size=CROP_SIZE,
                 detect_every=every,
                 scale_factor=args.scale_factor,
+                second_chance=not args.no_second_chance,
                 name=f"bench-{name}",
             )
             med, mean, cpu, runs, found = time_cropper(cropper, frames)
