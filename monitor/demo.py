@@ -30,6 +30,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
+import numpy.typing as npt
 
 logger = logging.getLogger("monitor.demo")
 
@@ -102,39 +104,67 @@ def pick_clips(data: Path) -> tuple[Path, Path]:
 
 
 def loop_clip(src: Path, dst: Path, repeats: int = LOOP_REPEATS) -> Path:
-    """Remux a clip `repeats` times back to back (no re-encoding) as a long camera feed.
+    """The clip `repeats` times back to back as a long camera feed: the video remuxed (no
+    re-encoding), the audio decoded, cut to the video's span and encoded once.
 
-    Every copy starts all its streams at the same instant: each stream moves on by the
-    longest stream's span. Moving each stream on by its own span would let the voice
-    drift from the mouth (AAC frames round the audio up: 20 ms a copy for a 4.2 s clip,
-    0.4 s after 20 copies), and a real camera would then be genuinely out of sync.
+    Each copy is exactly as long in sound as in pictures. Copying the AAC packets instead
+    would restart the audio stream's encoder priming in every copy: a sample-counting
+    decoder then hears each copy about 20 ms longer than it shows it, and after 20 copies
+    the voice trails the mouth by 0.4 s, a genuine desync in a real camera.
     """
     if dst.is_file():
         return dst
     tmp = dst.with_suffix(".tmp.mp4")
-    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        bases = {s.index: s.time_base or Fraction(1, 90_000) for s in inp.streams}
-        offset = {s.index: 0 for s in inp.streams}
-        for _ in range(repeats):
+    with av.open(str(src)) as inp:
+        video = inp.streams.video[0] if inp.streams.video else None
+        audio = inp.streams.audio[0] if inp.streams.audio else None
+        packets: list[tuple[av.Packet, int, int]] = []  # packet, its dts and pts
+        for pkt in inp.demux(video) if video is not None else ():
+            if pkt.dts is not None and pkt.pts is not None and pkt.size:
+                packets.append((pkt, pkt.dts, pkt.pts))
+        pcm: npt.NDArray[np.float32] | None = None
+        rate, layout = 0, "mono"
+        if audio is not None:
+            rate, layout = audio.rate, audio.layout.name
             inp.seek(0)
-            first: dict[int, int] = {}
-            end: dict[int, int] = {}
-            for pkt in inp.demux():
-                if pkt.dts is None or pkt.pts is None:
-                    continue
-                i = pkt.stream.index
-                first.setdefault(i, pkt.dts)
-                end[i] = max(end.get(i, pkt.dts), pkt.dts + (pkt.duration or 1))
-                pkt.pts += offset[i]
-                pkt.dts += offset[i]
-                pkt.stream = streams[i]
-                out.mux(pkt)
-            # the copy's span in seconds: from each stream's first dts (B-frames and AAC
-            # priming start below 0) to its end, the longest of the streams
-            span = max(((end[i] - first[i]) * bases[i] for i in end), default=Fraction(0))
-            for i in offset:
-                offset[i] += round(span / bases[i])
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+            chunks = [
+                f.to_ndarray() for frame in inp.decode(audio) for f in resampler.resample(frame)
+            ]
+            chunks += [f.to_ndarray() for f in resampler.resample(None)]
+            if chunks:
+                pcm = np.concatenate(chunks, axis=1).astype(np.float32)
+        with av.open(str(tmp), "w") as out:
+            v_out = out.add_stream_from_template(video) if video is not None else None
+            a_out = out.add_stream("aac", rate=rate, layout=layout) if pcm is not None else None
+            span, n_copy = Fraction(0), 0
+            if video is not None and packets:
+                tb = video.time_base or Fraction(1, 90_000)
+                first = min(dts for _, dts, _ in packets)
+                end = max(dts + (pkt.duration or 1) for pkt, dts, _ in packets)
+                span = (end - first) * tb  # seconds of pictures in one copy
+            if pcm is not None:
+                span = span or Fraction(pcm.shape[1], rate)
+                n_copy = round(span * rate)  # samples of sound in one copy
+                if pcm.shape[1] < n_copy:
+                    pcm = np.pad(pcm, ((0, 0), (0, n_copy - pcm.shape[1])))
+                pcm = np.ascontiguousarray(pcm[:, :n_copy])
+            sent = 0  # audio samples encoded so far
+            for copy in range(repeats):
+                if v_out is not None and video is not None:
+                    shift = round(copy * span / (video.time_base or Fraction(1, 90_000)))
+                    for pkt, dts, pts in packets:
+                        pkt.dts, pkt.pts = dts + shift, pts + shift
+                        pkt.stream = v_out
+                        out.mux(pkt)
+                if a_out is not None and pcm is not None:
+                    frame = av.AudioFrame.from_ndarray(pcm, format="fltp", layout=layout)
+                    frame.sample_rate, frame.pts = rate, sent
+                    frame.time_base = Fraction(1, rate)
+                    out.mux(a_out.encode(frame))
+                    sent += n_copy
+            if a_out is not None:
+                out.mux(a_out.encode(None))
     tmp.replace(dst)
     return dst
 
