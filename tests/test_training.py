@@ -405,6 +405,19 @@ def test_make_demo_trains_the_earlier_four_crop_demo_model() -> None:
     assert model.audio_backbone == "resnet10t"  # otherwise the demo preset's model
 
 
+def test_the_shipped_160_px_config_builds_the_measured_model() -> None:
+    from train.loop import build_model_config
+    from train.model import MOUTH_BOX
+
+    cfg = load_config(Path(__file__).parents[1] / "deploy" / "train" / "cpu160.yaml")
+    assert cfg.preset == "demo" and cfg.epochs == 30 and cfg.ema_decay == 0.995
+    contract = cfg.build_contract()
+    assert (contract.k_crops, contract.crop_size) == (8, 160)
+    model = build_model_config(cfg)
+    assert model.fusion == "or" and model.visual_highpass and model.visual_stride == 2
+    assert model.mouth_box == MOUTH_BOX and model.audio_backbone == "resnet10t"
+
+
 def test_default_preset_averages_weights_and_an_explicit_value_wins() -> None:
     assert make_config({}).ema_decay == 0.995
     assert make_config({"ema_decay": 0.0}).ema_decay == 0.0
