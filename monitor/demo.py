@@ -138,8 +138,8 @@ def loop_clip(src: Path, dst: Path, repeats: int = LOOP_REPEATS) -> Path:
             v_out = out.add_stream_from_template(video) if video is not None else None
             a_out = out.add_stream("aac", rate=rate, layout=layout) if pcm is not None else None
             span, n_copy = Fraction(0), 0
-            if video is not None and packets:
-                tb = video.time_base or Fraction(1, 90_000)
+            tb = (video.time_base if video is not None else None) or Fraction(1, 90_000)
+            if packets:
                 first = min(dts for _, dts, _ in packets)
                 end = max(dts + (pkt.duration or 1) for pkt, dts, _ in packets)
                 span = (end - first) * tb  # seconds of pictures in one copy
@@ -151,8 +151,8 @@ def loop_clip(src: Path, dst: Path, repeats: int = LOOP_REPEATS) -> Path:
                 pcm = np.ascontiguousarray(pcm[:, :n_copy])
             sent = 0  # audio samples encoded so far
             for copy in range(repeats):
-                if v_out is not None and video is not None:
-                    shift = round(copy * span / (video.time_base or Fraction(1, 90_000)))
+                if v_out is not None:
+                    shift = round(copy * span / tb)
                     for pkt, dts, pts in packets:
                         pkt.dts, pkt.pts = dts + shift, pts + shift
                         pkt.stream = v_out
