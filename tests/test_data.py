@@ -84,6 +84,18 @@ def test_manifest_errors(tmp_path: Path) -> None:
     assert row.family is None
     p.write_text("video_name,target,audio_fake,video_fake,method,family\na.mp4,1,0,1,m,sync\n")
     assert read_manifest(p)["a.mp4"].family == "sync"
+    assert read_manifest(p)["a.mp4"].face_px is None  # no face_height_px column
+
+
+def test_manifest_face_height(tmp_path: Path) -> None:
+    p = tmp_path / "manifest.csv"
+    p.write_text("video_name,target,face_height_px\na.mp4,1,163.5\nb.mp4,0,\n")
+    rows = read_manifest(p)
+    assert rows["a.mp4"].face_px == 163.5 and rows["b.mp4"].face_px is None
+    for bad in ("-3", "0", "big", "nan", "inf"):
+        p.write_text(f"video_name,target,face_height_px\na.mp4,1,{bad}\n")
+        with pytest.raises(DatasetError, match=r"manifest.csv:2: face_height_px must be a posi"):
+            read_manifest(p)
 
 
 def test_head_labels_keep_sync_fakes_out_of_the_visual_loss() -> None:

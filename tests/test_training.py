@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -26,11 +27,19 @@ from tiny_dataset import write_corrupt, write_dataset
 from monitor.cli import main as cli_main
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
+from monitor.evaluation import roc_auc
 from train.cache import CacheSpec, build_cache, load_windows
 from train.checkpoint import load_checkpoint
 from train.config import PRESET_DEFAULTS, TrainConfig, load_config, make_config
-from train.data import load_split
-from train.evaluate import evaluate_checkpoint, score_clips, spread_indices
+from train.data import ClipRecord, load_split
+from train.evaluate import (
+    ClipScores,
+    clip_metrics,
+    evaluate_checkpoint,
+    face_size_bins,
+    score_clips,
+    spread_indices,
+)
 from train.loop import TrainResult, train
 
 CONTRACT: dict[str, Any] = {
@@ -171,6 +180,11 @@ def test_checkpoint_round_trip_and_evaluation_report(
     assert m["fused"]["auc"] == pytest.approx(best_epoch["val"]["auc"], abs=1e-6)
     assert m["fused"]["n"] == 12 and set(m["per_method"]) == {"voice_clone", "face_swap", "both"}
     assert m["audio"]["n"] == 12 and m["visual"]["n_fake"] == 5
+    # the tiny manifest gives face heights of 100 / 160 / 220 px: three of four bins filled
+    sizes = m["by_face_size"]
+    assert list(sizes) == ["<120px", "120-160px", "160-200px", ">=200px"]
+    assert sum(v["fused"]["n_fake"] for v in sizes.values()) == m["fused"]["n_fake"]
+    assert sizes["120-160px"]["fused"]["n_fake"] == 0
     files = {k: Path(v) for k, v in report["files"].items()}
     assert files["png"].read_bytes()[:4] == b"\x89PNG"
     rows = files["csv"].read_text().splitlines()
@@ -252,6 +266,61 @@ def test_evaluate_command(
     assert "valset: 12 clips scored" in printed and "fused   AUC" in printed
     assert "95% bootstrap intervals: AUC [" in printed and "TPR@1e-3 is TPR at FPR 0" in printed
     assert "face_swap" in printed and (tmp_path / "roc_valset.png").is_file()
+    assert "fakes by face height (against all reals):" in printed and "<120px" in printed
+
+
+Row = tuple[int, int | None, float | None, float, float]
+
+
+def _scores(rows: list[Row], family: str | None = None) -> ClipScores:
+    """ClipScores of (target, video_fake, face_px, p_fused, p_visual) rows; the fakes
+    are of `family`."""
+    recs = tuple(
+        ClipRecord(
+            f"c{i}.mp4",
+            Path(f"c{i}.mp4"),
+            t,
+            None,
+            v,
+            "m" if t else "real",
+            family if t else "real",
+            px,
+        )
+        for i, (t, v, px, _, _) in enumerate(rows)
+    )
+    fused = np.array([r[3] for r in rows])
+    visual = np.array([r[4] for r in rows])
+    return ClipScores(recs, fused, fused * 0, visual, np.ones(len(rows), dtype=np.int64))
+
+
+def test_fakes_are_scored_by_face_size_against_all_reals() -> None:
+    reals: list[Row] = [
+        (0, 0, px, s, s) for px, s in ((90.0, 0.1), (150.0, 0.2), (250.0, 0.3), (None, 0.4))
+    ]
+    small: list[Row] = [(1, 1, 100.0, 0.9, 0.9), (1, 1, 110.0, 0.8, 0.8)]  # above every real
+    big: list[Row] = [(1, 1, 210.0, 0.35, 0.15), (1, 1, 300.0, 0.05, 0.05)]  # among / below
+    m = clip_metrics(_scores(reals + small + big))
+    sizes = m["by_face_size"]
+    assert list(sizes) == ["<120px", "120-160px", "160-200px", ">=200px"]
+    assert sizes["<120px"]["fused"]["auc"] == 1.0
+    assert sizes["<120px"]["fused"]["n"] == 6  # its 2 fakes against all 4 reals
+    # 0.35 beats 3 of 4 reals, 0.05 none: (3 + 0) / 8
+    assert sizes[">=200px"]["fused"]["auc"] == pytest.approx(3 / 8)
+    assert sizes[">=200px"]["visual"]["auc"] == pytest.approx(1 / 8)  # 0.15 beats only 0.1
+    assert sizes["120-160px"]["fused"]["n_fake"] == 0
+    assert np.isnan(sizes["120-160px"]["fused"]["auc"])
+    # the overall figures are the same with or without the breakdown
+    assert m["fused"]["auc"] == pytest.approx(
+        roc_auc([0] * 4 + [1] * 4, [r[3] for r in reals + small + big])
+    )
+    # desync fakes (untouched frames) are no visual example, for the head or by size
+    sync = clip_metrics(_scores(reals + small, family="sync"))
+    assert sync["visual"]["n_fake"] == 0 and "visual" not in sync["by_face_size"]["<120px"]
+    assert sync["by_face_size"]["<120px"]["fused"]["n_fake"] == 2
+    assert clip_metrics(_scores(reals + small))["visual"]["n_fake"] == 2
+    # no face heights on the fakes: no breakdown
+    assert "by_face_size" not in clip_metrics(_scores([*reals, (1, 1, None, 0.9, 0.9)]))
+    assert face_size_bins((100.0,)) == [("<100px", 0.0, 100.0), (">=100px", 100.0, math.inf)]
 
 
 def test_incompatible_or_broken_checkpoints_are_refused(

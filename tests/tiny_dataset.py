@@ -95,7 +95,7 @@ def write_dataset(
     label_names: tuple[str, ...] = ("train_label.txt", "val_label.txt"),
 ) -> Path:
     """Write trainset/ and valset/ with n clips per method each (val gets half, at least 1)."""
-    rows: list[tuple[str, str, int, int, int, str, str]] = []
+    rows: list[tuple[str, str, int, int, int, str, str, float]] = []
     for split, label_name, scale in (
         ("trainset", label_names[0], 1.0),
         ("valset", label_names[1], 0.5),
@@ -111,13 +111,23 @@ def write_dataset(
                 write_clip(folder / name, bool(a), bool(v), seed_j)
                 target = int(a or v)
                 lines.append(f"{name},{target}")
-                rows.append((name, split, target, a, v, method, FAMILIES[method]))
+                face_px = 100.0 + 60.0 * (j % 3)  # nominal: lets `evaluate` bin by face size
+                rows.append((name, split, target, a, v, method, FAMILIES[method], face_px))
         (root / label_name).write_text("\n".join(lines) + "\n")
     if manifest:
         with (root / "manifest.csv").open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(
-                ["video_name", "split", "target", "audio_fake", "video_fake", "method", "family"]
+                [
+                    "video_name",
+                    "split",
+                    "target",
+                    "audio_fake",
+                    "video_fake",
+                    "method",
+                    "family",
+                    "face_height_px",
+                ]
             )
             w.writerows(rows)
     return root

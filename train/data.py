@@ -5,7 +5,8 @@ label files `train_label.txt` or `trainset_label.txt` (likewise val/test) holdin
 `video_name,target` (1 = fake); the same under a `phase1/` folder is found too. An
 optional `manifest.csv` (written by the synthetic generator) adds per-modality labels
 (`audio_fake`, `video_fake`), the generation `method` of each clip and its `family`
-(audio, face, both, sync; real).
+(audio, face, both, sync; real); an optional `face_height_px` column (the face's height
+in the frame) lets `evaluate` break detection down by face size.
 
 Label files are parsed strictly: a malformed row raises DatasetError with file:line,
 because a silently dropped or mis-read label corrupts every figure computed later.
@@ -19,6 +20,7 @@ import csv
 import hashlib
 import io
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,7 @@ class ClipRecord:
     video_fake: int | None = None  # 1/0 from the manifest; None when unknown
     method: str | None = None  # generation method from the manifest ("real" for reals)
     family: str | None = None  # method family from the manifest: audio, face, both, sync, real
+    face_px: float | None = None  # face height in the frame, px, from the manifest
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class ManifestRow:
     method: str | None
     line: int  # line in manifest.csv, for error messages
     family: str | None = None
+    face_px: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,20 @@ def _parse_bit(value: str, where: str, column: str, allow_empty: bool = False) -
     return int(v)
 
 
+def _parse_size(value: str | None, where: str, column: str) -> float | None:
+    """A positive size in pixels; empty or absent -> None."""
+    v = (value or "").strip()
+    if not v:
+        return None
+    try:
+        size = float(v)
+    except ValueError:
+        size = math.nan
+    if not math.isfinite(size) or size <= 0:
+        raise DatasetError(f"{where}: {column} must be a positive number of pixels, got {v!r}")
+    return size
+
+
 def read_labels(path: str | Path) -> list[tuple[str, int]]:
     """Parse a `video_name,target` label file strictly; errors name file:line."""
     p = Path(path)
@@ -182,8 +200,15 @@ def read_manifest(path: str | Path) -> dict[str, ManifestRow]:
         method = (rec.get("method") or "").strip() or None
         family = (rec.get("family") or "").strip() or None
         target = _parse_bit(rec["target"], where, "target")
+        face_px = _parse_size(rec.get("face_height_px"), where, "face_height_px")
         rows[name] = ManifestRow(
-            int(target or 0), labels["audio_fake"], labels["video_fake"], method, line, family
+            int(target or 0),
+            labels["audio_fake"],
+            labels["video_fake"],
+            method,
+            line,
+            family,
+            face_px,
         )
     return rows
 
@@ -236,7 +261,14 @@ def load_split(data_dir: str | Path, split: str, limit: int | None = None) -> Sp
             )
         records.append(
             ClipRecord(
-                name, clip_dir / name, target, m.audio_fake, m.video_fake, m.method, m.family
+                name,
+                clip_dir / name,
+                target,
+                m.audio_fake,
+                m.video_fake,
+                m.method,
+                m.family,
+                m.face_px,
             )
         )
     if missing:

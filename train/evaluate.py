@@ -3,13 +3,18 @@
 Per clip, the score is the mean P(fake) over its cached windows (the same aggregate the
 offline scorer writes to prediction.txt). Reported: ROC AUC, TPR at FPR 1e-3 and 1e-2,
 EER for the fused head; with a manifest, the audio head against `audio_fake`, the
-visual head against `video_fake`, and each generation method's fakes against all reals
-(the per-method AUC shows which attacks the detector has not learnt).
+visual head against `video_fake` (sync-family fakes left out: their frames are
+untouched), and each generation method's fakes against all reals
+(the per-method AUC shows which attacks the detector has not learnt). When the manifest
+gives each clip's face height, the fakes are also scored by face size against all reals:
+a crop shrinks a big face more, and with it the pixel-level traces a re-rendered face
+leaves (BENCHMARKS.md, session 10).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import math
@@ -27,11 +32,15 @@ from monitor.evaluation import binary_metrics, bootstrap_intervals, has_both_cla
 from train.cache import CachedClip, CacheSpec, build_cache, load_windows
 from train.config import DEFAULT_CACHE_DIR, DEFAULT_MAX_WINDOWS
 from train.data import ClipRecord, load_split
+from train.dataset import SYNC_FAMILY
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EVAL_BATCH = 64  # windows per forward pass when scoring
 REAL_METHOD = "real"  # manifest method name of genuine clips (reals are found by target)
+# Face-height bin edges, px, of the by-face-size breakdown: a 160-px crop (face box plus
+# 25 % on every side) shows a face of up to about 107 px at full resolution.
+FACE_SIZE_EDGES_PX = (120.0, 160.0, 200.0)
 
 
 @dataclass(frozen=True)
@@ -132,8 +141,16 @@ def score_clips(
 
 
 def _labelled(records: Sequence[ClipRecord], attr: str) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and labels of the clips whose per-modality label `attr` is known."""
-    idx = [i for i, r in enumerate(records) if getattr(r, attr) is not None]
+    """Indices and labels of the clips whose per-modality label `attr` is known.
+
+    For `video_fake`, sync-family fakes are left out: their frames are untouched, the
+    visual head is not taught on them (train.dataset.head_labels), and the sync head is
+    what catches them."""
+    idx = [
+        i
+        for i, r in enumerate(records)
+        if getattr(r, attr) is not None and not (attr == "video_fake" and r.family == SYNC_FAMILY)
+    ]
     return np.array(idx, dtype=np.int64), np.array(
         [getattr(records[i], attr) for i in idx], dtype=np.int64
     )
@@ -159,6 +176,50 @@ def clip_metrics(scores: ClipScores, intervals: bool = False) -> dict[str, Any]:
         per_method[m] = binary_metrics(y[sel], scores.fused[sel])
     if per_method:
         out["per_method"] = per_method
+    by_size = face_size_metrics(scores)
+    if by_size:
+        out["by_face_size"] = by_size
+    return out
+
+
+def face_size_bins(edges: Sequence[float] = FACE_SIZE_EDGES_PX) -> list[tuple[str, float, float]]:
+    """(label, low, high) of each face-height bin: [low, high) px."""
+    bounds = [0.0, *edges, math.inf]
+    out = []
+    for lo, hi in itertools.pairwise(bounds):
+        if lo == 0.0:
+            label = f"<{hi:g}px"
+        elif math.isinf(hi):
+            label = f">={lo:g}px"
+        else:
+            label = f"{lo:g}-{hi:g}px"
+        out.append((label, lo, hi))
+    return out
+
+
+def face_size_metrics(
+    scores: ClipScores, edges: Sequence[float] = FACE_SIZE_EDGES_PX
+) -> dict[str, Any]:
+    """Per face-height bin: that bin's fakes against all reals (fused head), and its
+    visually faked clips against all visually real ones (visual head). Empty without
+    face heights for the fakes."""
+    recs = scores.records
+    px = np.array([np.nan if r.face_px is None else r.face_px for r in recs], dtype=np.float64)
+    y = np.array([r.target for r in recs], dtype=np.int64)
+    if not np.isfinite(px[y == 1]).any():
+        return {}
+    vis = np.full(len(recs), -1, dtype=np.int64)  # -1: not a visual example
+    v_idx, v_lab = _labelled(recs, "video_fake")
+    vis[v_idx] = v_lab
+    out: dict[str, Any] = {}
+    for label, lo, hi in face_size_bins(edges):
+        inside = np.isfinite(px) & (px >= lo) & (px < hi)
+        sel = (y == 0) | ((y == 1) & inside)
+        row: dict[str, Any] = {"fused": binary_metrics(y[sel], scores.fused[sel])}
+        vsel = (vis == 0) | ((vis == 1) & inside)
+        if (vis == 1).any():
+            row["visual"] = binary_metrics(vis[vsel], scores.visual[vsel])
+        out[label] = row
     return out
 
 

@@ -75,5 +75,15 @@ def run(args: argparse.Namespace) -> int:
     for method, v in m.get("per_method", {}).items():
         tpr = _fmt(v["tpr_at_fpr_1e-3"])
         print(f"  {method:24s} AUC {_fmt(v['auc'])}  TPR@1e-3 {tpr}  n={v['n_fake']}")
+    sizes = m.get("by_face_size", {})
+    if sizes:
+        print("fakes by face height (against all reals):")
+    for label, v in sizes.items():
+        f, vis = v["fused"], v.get("visual")
+        line = f"  {label:24s} AUC {_fmt(f['auc'])}  TPR@1e-3 {_fmt(f['tpr_at_fpr_1e-3'])}"
+        line += f"  n={f['n_fake']}"
+        if vis is not None:
+            line += f"  visual head AUC {_fmt(vis['auc'])} (n={vis['n_fake']})"
+        print(line)
     print(json.dumps(report["files"]))
     return 0
