@@ -1,13 +1,15 @@
 """Backend speed: windows/s and per-batch latency (p50/p99) per backend, batch size and preset.
 
-For each model preset (random weights; speed does not depend on them) a checkpoint is
+For each model preset or training config (random weights; speed does not depend on
+them) a checkpoint is
 saved and exported to ONNX (fp32, plus fp16 and a TensorRT engine where a GPU and
 TensorRT exist), then every backend that can run here scores batches of 1, 8, 32 and 128
 windows for about `--seconds` per cell after one warm-up call. Prints a markdown table.
 Run from the repo root:
 
-    .venv/bin/python bench/backends.py [--presets demo,default] [--batches 1,8,32,128]
-        [--seconds 3] [--backends torch,onnxruntime,tensorrt] [--threads N]
+    .venv/bin/python bench/backends.py [--presets demo,default,deploy/train/cpu224.yaml]
+        [--batches 1,8,32,128] [--seconds 3] [--backends torch,onnxruntime,tensorrt]
+        [--threads N]
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from engines.backend import Backend
 from engines.parity import random_inputs
 from monitor.contract import InputContract
-from train.config import make_config
+from train.config import TrainConfig, load_config, make_config
 
 DEFAULT_BATCHES = (1, 8, 32, 128)
 DEFAULT_SECONDS = 3.0  # timed seconds per cell (after one warm-up call)
@@ -38,6 +40,7 @@ MS = 1e3
 @dataclass(frozen=True)
 class Cell:
     preset: str
+    crops: str  # K x size of the preset's contract
     backend: str
     device: str
     batch: int
@@ -64,15 +67,24 @@ def time_backend(
     return len(lat), batch * len(lat) / total, float(p50), float(p99)
 
 
-def prepare(preset: str, contract: InputContract, folder: Path, want_trt: bool) -> dict[str, Path]:
+def resolve(spec: str) -> tuple[str, TrainConfig]:
+    """(label, training config) of a preset name or a training config YAML file."""
+    if spec.endswith((".yaml", ".yml")):
+        return Path(spec).stem, load_config(spec)
+    return spec, make_config({"preset": spec})
+
+
+def prepare(preset: str, train_cfg: TrainConfig, folder: Path, want_trt: bool) -> dict[str, Path]:
     """Checkpoint, ONNX (and fp16 ONNX + engine on a GPU with TensorRT) for one preset."""
     import torch
 
     from engines.export import export_checkpoint
     from train.checkpoint import save_checkpoint
-    from train.model import ModelConfig, build_model
+    from train.loop import build_model_config
+    from train.model import build_model
 
-    cfg = ModelConfig.demo() if preset == "demo" else ModelConfig.default()
+    contract = train_cfg.build_contract()
+    cfg = build_model_config(train_cfg)
     torch.manual_seed(0)
     files = {"checkpoint": folder / f"{preset}.pt"}
     save_checkpoint(files["checkpoint"], build_model(contract, cfg), contract, cfg)
@@ -148,7 +160,11 @@ def backends_for(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--presets", default="demo,default", help="comma-separated: demo, default")
+    ap.add_argument(
+        "--presets",
+        default="demo,default",
+        help="comma-separated: demo, default or training config YAML files",
+    )
     ap.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
     ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="timed seconds per cell")
     ap.add_argument("--backends", default="torch,onnxruntime,tensorrt")
@@ -178,10 +194,12 @@ def main() -> None:
     cells: list[Cell] = []
     skipped: list[tuple[str, str, str, int, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as tmp:
-        for preset in args.presets.split(","):
+        for spec in args.presets.split(","):
             # each preset's own contract: the default one takes 8 crops per window
-            contract = make_config({"preset": preset}).build_contract()
-            files = prepare(preset, contract, Path(tmp), "tensorrt" in names)
+            preset, train_cfg = resolve(spec)
+            contract = train_cfg.build_contract()
+            crops = f"{contract.k_crops}x{contract.crop_size}²"
+            files = prepare(preset, train_cfg, Path(tmp), "tensorrt" in names)
             for label, device, backend in backends_for(files, names, contract, args.threads):
                 per_window_s = 0.0
                 for b in batches:
@@ -193,7 +211,7 @@ def main() -> None:
                         continue
                     calls, wps, p50, p99 = time_backend(backend, contract, b, args.seconds)
                     per_window_s = 1.0 / wps
-                    cells.append(Cell(preset, label, device, b, calls, wps, p50, p99))
+                    cells.append(Cell(preset, crops, label, device, b, calls, wps, p50, p99))
                     line = f"{preset:8s} {label:18s} batch {b:4d}: {wps:9.1f} windows/s"
                     print(f"  {line}, p50 {p50:8.1f} ms", flush=True)
                 backend.close()
@@ -201,18 +219,22 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     print(
         f"\nMachine: {cpu}, {os.cpu_count()} CPU cores, {gpu}; torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); contract: {contract.window_seconds:g} s audio + "
-        f"{contract.k_crops}x{contract.crop_size}² crops per window\n"
+        f"({torch.get_num_threads()} threads); a window is {contract.window_seconds:g} s of "
+        "audio and the crops below\n"
     )
-    print("| preset | backend | device | batch | windows/s | p50 ms/batch | p99 ms/batch | calls |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| preset | crops | backend | device | batch | windows/s | p50 ms/batch | p99 ms/batch "
+        "| calls |"
+    )
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for c in cells:
         print(
-            f"| {c.preset} | {c.backend} | {c.device} | {c.batch} | {c.windows_per_s:,.1f} | "
+            f"| {c.preset} | {c.crops} | {c.backend} | {c.device} | {c.batch} | "
+            f"{c.windows_per_s:,.1f} | "
             f"{c.p50_ms:,.1f} | {c.p99_ms:,.1f} | {c.calls} |"
         )
     for preset, label, device, b, est in skipped:
-        print(f"| {preset} | {label} | {device} | {b} | skipped: ~{est:.0f} s per call | | | |")
+        print(f"| {preset} | | {label} | {device} | {b} | skipped: ~{est:.0f} s per call | | | |")
 
 
 if __name__ == "__main__":
