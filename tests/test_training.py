@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -485,6 +486,21 @@ def test_the_shipped_160_px_config_builds_the_measured_model() -> None:
     model = build_model_config(cfg)
     assert model.fusion == "or" and model.visual_highpass and model.visual_stride == 2
     assert model.mouth_box == MOUTH_BOX and model.audio_backbone == "resnet10t"
+
+
+def test_the_shipped_224_px_config_is_the_160_px_one_with_bigger_crops() -> None:
+    from train.loop import build_model_config
+    from train.model import Detector
+
+    shipped = Path(__file__).parents[1] / "deploy" / "train"
+    c160, c224 = (load_config(shipped / f"cpu{px}.yaml") for px in (160, 224))
+    assert c224.build_contract() == replace(c160.build_contract(), crop_size=224)
+    assert c224.model_dump(exclude={"contract"}) == c160.model_dump(exclude={"contract"})
+    model = Detector(c224.build_contract(), build_model_config(c224), load_weights=False)
+    assert model.sync_visual.factor == 2  # the mouth band is averaged 2 x 2: 58 x 72 px
+    with torch.no_grad():
+        out = model(torch.zeros(1, 32_000), torch.zeros(1, 8, 224, 224, 3, dtype=torch.uint8))
+    assert [tuple(o.shape) for o in out] == [(1,)] * 3
 
 
 def test_default_preset_averages_weights_and_an_explicit_value_wins() -> None:
