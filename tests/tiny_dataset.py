@@ -117,18 +117,8 @@ def write_dataset(
     if manifest:
         with (root / "manifest.csv").open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(
-                [
-                    "video_name",
-                    "split",
-                    "target",
-                    "audio_fake",
-                    "video_fake",
-                    "method",
-                    "family",
-                    "face_height_px",
-                ]
-            )
+            header = "video_name,split,target,audio_fake,video_fake,method,family,face_height_px"
+            w.writerow(header.split(","))
             w.writerows(rows)
     return root
 
