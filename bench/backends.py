@@ -1,10 +1,10 @@
 """Backend speed: windows/s and per-batch latency (p50/p99) per backend, batch size and preset.
 
 For each model preset or training config (random weights; speed does not depend on
-them) a checkpoint is
-saved and exported to ONNX (fp32, plus fp16 and a TensorRT engine where a GPU and
-TensorRT exist), then every backend that can run here scores batches of 1, 8, 32 and 128
-windows for about `--seconds` per cell after one warm-up call. Prints a markdown table.
+them) a checkpoint is saved and exported to ONNX (fp32, plus fp16 and a TensorRT engine
+where a GPU and TensorRT exist), then every backend that can run here scores batches of
+1, 8, 32 and 128 windows for about `--seconds` per cell after one warm-up call. Prints a
+markdown table.
 Run from the repo root:
 
     .venv/bin/python bench/backends.py [--presets demo,default,deploy/train/cpu224.yaml]
