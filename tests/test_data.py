@@ -366,6 +366,47 @@ def test_denoise_removes_sensor_noise_and_keeps_edges() -> None:
     assert np.array_equal(off.faces(noisy, np.random.default_rng(0)), noisy)
 
 
+def test_degrading_augmentations_ramp_up_over_the_warm_up() -> None:
+    ramp = Augmenter(AugmentConfig(degrade_warmup_epochs=4))
+    assert [ramp.degrade_strength(e) for e in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert Augmenter(AugmentConfig()).degrade_strength(0) == 1.0  # no warm-up: full odds
+    rng = np.random.default_rng(4)
+    faces = rng.integers(0, 256, size=(2, 48, 48, 3), dtype=np.uint8)
+    degrade_all = dict(denoise_prob=1.0, resize_prob=1.0, noise_prob=1.0, jpeg_prob=1.0)
+    cfg = AugmentConfig(color_prob=0.0, degrade_warmup_epochs=4, **degrade_all)
+    # epoch 0: the crops are left alone; colour jitter would still fire (it is off here)
+    assert np.array_equal(Augmenter(cfg).faces(faces, rng, strength=0.0), faces)
+    # strength 1 draws exactly what a config without a warm-up draws
+    after = Augmenter(cfg).faces(faces, np.random.default_rng(9), strength=1.0)
+    plain = Augmenter(cfg.model_copy(update={"degrade_warmup_epochs": 0}))
+    assert np.array_equal(after, plain.faces(faces, np.random.default_rng(9)))
+    assert not np.array_equal(after, faces)
+    # half way: each degrading augmentation fires in about half the samples
+    fired = [
+        not np.array_equal(Augmenter(cfg).faces(faces, np.random.default_rng(s), 0.5), faces)
+        for s in range(200)
+    ]
+    assert 0.85 < np.mean(fired) < 0.99  # 1 - 0.5 ** 4 = 0.94 of samples touched
+
+
+def test_the_window_dataset_applies_the_warm_up_of_its_epoch(tiny: Path, tmp_path: Path) -> None:
+    idx = load_split(tiny, "train")
+    clips = build_cache(list(idx.records), CacheSpec(tmp_path / "cache", TINY_CONTRACT)).clips
+    real = next(i for i, c in enumerate(clips) if c.record.method == "real")
+    degrade_only = AugmentConfig(
+        color_prob=0.0, denoise_prob=1.0, resize_prob=1.0, noise_prob=1.0, jpeg_prob=1.0
+    )
+    warm = WindowDataset(
+        clips, Augmenter(degrade_only.model_copy(update={"degrade_warmup_epochs": 3})), seed=1
+    )
+    bare = WindowDataset(clips, None, seed=1)
+    for epoch, untouched in [(0, True), (3, False)]:
+        warm.set_epoch(epoch)
+        bare.set_epoch(epoch)
+        same = np.array_equal(warm[(real, 0)]["faces"], bare[(real, 0)]["faces"])
+        assert same == untouched, epoch
+
+
 def test_self_blend_alters_the_inner_face_only() -> None:
     rng = np.random.default_rng(3)
     # a textured crop stack: fine detail that a lower-resolution paste would lose

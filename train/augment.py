@@ -192,15 +192,35 @@ class Augmenter:
     def self_blend(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self_blend(faces, rng)
 
-    def faces(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def degrade_strength(self, epoch: int) -> float:
+        """Factor on the crop-degrading probabilities in `epoch` (0-based): the warm-up ramp.
+
+        A detector's visual branch first has to find the pixel-level trace of a re-rendered
+        face; denoising, rescaling, noise and re-compression blur exactly that trace, and
+        with all of them on from the first step some seeds never leave the starting
+        plateau (BENCHMARKS.md, session 10). The ramp lets the branch find the cue on
+        clean crops, then teaches it to keep the cue through degraded ones.
+        """
+        n = self.cfg.degrade_warmup_epochs
+        return 1.0 if n <= 0 else min(1.0, epoch / n)
+
+    def faces(
+        self, faces: np.ndarray, rng: np.random.Generator, strength: float = 1.0
+    ) -> np.ndarray:
+        """Augment [K, H, W, 3] crops; `strength` scales the degrading augmentations' odds.
+
+        Only the odds are scaled, never what is drawn, so at strength 1 (after the warm-up,
+        or without one) a sample gets exactly the augmentations it got before the warm-up
+        existed.
+        """
         c = self.cfg
         if not c.enabled:
             return faces
         # First: the camera's own processing. No draw while it is off, so that configs
         # without it draw the same augmentations as before it existed.
-        if c.denoise_prob > 0 and rng.random() < c.denoise_prob:
+        if c.denoise_prob > 0 and rng.random() < c.denoise_prob * strength:
             faces = denoise(faces, float(rng.uniform(5.0, c.denoise_sigma_max)), 2.0)
-        if rng.random() < c.resize_prob:
+        if rng.random() < c.resize_prob * strength:
             scale = float(rng.uniform(c.resize_min_scale, 1.0))
             interp = RESIZE_INTERPOLATIONS[int(rng.integers(len(RESIZE_INTERPOLATIONS)))]
             faces = resize_down_up(faces, scale, interp)
@@ -209,10 +229,10 @@ class Augmenter:
             faces = color_jitter(
                 faces, 1.0 + b * c.brightness, 1.0 + k * c.contrast, 1.0 + s * c.saturation
             )
-        if rng.random() < c.noise_prob:
+        if rng.random() < c.noise_prob * strength:
             faces = gaussian_noise(faces, float(rng.uniform(0.0, c.noise_std_max)), rng)
         # Last, as in delivery: whatever the camera did, the encoder compresses it.
-        if rng.random() < c.jpeg_prob:
+        if rng.random() < c.jpeg_prob * strength:
             q = int(rng.integers(c.jpeg_quality_min, c.jpeg_quality_max + 1))
             faces = jpeg_recompress(faces, q)
         return faces
@@ -229,6 +249,6 @@ class Augmenter:
         return audio.astype(np.float32, copy=False)
 
     def __call__(
-        self, audio: np.ndarray, faces: np.ndarray, rng: np.random.Generator
+        self, audio: np.ndarray, faces: np.ndarray, rng: np.random.Generator, epoch: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self.audio(audio, rng), self.faces(faces, rng)
+        return self.audio(audio, rng), self.faces(faces, rng, self.degrade_strength(epoch))

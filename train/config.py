@@ -130,6 +130,15 @@ class AugmentConfig(_Strict):
     denoise_sigma_max: float = Field(
         default=25.0, ge=5.0, le=100.0, description="largest bilateral colour sigma, 0..255"
     )
+    degrade_warmup_epochs: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "epochs over which the crop-degrading augmentations (denoise, resize, noise, JPEG)"
+            " ramp up linearly from off to their probabilities above; colour and audio"
+            " augmentations are on from the start"
+        ),
+    )
     self_blend_prob: float = Field(
         default=0.3,
         ge=0.0,

@@ -98,7 +98,7 @@ class WindowDataset:
         if self.augmenter is not None:
             if blend:
                 faces = self.augmenter.self_blend(faces, rng)
-            audio, faces = self.augmenter(audio, faces, rng)
+            audio, faces = self.augmenter(audio, faces, rng, self.epoch)
         audio_label, visual_label, sync_label = head_labels(target, audio_fake, video_fake, family)
         return {
             "audio": np.ascontiguousarray(audio, dtype=np.float32),
