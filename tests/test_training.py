@@ -41,7 +41,7 @@ from train.evaluate import (
     score_clips,
     spread_indices,
 )
-from train.loop import TrainResult, train
+from train.loop import WEAK_HEAD_AUC, TrainResult, best_record, train, weak_heads
 
 CONTRACT: dict[str, Any] = {
     "window_seconds": 1.0,
@@ -144,6 +144,7 @@ def test_tiny_run_learns_and_writes_its_files(run: tuple[Path, TrainResult, list
     assert history[-1]["val"]["audio_auc"] >= 0.95 and history[-1]["val"]["visual_auc"] >= 0.95
     assert set(history[-1]["val_per_method_auc"]) == {"voice_clone", "face_swap", "both"}
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    assert result.weak_heads == {} and "has not learnt its cue" not in "\n".join(lines)
     saved = load_config(out / "config.yaml")
     assert saved == _cfg(Path(saved.cache_dir))
     # The corrupt clip and the missing one were reported, skipped and counted.
@@ -268,6 +269,45 @@ def test_evaluate_command(
     assert "95% bootstrap intervals: AUC [" in printed and "TPR@1e-3 is TPR at FPR 0" in printed
     assert "face_swap" in printed and (tmp_path / "roc_valset.png").is_file()
     assert "fakes by face height (against all reals):" in printed and "<120px" in printed
+
+
+def test_weak_heads_are_those_below_the_floor_with_labels() -> None:
+    val = {"auc": 0.93, "audio_auc": 0.99, "visual_auc": 0.652}
+    assert weak_heads(val) == {"visual": 0.652}
+    assert weak_heads({**val, "visual_auc": WEAK_HEAD_AUC}) == {}
+    both = {"auc": 0.5, "audio_auc": 0.41, "visual_auc": 0.2}
+    assert weak_heads(both) == {"audio": 0.41, "visual": 0.2}
+    assert weak_heads(both, floor=0.3) == {"visual": 0.2}
+    # no per-modality labels (competition data): the heads are not judged
+    assert weak_heads({"auc": 0.6}) == {} == weak_heads({"audio_auc": math.nan})
+
+
+def test_best_record_is_the_last_epoch_marked_best(tmp_path: Path) -> None:
+    lines = [
+        {"epoch": 1, "best": True, "val": {"visual_auc": 0.5}},
+        {"epoch": 2, "best": True, "val": {"visual_auc": 0.6}},
+        {"epoch": 3, "best": False, "val": {"visual_auc": 0.9}},
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert best_record(path) == lines[1]
+    assert best_record(tmp_path / "none.jsonl") is None
+
+
+def test_train_command_warns_of_a_head_that_did_not_learn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import train.loop
+
+    history = [{"epoch": 3, "clips_per_s": 9.0, "val": {"auc": 0.92}}]
+    done = TrainResult(
+        tmp_path, tmp_path / "best.pt", tmp_path / "last.pt", 3, history, {}, (0.92, 0.4, -0.3)
+    )
+    done.weak_heads = {"visual": 0.652}
+    monkeypatch.setattr(train.loop, "train", lambda *a, **k: done)
+    assert cli_main(["train", str(tmp_path), "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: the visual head of best.pt scores val AUC 0.652" in printed
 
 
 Row = tuple[int, int | None, float | None, float, float]
@@ -395,6 +435,8 @@ def test_resume_continues_exactly(
     first = train(data, tmp_path / "split", cfg, stop_after=1)
     second = train(data, tmp_path / "split", cfg, resume=True)
     assert (whole.epochs_run, first.epochs_run, second.epochs_run) == (2, 1, 1)
+    # the resumed call judges the heads of the same best epoch, wherever it was trained
+    assert second.weak_heads == whole.weak_heads
     a = load_checkpoint(tmp_path / "whole" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "last.pt")
     sa, sb = a.model.state_dict(), b.model.state_dict()

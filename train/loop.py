@@ -82,6 +82,53 @@ class TrainResult:
     # best.pt scored on every val window, when the epochs were validated on a subset
     # (cfg.val_windows): the figures `evaluate` gives
     best_full_val: dict[str, float] | None = None
+    # per-modality heads of best.pt whose val AUC is below WEAK_HEAD_AUC: {"visual": 0.65}
+    weak_heads: dict[str, float] = field(default_factory=dict)
+
+
+# A per-modality head that ends below this val AUC has not found its modality's cue: with
+# some seeds the visual branch never leaves its starting plateau (visual AUC 0.54 on
+# synth1k val, 0.65 on 2,000 clips, against 0.97-0.99 for the runs that learn;
+# BENCHMARKS.md, session 10).
+WEAK_HEAD_AUC = 0.7
+
+
+def weak_heads(val: dict[str, Any], floor: float = WEAK_HEAD_AUC) -> dict[str, float]:
+    """The per-modality heads of a val record scoring an AUC below `floor`.
+
+    Heads without val labels (no manifest: the AUC is absent or NaN) are not judged.
+    """
+    weak = {}
+    for head in ("audio", "visual"):
+        auc = val.get(f"{head}_auc")
+        if auc is not None and math.isfinite(auc) and auc < floor:
+            weak[head] = float(auc)
+    return weak
+
+
+def best_record(metrics_file: Path) -> dict[str, Any] | None:
+    """The metrics.jsonl line of the epoch best.pt holds (the last one marked best)."""
+    if not metrics_file.is_file():
+        return None
+    best = None
+    for line in metrics_file.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("best"):
+            best = record
+    return best
+
+
+def _warn_weak_heads(weak: dict[str, float], epoch: int) -> None:
+    for head, auc in weak.items():
+        logger.warning(
+            "the %s head of best.pt (epoch %d) scores val AUC %.3f, below %.2f: its branch "
+            "has not learnt its cue. Check the run before using it; training again with "
+            "another seed or with augment.degrade_warmup_epochs usually fixes it.",
+            head,
+            epoch,
+            auc,
+            WEAK_HEAD_AUC,
+        )
 
 
 def _barrier(env: DistEnv) -> None:
@@ -504,6 +551,10 @@ def train(
         result.skipped = run.skipped
         if env.main and result.epochs_run and cfg.val_windows is not None:
             result.best_full_val = run.score_best_on_all_windows()
+        best = best_record(out / METRICS_NAME) if env.main else None
+        if best is not None:
+            result.weak_heads = weak_heads(best.get("val", {}))
+            _warn_weak_heads(result.weak_heads, int(best["epoch"]))
         if env.main and any(run.skipped.values()):
             skips = ", ".join(f"{n} {what}" for what, n in run.skipped.items() if n)
             logger.warning("clips skipped in this run (see the log above): %s", skips)

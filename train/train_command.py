@@ -104,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
             )
     else:
         print(f"{args.out}: nothing to do, already trained for {cfg.epochs} epochs")
+    for head, auc in result.weak_heads.items():
+        print(
+            f"warning: the {head} head of best.pt scores val AUC {auc:.3f}: its branch has not "
+            "learnt (see the log above)"
+        )
     skipped = ", ".join(f"{n} {what}" for what, n in result.skipped.items() if n)
     if skipped:
         print(f"skipped clips: {skipped}")
