@@ -530,14 +530,16 @@ def test_the_shipped_160_px_config_builds_the_measured_model() -> None:
     assert model.mouth_box == MOUTH_BOX and model.audio_backbone == "resnet10t"
 
 
-def test_the_shipped_224_px_config_is_the_160_px_one_with_bigger_crops() -> None:
+def test_the_shipped_224_px_config_is_the_160_px_one_with_bigger_crops_and_a_warm_up() -> None:
     from train.loop import build_model_config
     from train.model import Detector
 
     shipped = Path(__file__).parents[1] / "deploy" / "train"
     c160, c224 = (load_config(shipped / f"cpu{px}.yaml") for px in (160, 224))
     assert c224.build_contract() == replace(c160.build_contract(), crop_size=224)
-    assert c224.model_dump(exclude={"contract"}) == c160.model_dump(exclude={"contract"})
+    warm_up = c160.augment.model_copy(update={"degrade_warmup_epochs": 10})
+    expected = c160.model_copy(update={"augment": warm_up})
+    assert c224.model_dump(exclude={"contract"}) == expected.model_dump(exclude={"contract"})
     model = Detector(c224.build_contract(), build_model_config(c224), load_weights=False)
     assert model.sync_visual.factor == 2  # the mouth band is averaged 2 x 2: 58 x 72 px
     with torch.no_grad():
