@@ -57,10 +57,22 @@ class DevTools:
                 return msg["result"]["result"].get("value")
 
 
+def _devtools_port(port_file: Path) -> str | None:
+    """The port Chromium wrote, once it has written it all ("PORT\n/devtools/browser/ID").
+
+    The file can exist before its text does: a loaded machine read it empty once.
+    """
+    try:
+        lines = port_file.read_text().split()
+    except FileNotFoundError:
+        return None
+    return lines[0] if len(lines) >= 2 else None
+
+
 async def devtools_page_url(user_data_dir: Path, http: ClientSession) -> str:
     port_file = user_data_dir / "DevToolsActivePort"
-    await wait_until(port_file.exists, 30, "Chromium's DevTools port")
-    port = port_file.read_text().split()[0]
+    await wait_until(lambda: _devtools_port(port_file) is not None, 30, "Chromium's DevTools port")
+    port = _devtools_port(port_file)
     for _ in range(100):
         async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
             pages = [t for t in await resp.json() if t["type"] == "page"]
