@@ -123,7 +123,7 @@ def _warn_weak_heads(weak: dict[str, float], epoch: int) -> None:
         logger.warning(
             "the %s head of best.pt (epoch %d) scores val AUC %.3f, below %.2f: its branch "
             "has not learnt its cue. Check the run before using it; training again with "
-            "another seed or with augment.degrade_warmup_epochs usually fixes it.",
+            "another seed or with augment.degrade_warmup_epochs may fix it.",
             head,
             epoch,
             auc,
