@@ -140,11 +140,13 @@ def test_torch_and_onnxruntime_backends_agree(exported: Exported) -> None:
             np.testing.assert_allclose(x, y, atol=AGREEMENT_TOLERANCE, rtol=0)
 
 
-def test_auto_picks_onnxruntime_here_and_refuses_other_contracts(exported: Exported) -> None:
+def test_onnxruntime_on_the_cpu_refuses_other_contracts(exported: Exported) -> None:
+    # device="cpu" both times: on a machine with a CUDA GPU, auto would pick the
+    # checkpoint beside the ONNX file (torch on CUDA) instead
     backend = load_backend(exported.onnx, device="cpu")
     assert backend.name == "onnxruntime"
     with pytest.raises(ContractError, match="crop_size: runtime 112 vs detector.onnx 64"):
-        load_backend(exported.onnx, contract=replace(CONTRACT, crop_size=112))
+        load_backend(exported.onnx, device="cpu", contract=replace(CONTRACT, crop_size=112))
 
 
 def test_failed_parity_keeps_no_file(

@@ -293,12 +293,16 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     with torch.no_grad():
         for a, b in zip(model(audio, faces), ckpt.model(audio, faces), strict=True):
             assert torch.equal(a, b)
-    # a wrapped model (as DataParallel / DDP give) saves the same weights
+    # a wrapped model (as DataParallel / DDP give) saves the same weights; on a machine
+    # with a GPU, DataParallel moves the model there, and the checkpoint loads on the CPU
+    with torch.no_grad():
+        expected = model(audio, faces)[0]
     wrapped = torch.nn.DataParallel(model)
     save_checkpoint(tmp_path / "wrapped.pt", wrapped, SMALL, TINY_CFG)
     again = load_checkpoint(tmp_path / "wrapped.pt")
+    assert all(p.device.type == "cpu" for p in again.model.parameters())
     with torch.no_grad():
-        assert torch.equal(again.model(audio, faces)[0], model(audio, faces)[0])
+        assert torch.equal(again.model(audio, faces)[0], expected)
 
 
 def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:
