@@ -245,8 +245,19 @@ def test_loader_workers_set_the_training_loader_apart_from_caching(
 ) -> None:
     from train.loop import DistEnv, _Trainer
 
-    for loader_workers, expected in ((1, 1), (None, 0)):  # None: as many as `workers` (0)
-        cfg = _cfg(cache, workers=0, loader_workers=loader_workers)
+    # (preset, loader_workers, device the loader is built for, loader processes); workers 2
+    cases = (
+        ("demo", 1, "cpu", 1),
+        ("demo", None, "cpu", 0),  # the demo preset on a CPU loads in the training process
+        ("demo", None, "cuda", 2),  # ... but never leaves a GPU waiting: `workers`
+        ("default", None, "cpu", 2),
+        ("default", 0, "cuda", 0),  # an explicit setting always wins
+    )
+    for preset, loader_workers, device, expected in cases:
+        cfg = _cfg(cache, preset=preset, workers=2, loader_workers=loader_workers)
+        assert cfg.resolved_loader_workers(device) == expected, (preset, loader_workers, device)
+    for loader_workers, expected in ((1, 1), (None, 0)):  # on this machine's CPU
+        cfg = _cfg(cache, workers=2, loader_workers=loader_workers, device="cpu")
         trainer = _Trainer(data, tmp_path / "r", cfg, DistEnv())
         trainer.prepare_data()
         assert trainer.loader.num_workers == expected
@@ -407,8 +418,8 @@ def test_train_command_check_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["epochs"] == 3 and resolved["lr"] == 0.01 and resolved["preset"] == "demo"
     assert resolved["warmup_steps"] == PRESET_DEFAULTS["demo"]["warmup_steps"]  # preset default
-    # the demo preset loads training draws in the training process; the flag overrides it
-    assert resolved["loader_workers"] == 0 and resolved["workers"] == 2
+    # loader_workers is left to the run (the demo preset on a CPU: in the training process)
+    assert resolved["loader_workers"] is None and resolved["workers"] == 2
     assert cli_main([*argv, "--preset", "demo", "--loader-workers", "3"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["loader_workers"] == 3
     assert cli_main([*argv]) == 0  # the default preset: loaders as many as `workers`

@@ -28,8 +28,9 @@ DEFAULT_MAX_WINDOWS = 8  # windows cached per clip, spread evenly over it
 # second crop (ModelConfig.visual_stride), so only the mouth path pays for the extra
 # crops. The demo preset takes 8 too, with the mouth CNN on the mouth band alone
 # (ModelConfig.demo), which keeps its step as cheap as 4 whole crops were; it trains 22
-# epochs, validates each on 2 windows per clip (`evaluate` scores them all) and loads
-# training draws in the training process (2 cores: 8 % faster epochs). On synth1k: val
+# epochs, validates each on 2 windows per clip (`evaluate` scores them all) and, on a
+# CPU, loads training draws in the training process (2 cores: 8 % faster epochs; see
+# TrainConfig.resolved_loader_workers). On synth1k: val
 # AUC 0.960, 0.958, 0.967 (seeds 0-2) in 4.4-4.7 min, against 0.912 in 3.8 min for the
 # earlier K = 4, 14-epoch preset (BENCHMARKS.md, session 8); `make demo` keeps
 # that earlier setting (deploy/demo/train.yaml). The
@@ -46,7 +47,6 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "lr": 3e-3,
         "warmup_steps": 20,
         "val_windows": 2,
-        "loader_workers": 0,
         "contract": {"k_crops": 8},
     },
     "default": {
@@ -214,8 +214,9 @@ class TrainConfig(_Strict):
         default=None,
         ge=0,
         le=256,
-        description="processes that load and augment training draws (None: `workers`); "
-        "0 loads them in the training process, which is faster on 2 cores",
+        description="processes that load and augment training draws; 0 loads them in the "
+        "training process. None: 0 for the demo preset on a CPU (faster on 2 cores), "
+        "else `workers`",
     )
     cache_dir: Path = Field(default=DEFAULT_CACHE_DIR, description="per-clip window cache")
     max_windows: int = Field(
@@ -259,6 +260,21 @@ class TrainConfig(_Strict):
 
     def build_contract(self) -> InputContract:
         return self.contract.build()
+
+    def resolved_loader_workers(self, device_type: str) -> int:
+        """Processes that load training draws when training on `device_type`.
+
+        An explicit `loader_workers` wins. Otherwise the demo preset on a CPU loads in the
+        training process: its step is short, and on 2 cores loader processes only compete
+        with it (8 % slower epochs). Everywhere else `workers` processes load, so a GPU
+        is not left waiting: on the H100 machine, cpu224.yaml loading in the training
+        process spent over 80 % of each epoch waiting for draws (BENCHMARKS.md, session 12).
+        """
+        if self.loader_workers is not None:
+            return self.loader_workers
+        if self.preset == "demo" and device_type == "cpu":
+            return 0
+        return self.workers
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

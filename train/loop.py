@@ -355,7 +355,7 @@ class _Trainer:
             self.dataset,  # type: ignore[arg-type]  # a map-style dataset by protocol
             batch_size=batch_size,
             sampler=self.sampler,
-            num_workers=cfg.workers if cfg.loader_workers is None else cfg.loader_workers,
+            num_workers=cfg.resolved_loader_workers(self.device.type),
             pin_memory=self.device.type == "cuda",
             drop_last=True,
         )
