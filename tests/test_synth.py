@@ -23,6 +23,7 @@ from monitor.media import MediaInfo, load_audio, probe, sample_frames
 from train.synth import METHODS, generate_dataset
 from train.synth.audio_fakes import VocoderParams, vocoder, voice_conversion
 from train.synth.dataset import SPLITS, plan_split, split_methods
+from train.synth.encode import x264_params
 from train.synth.render import draw_face
 from train.synth.scene import make_identity
 from train.synth.speech import AUDIO_RATE, Utterance, Voice, plan_utterance, synthesize
@@ -266,6 +267,16 @@ def test_determinism_and_worker_independence(tmp_path: Path) -> None:
     _, rows_b = plan_split(4, "train", 4, list(METHODS))
     assert {r.name for r, _ in rows_a}.isdisjoint({r.name for r, _ in rows_b})
     assert [j.scene.seed for _, j in rows_a] != [j.scene.seed for _, j in rows_b]
+
+
+def test_x264_simd_is_capped_at_avx2_only_where_the_cpu_has_avx512() -> None:
+    # test_determinism_and_worker_independence failed on an AVX-512 machine without the cap
+    avx512 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512dq\n"
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    assert x264_params(avx512) == {"x264-params": "asm=avx2"}
+    assert x264_params(avx2) == {}
+    assert x264_params("") == {}  # not Linux: /proc/cpuinfo absent, x264 picks
+    assert x264_params("flags : avx512f\n") == {}  # never name a level the CPU lacks
 
 
 def test_refuses_to_overwrite_and_bad_arguments(tmp_path: Path) -> None:
