@@ -90,7 +90,8 @@ def compare_rules(
     labels: Mapping[str, int],
     rules: Sequence[str] = CANDIDATE_RULES,
 ) -> dict[str, dict[str, float | int]]:
-    """AUC and TPR@FPR=1e-3 of each rule on the labelled videos that have windows."""
+    """AUC and TPR at FPR 1e-3 and 1e-2 of each rule on the labelled videos that have
+    windows."""
     from monitor.evaluation import binary_metrics
 
     names = [n for n in windows if n in labels and len(windows[n]) > 0]
@@ -100,5 +101,6 @@ def compare_rules(
         r = AggregateRule.parse(rule)
         scores = np.array([r(windows[n]) for n in names], dtype=np.float64)
         m = binary_metrics(y, scores)
-        out[r.name] = {"n": m["n"], "auc": m["auc"], "tpr_at_fpr_1e-3": m["tpr_at_fpr_1e-3"]}
+        keys = ("n", "auc", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-2")
+        out[r.name] = {k: m[k] for k in keys}
     return out

@@ -131,8 +131,11 @@ class ScoreSummary:
             rules = self.metrics.get("rules", {})
             if rules:
                 lines.append(
-                    "  AUC by aggregation rule: "
-                    + ", ".join(f"{k} {_fmt(v['auc'])}" for k, v in rules.items())
+                    "  AUC / TPR@FPR=1e-3 by aggregation rule: "
+                    + ", ".join(
+                        f"{k} {_fmt(v['auc'])} / {_fmt(v['tpr_at_fpr_1e-3'])}"
+                        for k, v in rules.items()
+                    )
                 )
         return "\n".join(lines)
 

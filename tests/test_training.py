@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import torch
 import yaml
 from tiny_dataset import write_corrupt, write_dataset
 
+from monitor.aggregate import CANDIDATE_RULES, DEFAULT_RULE
 from monitor.cli import main as cli_main
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
@@ -193,6 +195,11 @@ def test_checkpoint_round_trip_and_evaluation_report(
     assert rows[0].startswith("video_name,y_pred,") and len(rows) == 13
     saved = json.loads(files["json"].read_text())
     assert saved["checkpoint_sha256"] == ck.sha256 and saved["clips_scored"] == 12
+    assert saved["aggregate"] == DEFAULT_RULE
+    # every candidate rule on the same window scores; the one used is the headline
+    assert set(m["rules"]) == set(CANDIDATE_RULES)
+    assert m["rules"][DEFAULT_RULE]["auc"] == pytest.approx(m["fused"]["auc"])
+    assert m["rules"][DEFAULT_RULE]["tpr_at_fpr_1e-3"] == m["fused"]["tpr_at_fpr_1e-3"]
     ci = saved["metrics"]["fused_intervals"]  # bootstrap intervals around the fused figures
     assert ci["auc"][0] <= m["fused"]["auc"] <= ci["auc"][1]
     assert ci["fpr_floor"] == pytest.approx(1 / m["fused"]["n_real"])
@@ -223,6 +230,39 @@ def test_validation_window_cap_scores_evenly_spread_windows(
     assert make_config({"preset": "demo", "val_windows": 2}).val_windows == 2
     with pytest.raises(ConfigError):
         make_config({"val_windows": 0})
+
+
+@pytest.mark.slow
+def test_clip_scores_aggregate_window_probabilities_by_the_rule(
+    run: tuple[Path, TrainResult, list[str]], data: Path, cache: Path
+) -> None:
+    model = load_checkpoint(run[0] / "best.pt").model
+    records = list(load_split(data, "val").records)
+    clips = build_cache(records, CacheSpec(cache, model.contract), 0, quiet=True).clips
+    cpu = torch.device("cpu")
+    by_logit = score_clips(model, clips, cpu, batch_size=5, rule="logit_mean")
+    by_mean = score_clips(model, clips, cpu, batch_size=5, rule="mean")
+    assert (by_logit.rule, by_mean.rule) == ("logit_mean", "mean")
+    with torch.inference_mode():
+        for i, clip in enumerate(clips):
+            w = load_windows(clip.npz)
+            heads = model(torch.from_numpy(w.audio), torch.from_numpy(w.faces))
+            p = torch.stack([torch.sigmoid(h) for h in heads]).double().numpy()
+            # windows come back grouped by clip and in order, across batch boundaries
+            assert by_logit.windows[i] == pytest.approx(p, abs=1e-6)
+            assert by_logit.n_windows[i] == p.shape[1]
+            logits = np.log(p / (1 - p))
+            for h, head in enumerate((by_logit.fused, by_logit.audio, by_logit.visual)):
+                expected = 1 / (1 + np.exp(-logits[h].mean()))
+                assert head[i] == pytest.approx(expected, abs=1e-5)
+            assert by_mean.audio[i] == pytest.approx(p[1].mean(), abs=1e-6)
+    # the two rules differ wherever a clip's windows disagree
+    spread = np.array([w[0].max() - w[0].min() for w in by_logit.windows])
+    differ = np.abs(by_logit.fused - by_mean.fused) > 1e-7
+    assert differ.any() and (spread[differ] > 0).all()
+    assert score_clips(model, [], cpu).fused.shape == (0,)
+    with pytest.raises(ConfigError, match="unknown aggregation rule"):
+        score_clips(model, clips, cpu, rule="mode")
 
 
 @pytest.mark.slow
@@ -274,6 +314,17 @@ def test_evaluate_command(
     out = run[0]
     argv = ["evaluate", str(out / "best.pt"), str(data), "--split", "val"]
     argv += ["--out", str(tmp_path), "--cache-dir", str(cache), "--workers", "0"]
+    assert cli_main([*argv, "--aggregate", "median"]) == 0
+    printed = capsys.readouterr().out
+    assert "windows aggregated by median" in printed
+    assert re.search(r"median +AUC [0-9.]+ +TPR@1e-3 [0-9.]+ +TPR@1e-2 [0-9.]+ +<- used", printed)
+    saved = json.loads((tmp_path / "metrics_valset.json").read_text())
+    assert saved["aggregate"] == "median"
+    assert saved["metrics"]["fused"]["auc"] == pytest.approx(
+        saved["metrics"]["rules"]["median"]["auc"]
+    )
+    assert cli_main([*argv, "--aggregate", "mode"]) == 2  # an unknown rule: a clear refusal
+    assert "unknown aggregation rule 'mode'" in capsys.readouterr().err
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "valset: 12 clips scored" in printed and "fused   AUC" in printed

@@ -1,8 +1,10 @@
 """Score a labelled split with a detector and report what the competition measures.
 
-Per clip, the score is the mean P(fake) over its cached windows (the same aggregate the
-offline scorer writes to prediction.txt). Reported: ROC AUC, TPR at FPR 1e-3 and 1e-2,
-EER for the fused head; with a manifest, the audio head against `audio_fake`, the
+Per clip, each head's window probabilities are aggregated with the offline scorer's rule
+(monitor/aggregate.py, default `logit_mean`), so the figure training validates and
+`evaluate` reports is the figure prediction.txt gets; the report also compares every
+candidate rule on the same window scores (`rules`). Reported: ROC AUC, TPR at FPR 1e-3
+and 1e-2, EER for the fused head; with a manifest, the audio head against `audio_fake`, the
 visual head against `video_fake` (sync-family fakes left out: their frames are
 untouched), and each generation method's fakes against all reals
 (the per-method AUC shows which attacks the detector has not learnt). When the manifest
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from monitor.aggregate import DEFAULT_RULE, AggregateRule, compare_rules
 from monitor.errors import ConfigError
 from monitor.evaluation import binary_metrics, bootstrap_intervals, has_both_classes, plot_roc
 from train.cache import CachedClip, CacheSpec, build_cache, load_windows
@@ -45,13 +48,17 @@ FACE_SIZE_EDGES_PX = (120.0, 160.0, 200.0)
 
 @dataclass(frozen=True)
 class ClipScores:
-    """Per-clip mean P(fake) of each head, in the order of `records`."""
+    """Per-clip P(fake) of each head (window scores aggregated by `rule`), in the order of
+    `records`."""
 
     records: tuple[ClipRecord, ...]
     fused: np.ndarray  # float64 [n_clips]
     audio: np.ndarray
     visual: np.ndarray
     n_windows: np.ndarray  # int [n_clips]
+    rule: str = DEFAULT_RULE
+    # per clip, float64 [3, n_windows]: the window probabilities of fused, audio, visual
+    windows: tuple[np.ndarray, ...] = ()
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -88,17 +95,20 @@ def score_clips(
     batch_size: int = DEFAULT_EVAL_BATCH,
     amp: bool = False,
     max_windows: int | None = None,
+    rule: str = DEFAULT_RULE,
 ) -> ClipScores:
-    """Run the model over every cached window and average probabilities per clip.
+    """Run the model over every cached window and aggregate each clip's window
+    probabilities with `rule` (monitor/aggregate.py), head by head.
 
     With `max_windows`, a clip with more windows is scored on that many of them, evenly
     spread from its first to its last (per-epoch validation on a CPU, where scoring every
-    window can take a third of the epoch)."""
+    window can take a third of the epoch). A clip without windows scores 0."""
+    agg = AggregateRule.parse(rule)
     was_training = model.training
     model.eval()
     n = len(clips)
-    sums = np.zeros((3, n), dtype=np.float64)
-    counts = np.zeros(n, dtype=np.int64)
+    probs: list[np.ndarray] = []  # float64 [3, batch] per forward pass
+    owners_done: list[np.ndarray] = []
     pending_a: list[np.ndarray] = []
     pending_f: list[np.ndarray] = []
     owners: list[np.ndarray] = []
@@ -106,13 +116,11 @@ def score_clips(
     def flush() -> None:
         audio = torch.from_numpy(np.concatenate(pending_a)).to(device)
         faces = torch.from_numpy(np.concatenate(pending_f)).to(device)
-        who = np.concatenate(owners)
         with _autocast(device, amp):
             logits = model(audio, faces)
-        for h, head in enumerate(logits):
-            p = torch.sigmoid(head.float()).cpu().numpy().astype(np.float64)
-            sums[h] += np.bincount(who, weights=p, minlength=n)
-        counts[:] += np.bincount(who, minlength=n)
+        p = torch.stack([torch.sigmoid(head.float()) for head in logits]).cpu().numpy()
+        probs.append(p.astype(np.float64))
+        owners_done.append(np.concatenate(owners))
         pending_a.clear()
         pending_f.clear()
         owners.clear()
@@ -136,8 +144,18 @@ def score_clips(
     if queued:
         flush()
     model.train(was_training)
-    means = sums / np.maximum(counts, 1)
-    return ClipScores(tuple(c.record for c in clips), means[0], means[1], means[2], counts)
+    every = np.concatenate(probs, axis=1) if probs else np.zeros((3, 0))
+    who = np.concatenate(owners_done) if owners_done else np.zeros(0, dtype=np.int64)
+    counts = np.bincount(who, minlength=n)
+    order = np.argsort(who, kind="stable")  # windows grouped by clip, in window order
+    per_clip = tuple(np.split(every[:, order], np.cumsum(counts)[:-1], axis=1)) if n else ()
+    heads = np.zeros((3, n), dtype=np.float64)
+    for i, clip_probs in enumerate(per_clip):
+        if clip_probs.shape[1]:
+            heads[:, i] = [agg(clip_probs[h]) for h in range(3)]
+    return ClipScores(
+        tuple(c.record for c in clips), heads[0], heads[1], heads[2], counts, agg.name, per_clip
+    )
 
 
 def _labelled(records: Sequence[ClipRecord], attr: str) -> tuple[np.ndarray, np.ndarray]:
@@ -296,6 +314,7 @@ def evaluate_checkpoint(
     max_windows: int | None = None,
     device: str = "auto",
     progress: bool = False,
+    aggregate: str = DEFAULT_RULE,
 ) -> dict[str, Any]:
     """Score `split` of a competition folder with a checkpoint; write and return the report.
 
@@ -316,8 +335,13 @@ def evaluate_checkpoint(
         audio_dtype=str(trained.get("cache_audio_dtype", "float16")),
     )
     cache = build_cache(index.records, spec, workers=workers, progress=progress, what=index.split)
-    scores = score_clips(model, cache.clips, dev, batch_size, amp=dev.type == "cuda")
+    scores = score_clips(
+        model, cache.clips, dev, batch_size, amp=dev.type == "cuda", rule=aggregate
+    )
     metrics = clip_metrics(scores, intervals=True)
+    labels = {r.name: r.target for r in scores.records}
+    windows = {r.name: w[0] for r, w in zip(scores.records, scores.windows, strict=True)}
+    metrics["rules"] = compare_rules(windows, labels)
     meta = {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": ckpt.sha256,
@@ -327,6 +351,7 @@ def evaluate_checkpoint(
         "clips_missing": len(index.missing),
         "clips_failed": len(cache.failed),
         "clips_scored": len(cache.clips),
+        "aggregate": scores.rule,
         "contract": ckpt.contract.to_dict(),
     }
     target = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval_{split}"

@@ -24,6 +24,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-windows", type=int, help="windows scored per clip (default: the training run's)"
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    from monitor.aggregate import CANDIDATE_RULES, DEFAULT_RULE
+
+    p.add_argument(
+        "--aggregate",
+        default=DEFAULT_RULE,
+        help=f"window -> clip rule: {', '.join(CANDIDATE_RULES)} or topK (default {DEFAULT_RULE};"
+        " the report compares them all)",
+    )
 
 
 def _fmt(x: Any) -> str:
@@ -31,8 +39,11 @@ def _fmt(x: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monitor.aggregate import AggregateRule
     from monitor.evaluation import COMPETITION_FPR
     from train.evaluate import evaluate_checkpoint
+
+    AggregateRule.parse(args.aggregate)  # refuse an unknown rule before any decoding
 
     report = evaluate_checkpoint(
         args.checkpoint,
@@ -45,12 +56,14 @@ def run(args: argparse.Namespace) -> int:
         max_windows=args.max_windows,
         device=args.device,
         progress=True,
+        aggregate=args.aggregate,
     )
     m = report["metrics"]
     f = m["fused"]
     print(
         f"{report['split']}: {report['clips_scored']} clips scored "
-        f"({report['clips_missing']} missing, {report['clips_failed']} undecodable)"
+        f"({report['clips_missing']} missing, {report['clips_failed']} undecodable); "
+        f"windows aggregated by {report['aggregate']}"
     )
     print(
         f"fused   AUC {_fmt(f['auc'])}  TPR@1e-3 {_fmt(f['tpr_at_fpr_1e-3'])}  "
@@ -85,5 +98,14 @@ def run(args: argparse.Namespace) -> int:
         if vis is not None:
             line += f"  visual head AUC {_fmt(vis['auc'])} (n={vis['n_fake']})"
         print(line)
+    rules = m.get("rules", {})
+    if rules:
+        print("window -> clip rules on the same window scores (fused head):")
+    for name, v in rules.items():
+        mark = "  <- used above" if name == report["aggregate"] else ""
+        print(
+            f"  {name:12s} AUC {_fmt(v['auc'])}  TPR@1e-3 {_fmt(v['tpr_at_fpr_1e-3'])}  "
+            f"TPR@1e-2 {_fmt(v['tpr_at_fpr_1e-2'])}{mark}"
+        )
     print(json.dumps(report["files"]))
     return 0
