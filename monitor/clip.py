@@ -82,7 +82,7 @@ def extract_windows(
         wanted = [round(t, 6) for w in windows for t in w.frame_times]
         unique = sorted(set(wanted))
         frames = sampler(src, unique)
-        cropper = cropper or FaceCropper(crop_size=s, margin=contract.crop_margin)
+        cropper = cropper or FaceCropper.from_contract(contract)
         # A keyframe sampler maps several times to one frame: crop each frame once.
         by_frame: dict[float, tuple[np.ndarray, bool]] = {}
         by_time: dict[float, tuple[np.ndarray, bool]] = {}

@@ -36,6 +36,11 @@ class InputContract:
     k_crops: int = DEFAULT_K_CROPS  # face crops per window, evenly spaced in time
     crop_size: int = DEFAULT_CROP_SIZE  # crop height == width, pixels
     crop_margin: float = DEFAULT_CROP_MARGIN  # margin around the detected face box
+    # Largest factor by which a face crop is shrunk to crop_size (None: no limit). Above
+    # it the crop is cut tighter around the face centre instead, margin first, so a big
+    # face keeps its pixel-level detail. Left out of to_dict() when None, so contracts
+    # that do not use it read as before (older runtimes, cache keys).
+    max_crop_downscale: float | None = None
     audio_input: str = "audio"  # float32 [B, window_samples], range about [-1, 1]
     faces_input: str = "faces"  # uint8 [B, k_crops, crop_size, crop_size, 3], RGB
     output_names: tuple[str, ...] = field(
@@ -56,6 +61,8 @@ class InputContract:
             problems.append(f"crop_size={self.crop_size} outside 32..512 px")
         if not 0.0 <= self.crop_margin <= 1.0:
             problems.append(f"crop_margin={self.crop_margin} outside 0..1")
+        if self.max_crop_downscale is not None and not 0.5 <= self.max_crop_downscale <= 8.0:
+            problems.append(f"max_crop_downscale={self.max_crop_downscale} outside 0.5..8")
         if len(self.output_names) != 3:
             problems.append(f"output_names must name 3 outputs, got {self.output_names}")
         if problems:
@@ -78,6 +85,8 @@ class InputContract:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["output_names"] = list(self.output_names)
+        if self.max_crop_downscale is None:
+            del d["max_crop_downscale"]
         return d
 
     @classmethod

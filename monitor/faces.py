@@ -12,7 +12,10 @@ is tracked by normalised cross-correlation of the last detected face patch insid
 region around the last box. Boxes are smoothed (a speed-adaptive EMA) so crops do not
 jitter. The crop is a square around the face plus `margin` (fraction of the box size per
 side), padded with zeros (or edge pixels) where it leaves the frame, so the face stays
-centred and at the same scale.
+centred and at the same scale. With `max_downscale` (the contract's max_crop_downscale),
+a face so big that its square would shrink more than that is cut tighter around its
+centre instead: the margin goes first, then the face's edges, and the pixels keep their
+detail.
 When no face is found the crop is the frame's centre square, flagged `found=False`, counted
 and logged (rate-limited) with the stream's name; while no face is tracked, detection runs
 on every frame, or every `idle_detect_every` frames to save CPU on faceless streams.
@@ -210,6 +213,7 @@ class FaceCropper:
         crop_size: int = DEFAULT_CROP_SIZE,
         margin: float = DEFAULT_CROP_MARGIN,
         *,
+        max_downscale: float | None = None,
         name: str = "stream",
         detect_every: int = DEFAULT_DETECT_EVERY,
         detect_long_side: int = DETECT_LONG_SIDE,
@@ -229,6 +233,8 @@ class FaceCropper:
             problems.append(f"crop_size={crop_size} outside 8..2048 px")
         if not 0.0 <= margin <= 2.0:
             problems.append(f"margin={margin} outside 0..2")
+        if max_downscale is not None and max_downscale <= 0:
+            problems.append(f"max_downscale={max_downscale} must be > 0")
         if detect_every < 1:
             problems.append(f"detect_every={detect_every} must be >= 1")
         if detect_long_side < 4 * MIN_FACE_SIDE:
@@ -251,6 +257,7 @@ class FaceCropper:
             raise ValueError("invalid FaceCropper settings: " + "; ".join(problems))
         self.crop_size = crop_size
         self.margin = margin
+        self.max_downscale = max_downscale
         self.name = name
         self.detect_every = detect_every
         self.detect_long_side = detect_long_side
@@ -277,7 +284,12 @@ class FaceCropper:
     @classmethod
     def from_contract(cls, contract: InputContract, **kwargs: Any) -> FaceCropper:
         """A cropper making the crops a model with this input contract expects."""
-        return cls(crop_size=contract.crop_size, margin=contract.crop_margin, **kwargs)
+        return cls(
+            crop_size=contract.crop_size,
+            margin=contract.crop_margin,
+            max_downscale=contract.max_crop_downscale,
+            **kwargs,
+        )
 
     def reset(self) -> None:
         """Forget the tracked face; the next frame runs a full detection. Stats are kept."""
@@ -305,7 +317,7 @@ class FaceCropper:
         assert self._track is not None
         smooth = self._smooth(self._track, np.asarray(box, dtype=np.float64) / scale)
         cx, cy, bw, bh = smooth
-        side = max(bw, bh) * (1.0 + 2.0 * self.margin)
+        side = self.crop_side(max(bw, bh))
         crop = crop_square(rgb, (cx, cy), side, self.crop_size, self.pad_mode)
         out_box = _to_box(smooth, (h, w))
         if source == "detected":
@@ -313,6 +325,14 @@ class FaceCropper:
         else:
             self.stats.tracked += 1
         return CropResult(image=crop, found=True, box=out_box, source=source)
+
+    def crop_side(self, face_side: float) -> float:
+        """Side, in frame pixels, of the square cropped around a face box of `face_side`:
+        the box plus its margin, cut to crop_size * max_downscale when that is smaller."""
+        side = face_side * (1.0 + 2.0 * self.margin)
+        if self.max_downscale is not None:
+            side = min(side, self.crop_size * self.max_downscale)
+        return side
 
     # -- steps ------------------------------------------------------------------------
 

@@ -95,9 +95,7 @@ class _RemoteStream:
             sample_rate=contract.sample_rate,
         )
         self.buffers.on_drop = self.media_dropped
-        cropper = FaceCropper(
-            crop_size=contract.crop_size, margin=contract.crop_margin, name=stream.id
-        )
+        cropper = FaceCropper.from_contract(contract, name=stream.id)
         self.crop = CropStage(
             stream.id,
             contract,

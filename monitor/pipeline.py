@@ -236,9 +236,7 @@ class Pipeline:
     def _default_cropper(self, stream_id: str) -> Cropper:
         from monitor.faces import FaceCropper
 
-        return FaceCropper(
-            crop_size=self.contract.crop_size, margin=self.contract.crop_margin, name=stream_id
-        )
+        return FaceCropper.from_contract(self.contract, name=stream_id)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from skimage import data as skdata
 
 from monitor.clip import extract_windows
 from monitor.contract import InputContract
-from monitor.errors import ModelFormatError
+from monitor.errors import ContractError, ModelFormatError
 from monitor.faces import (
     FALLBACK_LOG_INTERVAL_S,
     CropStats,
@@ -335,6 +335,52 @@ def test_from_contract_uses_crop_size_and_margin() -> None:
     contract = InputContract(crop_size=64, crop_margin=0.1)
     cropper = FaceCropper.from_contract(contract, name="x", detect_every=3)
     assert (cropper.crop_size, cropper.margin, cropper.detect_every) == (64, 0.1, 3)
+    assert cropper.max_downscale is None
+    capped = InputContract(crop_size=64, max_crop_downscale=1.5)
+    assert FaceCropper.from_contract(capped).max_downscale == 1.5
+
+
+def test_crop_side_is_capped_by_max_downscale() -> None:
+    free = FaceCropper(crop_size=100, margin=0.25)
+    capped = FaceCropper(crop_size=100, margin=0.25, max_downscale=1.5)
+    assert free.crop_side(40) == capped.crop_side(40) == 60  # 60 px: under the cap
+    assert free.crop_side(200) == 300 and capped.crop_side(200) == 150
+    with pytest.raises(ValueError, match="max_downscale"):
+        FaceCropper(max_downscale=0.0)
+
+
+def test_contract_crop_downscale_cap_is_optional_and_checked() -> None:
+    # unset, the field is left out of the dict: such contracts read (and hash) as before
+    assert "max_crop_downscale" not in InputContract().to_dict()
+    capped = InputContract(crop_size=224, max_crop_downscale=1.0)
+    assert capped.to_dict()["max_crop_downscale"] == 1.0
+    assert InputContract.from_dict(capped.to_dict()) == capped
+    assert InputContract.from_dict(InputContract().to_dict()).max_crop_downscale is None
+    with pytest.raises(ContractError, match="max_crop_downscale=0.1"):
+        InputContract(max_crop_downscale=0.1)
+    with pytest.raises(ContractError, match="max_crop_downscale"):
+        InputContract().check_compatible(capped.__class__(max_crop_downscale=2.0))
+
+
+def test_big_face_is_cropped_tighter_at_native_resolution() -> None:
+    frame, truth = scene(720, 1280, 500, 100, "texture", 2.0)  # a face of about 190 px
+    free = FaceCropper(crop_size=112, margin=0.25).crop(frame)
+    res = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.0).crop(frame)
+    assert res.found and res.box is not None and iou(res.box, truth) >= MIN_IOU
+    # the capped crop is the frame's own pixels around the face centre, not resampled...
+    x, y, w, h = res.box
+    native = crop_square(frame, (x + w / 2, y + h / 2), 112, 112)
+    assert ncc(res.image, native) > 0.97
+    # ...while the uncapped one shows the whole face shrunk about 2.5 times
+    assert ncc(free.image, native) < 0.8
+    whole = crop_square(frame, (x + w / 2, y + h / 2), max(w, h) * 1.5, 112)
+    assert ncc(free.image, whole) > 0.97
+    # a face that fits under the cap is cropped exactly as without one
+    small, _ = scene(360, 480, 20, 30, "flat", 1.0)
+    capped_small = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.5).crop(small)
+    assert np.array_equal(
+        capped_small.image, FaceCropper(crop_size=112, margin=0.25).crop(small).image
+    )
 
 
 def write_talking_head(path: Path, seconds: float = 3.0, fps: int = 10) -> None:

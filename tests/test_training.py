@@ -609,6 +609,18 @@ def test_the_shipped_224_px_config_is_the_160_px_one_with_bigger_crops_and_a_war
     assert [tuple(o.shape) for o in out] == [(1,)] * 3
 
 
+def test_the_shipped_native_crop_config_is_cpu224_with_a_downscale_cap() -> None:
+    shipped = Path(__file__).parents[1] / "deploy" / "train"
+    c224, native = (load_config(shipped / f"{n}.yaml") for n in ("cpu224", "cpu224native"))
+    assert native.build_contract() == replace(c224.build_contract(), max_crop_downscale=1.0)
+    assert native.model_dump(exclude={"contract"}) == c224.model_dump(exclude={"contract"})
+    # the cap changes the crops, so the two never share a window cache
+    assert (
+        CacheSpec(Path("c"), native.build_contract()).key
+        != CacheSpec(Path("c"), c224.build_contract()).key
+    )
+
+
 def test_default_preset_averages_weights_and_an_explicit_value_wins() -> None:
     assert make_config({}).ema_decay == 0.995
     assert make_config({"ema_decay": 0.0}).ema_decay == 0.0

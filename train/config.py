@@ -82,6 +82,12 @@ class ContractConfig(_Strict):
     crop_margin: float | None = Field(
         default=None, ge=0.0, le=1.0, description="margin around faces"
     )
+    max_crop_downscale: float | None = Field(
+        default=None,
+        ge=0.5,
+        le=8.0,
+        description="largest shrink of a face crop; bigger faces are cropped tighter instead",
+    )
 
     def build(self) -> InputContract:
         """The InputContract these overrides describe (raises ContractError if inconsistent)."""
