@@ -19,7 +19,7 @@ import yaml
 from media_factory import write_clip
 
 from engines.toy import make_toy_onnx, toy_scores
-from monitor.aggregate import AggregateRule, aggregate, compare_rules
+from monitor.aggregate import DEFAULT_RULE, AggregateRule, aggregate, compare_rules
 from monitor.cli import main
 from monitor.clip import extract_windows
 from monitor.contract import InputContract
@@ -84,7 +84,7 @@ def messy(tmp_path_factory: pytest.TempPathFactory, videos: Path) -> Path:
     return d
 
 
-def expected_score(path: Path, rule: str = "mean") -> float:
+def expected_score(path: Path, rule: str = DEFAULT_RULE) -> float:
     cw = extract_windows(path, CONTRACT)
     fused, _, _ = toy_scores(cw.audio, cw.faces)
     return round(aggregate(fused, rule), 6)

@@ -6,6 +6,7 @@ epochs) is shared by the tests that only read its outputs.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ import torch
 import yaml
 from tiny_dataset import write_corrupt, write_dataset
 
-from monitor.aggregate import CANDIDATE_RULES, DEFAULT_RULE
+from monitor.aggregate import CANDIDATE_RULES, DEFAULT_RULE, aggregate
 from monitor.cli import main as cli_main
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
@@ -193,6 +194,16 @@ def test_checkpoint_round_trip_and_evaluation_report(
     assert files["png"].read_bytes()[:4] == b"\x89PNG"
     rows = files["csv"].read_text().splitlines()
     assert rows[0].startswith("video_name,y_pred,") and len(rows) == 13
+    with files["windows"].open(newline="") as fh:
+        per_window = list(csv.DictReader(fh))
+    by_clip: dict[str, list[float]] = {}
+    for row in per_window:
+        by_clip.setdefault(row["video_name"], []).append(float(row["p_fused"]))
+    clip_rows = {r.split(",")[0]: r.split(",") for r in rows[1:]}
+    assert set(by_clip) == set(clip_rows)
+    for name, probs in by_clip.items():  # the clip's score is its windows aggregated
+        assert int(clip_rows[name][6]) == len(probs)
+        assert float(clip_rows[name][1]) == pytest.approx(aggregate(probs), abs=2e-6)
     saved = json.loads(files["json"].read_text())
     assert saved["checkpoint_sha256"] == ck.sha256 and saved["clips_scored"] == 12
     assert saved["aggregate"] == DEFAULT_RULE

@@ -267,13 +267,23 @@ def _json_safe(x: Any) -> Any:
 def write_report(
     out_dir: Path, split: str, scores: ClipScores, metrics: dict[str, Any], meta: dict[str, Any]
 ) -> dict[str, Path]:
-    """metrics JSON (NaN as null), per-clip scores CSV and ROC plot PNG."""
+    """metrics JSON (NaN as null), per-clip scores CSV, ROC plot PNG and, when the scores
+    keep them, every window's scores (windows CSV: for trying other aggregations)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": out_dir / f"metrics_{split}.json",
         "csv": out_dir / f"scores_{split}.csv",
         "png": out_dir / f"roc_{split}.png",
     }
+    if scores.windows:
+        paths["windows"] = out_dir / f"windows_{split}.csv"
+        with paths["windows"].open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["video_name", "window", "p_fused", "p_audio", "p_visual", "target"])
+            for r, probs in zip(scores.records, scores.windows, strict=True):
+                for j in range(probs.shape[1]):
+                    fused, audio, visual = (f"{v:.6f}" for v in probs[:, j])
+                    w.writerow([r.name, j, fused, audio, visual, r.target])
     paths["json"].write_text(
         json.dumps(_json_safe({**meta, "metrics": metrics}), indent=2, sort_keys=False) + "\n"
     )
