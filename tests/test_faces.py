@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -430,3 +431,9 @@ def test_extract_windows_on_a_generated_mp4(tmp_path: Path) -> None:
     ref = crop_square(HEAD, (77 + 47.5, 66 + 47.5), 95 * 1.5, 112)
     for crop in clip.faces.reshape(-1, 112, 112, 3):
         assert ncc(crop, ref) > 0.7
+    # a contract that caps the downscale crops that face (a 142-px square) at 112 px:
+    # its windows carry the tighter, unresampled crops without being handed a cropper
+    tight = extract_windows(path, replace(contract, max_crop_downscale=1.0))
+    native = crop_square(HEAD, (77 + 47.5, 66 + 47.5), 112, 112)
+    for crop in tight.faces.reshape(-1, 112, 112, 3):
+        assert ncc(crop, native) > 0.7 and ncc(crop, native) > ncc(crop, ref)
