@@ -5,9 +5,9 @@ rule (monitor/aggregate.py's DEFAULT_RULE unless told otherwise), so the figure 
 validates and `evaluate` reports is the figure prediction.txt gets; the report also
 compares every candidate rule on the same window scores (`rules`). Reported: ROC AUC,
 TPR at FPR 1e-3 and 1e-2, EER for the fused head; with a manifest, the audio head
-against `audio_fake`, the visual head against `video_fake` (sync-family fakes left out: their frames are
-untouched), and each generation method's fakes against all reals
-(the per-method AUC shows which attacks the detector has not learnt). When the manifest
+against `audio_fake`, the visual head against `video_fake` (sync-family fakes left out:
+their frames are untouched), and each generation method's fakes against all reals (the
+per-method AUC shows which attacks the detector has not learnt). When the manifest
 gives each clip's face height, the fakes are also scored by face size against all reals:
 a crop shrinks a big face more, and with it the pixel-level traces a re-rendered face
 leaves (BENCHMARKS.md, session 10).
