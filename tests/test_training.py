@@ -216,13 +216,18 @@ def test_checkpoint_round_trip_and_evaluation_report(
     assert ci["fpr_floor"] == pytest.approx(1 / m["fused"]["n_real"])
 
 
+def _best_model_and_val_clips(out: Path, data: Path, cache: Path) -> tuple[Any, list[Any]]:
+    """The run's best.pt and the cached val clips it was validated on."""
+    model = load_checkpoint(out / "best.pt").model
+    records = list(load_split(data, "val").records)
+    return model, build_cache(records, CacheSpec(cache, model.contract), 0, quiet=True).clips
+
+
 @pytest.mark.slow
 def test_validation_window_cap_scores_evenly_spread_windows(
     run: tuple[Path, TrainResult, list[str]], data: Path, cache: Path
 ) -> None:
-    model = load_checkpoint(run[0] / "best.pt").model
-    records = list(load_split(data, "val").records)
-    clips = build_cache(records, CacheSpec(cache, model.contract), 0, quiet=True).clips
+    model, clips = _best_model_and_val_clips(run[0], data, cache)
     cpu = torch.device("cpu")
     full = score_clips(model, clips, cpu)
     assert full.n_windows.max() >= 3  # the 2 s val clips give several 1 s windows each
@@ -247,9 +252,7 @@ def test_validation_window_cap_scores_evenly_spread_windows(
 def test_clip_scores_aggregate_window_probabilities_by_the_rule(
     run: tuple[Path, TrainResult, list[str]], data: Path, cache: Path
 ) -> None:
-    model = load_checkpoint(run[0] / "best.pt").model
-    records = list(load_split(data, "val").records)
-    clips = build_cache(records, CacheSpec(cache, model.contract), 0, quiet=True).clips
+    model, clips = _best_model_and_val_clips(run[0], data, cache)
     cpu = torch.device("cpu")
     by_logit = score_clips(model, clips, cpu, batch_size=5, rule="logit_mean")
     by_mean = score_clips(model, clips, cpu, batch_size=5, rule="mean")
