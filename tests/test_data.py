@@ -20,9 +20,11 @@ from train.augment import (
     color_jitter,
     denoise,
     gaussian_noise,
+    has_voice,
     jpeg_recompress,
     resize_down_up,
     self_blend,
+    voice_resynth,
 )
 from train.cache import CacheSpec, build_cache, load_window, load_windows
 from train.config import AugmentConfig
@@ -441,3 +443,98 @@ def test_self_blended_pseudo_fakes_replace_fake_draws(tiny: Path, tmp_path: Path
     assert plain["video_fake"] == clips[fake].record.video_fake
     assert plain["audio_fake"] == clips[fake].record.audio_fake
     assert not np.array_equal(item["faces"], plain["faces"])
+
+
+def _voice(rate: int = 16_000, seconds: float = 2.0) -> np.ndarray:
+    """A voiced test signal: 14 harmonics of a gliding 140 Hz pitch, in three syllables."""
+    t = np.arange(int(rate * seconds)) / rate
+    f0 = 140.0 + 20.0 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    tone = sum(np.sin(h * phase) / h for h in range(1, 15))
+    syllables = np.clip(np.sin(2 * np.pi * 1.5 * t), 0.0, None) ** 0.5  # three bursts, pauses
+    return (0.1 * tone * syllables).astype(np.float32)
+
+
+def _frame_rms(x: np.ndarray, frame: int = 320) -> np.ndarray:
+    n = x.size // frame
+    return np.sqrt(np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1))
+
+
+def _median_f0(x: np.ndarray, rate: int = 16_000) -> float:
+    """Median pitch (Hz) of the loud 64-ms frames, from each frame's cepstral peak.
+
+    The cepstrum reads the harmonic spacing of the magnitude spectrum, so a change of
+    phase alone does not move it.
+    """
+    frame, lags = 1024, np.arange(rate // 400, rate // 80)  # pitch 80..400 Hz
+    frames = x[: x.size // frame * frame].reshape(-1, frame)
+    loud = frames[_frame_rms(x, frame) > 0.5 * _frame_rms(x, frame).max()]
+    spectra = np.log(np.abs(np.fft.rfft(loud * np.hanning(frame), axis=1)) + 1e-6)
+    cepstra = np.fft.irfft(spectra, axis=1)
+    return float(np.median(rate / lags[cepstra[:, lags].argmax(axis=1)]))
+
+
+def test_voice_resynth_keeps_the_speech_and_changes_the_waveform() -> None:
+    voice = _voice()
+    level = np.sqrt(np.mean(voice**2))
+    changes = []
+    for seed in range(12):
+        out = voice_resynth(voice, 16_000, np.random.default_rng(seed))
+        assert out.shape == voice.shape and out.dtype == np.float32 and np.isfinite(out).all()
+        assert np.sqrt(np.mean(out**2)) == pytest.approx(level, rel=1e-3)  # level matched
+        # timing kept: the syllables and pauses stay where they were
+        assert np.corrcoef(_frame_rms(voice), _frame_rms(out))[0, 1] > 0.9, seed
+        # pitch kept: the strongest harmonic moves by under 3 % (a voice conversion's
+        # shift is several times that)
+        assert _median_f0(out) == pytest.approx(_median_f0(voice), rel=0.03), seed
+        changes.append(np.sqrt(np.mean((out - voice) ** 2)) / level)
+    # every draw re-synthesises something audible (a partial one, in its stretch alone)
+    assert min(changes) > 0.05
+    again = voice_resynth(voice, 16_000, np.random.default_rng(3))
+    assert np.array_equal(again, voice_resynth(voice, 16_000, np.random.default_rng(3)))
+    assert has_voice(voice) and not has_voice(np.zeros(32_000, np.float32))
+    assert not has_voice(voice * 0.01)  # -40 dB: too quiet to hold speech worth re-making
+
+
+def test_voice_resynth_pseudo_fakes_replace_fake_draws(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    idx = load_split(tiny, "train")
+    clips = build_cache(list(idx.records), CacheSpec(tmp_path / "cache", TINY_CONTRACT)).clips
+    real = next(i for i, c in enumerate(clips) if c.record.method == "real")
+    fake = next(i for i, c in enumerate(clips) if c.record.target == 1)
+    quiet = AugmentConfig(self_blend_prob=0.0, audio_gain_prob=0.0, audio_noise_prob=0.0)
+    always = WindowDataset(
+        clips, Augmenter(quiet.model_copy(update={"voice_resynth_prob": 1.0})), seed=1
+    )
+    never = WindowDataset(clips, Augmenter(quiet), seed=1)
+    # off (the default) draws exactly what a config without it drew
+    assert AugmentConfig().voice_resynth_prob == 0.0
+    for pos in range(4):
+        a, b = never[(fake, pos)], WindowDataset(clips, Augmenter(quiet), seed=1)[(fake, pos)]
+        assert np.array_equal(a["audio"], b["audio"]) and np.array_equal(a["faces"], b["faces"])
+    # reals stay reals
+    assert (always[(real, 0)]["target"], always[(real, 0)]["audio_fake"]) == (0, 0)
+    # the voice is a real clip's window passed through voice_resynth (tested above)
+    calls: list[tuple[np.ndarray, int]] = []
+
+    def halved(self: Augmenter, audio: np.ndarray, rate: int, rng: object) -> np.ndarray:
+        calls.append((audio, rate))
+        return audio * np.float32(0.5)
+
+    monkeypatch.setattr(Augmenter, "voice_resynth", halved)
+    real_windows = [w for c in clips if c.record.target == 0 for w in load_windows(c.npz).audio]
+    for pos in range(6):
+        item = always[(fake, pos)]
+        assert (item["target"], item["audio_fake"], item["video_fake"]) == (1, 1, 0)
+        assert item["sync_fake"] == LABEL_UNKNOWN and item["voice_fallback"] == 0
+        source, rate = calls[-1]
+        assert rate == TINY_CONTRACT.sample_rate
+        assert any(np.array_equal(source, w) for w in real_windows)
+        assert np.array_equal(item["audio"], source * np.float32(0.5))
+    # a window without voice keeps the fake draw, and says so for the epoch's count
+    monkeypatch.setattr("train.dataset.has_voice", lambda audio: False)
+    item = always[(fake, 0)]
+    record = clips[fake].record
+    assert (item["target"], item["voice_fallback"]) == (1, 1)
+    assert item["audio_fake"] == record.audio_fake and item["video_fake"] == record.video_fake

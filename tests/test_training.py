@@ -317,6 +317,30 @@ def test_loader_workers_set_the_training_loader_apart_from_caching(
         assert trainer.loader.num_workers == expected
 
 
+def test_voice_resynth_draws_without_voice_are_counted_per_epoch(
+    data: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from train.loop import DistEnv, _Trainer
+
+    # every fake draw asks for a re-synthesised real voice and finds none: each keeps its
+    # fake clip, and the epoch's record counts them, across a loader process too
+    monkeypatch.setattr("train.dataset.has_voice", lambda audio: False)
+    augment = {"self_blend_prob": 0.0, "voice_resynth_prob": 1.0}
+    cfg = _cfg(cache, augment=augment, loader_workers=1, device="cpu")
+    trainer = _Trainer(data, tmp_path / "r", cfg, DistEnv())
+    trainer.prepare_data()
+    order = trainer.sampler.epoch_order()
+    fakes = int(np.asarray(trainer.sampler.targets)[order].sum())
+    with _log_lines() as lines:
+        record = trainer.train_epoch(trainer.model)
+    assert record["voice_resynth_fallbacks"] == fakes > 0
+    assert any("without voice" in line for line in lines)
+    # off, the record has no such count
+    plain = _Trainer(data, tmp_path / "p", _cfg(cache, device="cpu"), DistEnv())
+    plain.prepare_data()
+    assert "voice_resynth_fallbacks" not in plain.train_epoch(plain.model)
+
+
 @pytest.mark.slow
 def test_evaluate_command(
     run: tuple[Path, TrainResult, list[str]],

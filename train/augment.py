@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from train.config import AugmentConfig
+from train.synth import dsp
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ SILENCE_RMS = 1e-4  # below this RMS a window is treated as silent (no SNR-relat
 NOISE_BANK_SIZE = 1 << 22  # unit normals shared by gaussian_noise draws (16 MB, made once)
 NOISE_BANK_SEED = 20240601
 _NOISE_BANK: np.ndarray | None = None
+VOICE_FFT = 512  # 32 ms at 16 kHz: the resolution a speech vocoder works at
+VOICE_MIN_CHANGE = 0.1  # smallest RMS change (relative) a voice pseudo-fake may make
+VOICE_SPEECH_RMS = 3e-3  # a window quieter than this holds too little voice to re-synthesise
 
 
 def jpeg_recompress(faces: np.ndarray, quality: int) -> np.ndarray:
@@ -164,6 +168,87 @@ def self_blend(faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(blended, 0, PIXEL_MAX).astype(np.uint8)
 
 
+def voice_resynth(audio: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A pseudo-fake voice from a real window: the same speech, re-synthesised.
+
+    Every voice generator (text-to-speech, voice conversion, neural codecs) ends by
+    rebuilding a waveform from a spectral representation it predicted, and what that
+    leaves is shared across families: phase that was estimated rather than recorded,
+    a spectrogram smoother than a real one over time, and a top band filled in from the
+    envelope instead of the real harmonics. Each of those is applied here (one or more
+    per window, random strengths) to the window's own voice, so the timing, words,
+    pitch and formants stay the recording's own: nothing of a particular converter (no
+    pitch or formant shift, no mel filterbank) is taught, only the re-synthesis traces.
+    A third of the time only a stretch of the window is re-synthesised and cross-faded
+    in, as a partly edited recording would be. The level is matched to the original.
+    """
+    spec = dsp.stft(audio, VOICE_FFT)
+    mag = np.abs(spec).astype(np.float32)
+    phase = np.angle(spec).astype(np.float32)
+    bins_hz = np.fft.rfftfreq(VOICE_FFT, 1.0 / rate)
+    ops = rng.random(3) < 0.5
+    if not ops.any():
+        ops[rng.integers(3)] = True
+    if ops[0]:  # over-smoothed over time, as a predicted spectrogram is
+        width = int(rng.integers(3, 10))
+        smooth = cv2.blur(np.log(mag + 1e-6), (1, width))  # frames are rows
+        mag = np.exp(smooth).astype(np.float32)
+    if ops[1]:  # top band rebuilt from the envelope: shaped noise, not harmonics
+        cutoff = float(rng.uniform(3_000.0, 0.45 * rate))
+        top = bins_hz >= cutoff
+        env = cv2.blur(mag, (9, 1))  # 9 bins ~ 280 Hz: wider than any pitch's harmonics
+        mag = np.where(top[None, :], env, mag).astype(np.float32)
+        phase = np.where(top[None, :], rng.uniform(-np.pi, np.pi, phase.shape), phase)
+    if ops[2]:  # phase estimated, not recorded: random start, a few Griffin-Lim passes
+        cutoff = float(rng.choice([0.0, rng.uniform(500.0, 3_000.0)]))
+        phase = _estimated_phase(mag, phase, bins_hz >= cutoff, audio.size, rng)
+    out = dsp.istft((mag * np.exp(1j * phase)).astype(np.complex64), VOICE_FFT, audio.size)
+    if _relative_change(out, audio) < VOICE_MIN_CHANGE:
+        # The drawn changes missed this voice (a top band it has no energy in, a steady
+        # vowel the smoothing leaves alone): a pseudo-fake must differ from its real
+        # source, or it is a real window labelled fake. Its whole phase is re-estimated.
+        phase = _estimated_phase(mag, phase, np.ones_like(bins_hz, bool), audio.size, rng)
+        out = dsp.istft((mag * np.exp(1j * phase)).astype(np.complex64), VOICE_FFT, audio.size)
+    if rng.random() < 1.0 / 3.0:  # only a stretch re-synthesised, cross-faded at both ends
+        n = audio.size
+        length = int(rng.uniform(0.4, 0.8) * n)
+        start = int(rng.integers(0, n - length + 1))
+        fade = min(length // 4, int(0.02 * rate))
+        w = np.zeros(n, np.float32)
+        w[start : start + length] = 1.0
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        w[start : start + fade] = ramp
+        w[start + length - fade : start + length] = ramp[::-1]
+        out = w * out + (1.0 - w) * audio
+    level = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    out_level = float(np.sqrt(np.mean(np.square(out, dtype=np.float64))))
+    if out_level > 0.0:
+        out = out * np.float32(level / out_level)
+    return np.clip(out, -AUDIO_CLIP, AUDIO_CLIP).astype(np.float32)
+
+
+def _estimated_phase(
+    mag: np.ndarray, phase: np.ndarray, bins: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`phase` with the selected bins replaced: random, then 0-4 Griffin-Lim passes."""
+    above = bins[None, :]
+    phase = np.where(above, rng.uniform(-np.pi, np.pi, phase.shape), phase)
+    for _ in range(int(rng.integers(0, 5))):
+        rebuilt = dsp.stft(dsp.istft(mag * np.exp(1j * phase), VOICE_FFT, n), VOICE_FFT)
+        phase = np.where(above, np.angle(rebuilt), phase)
+    return phase
+
+
+def _relative_change(out: np.ndarray, audio: np.ndarray) -> float:
+    diff = np.sqrt(np.mean(np.square(out - audio, dtype=np.float64)))
+    return float(diff / max(np.sqrt(np.mean(np.square(audio, dtype=np.float64))), 1e-12))
+
+
+def has_voice(audio: np.ndarray) -> bool:
+    """Whether a window is loud enough to hold speech worth re-synthesising."""
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) >= VOICE_SPEECH_RMS
+
+
 def audio_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
     return np.clip(audio * np.float32(10.0 ** (gain_db / 20.0)), -AUDIO_CLIP, AUDIO_CLIP)
 
@@ -191,6 +276,17 @@ class Augmenter:
 
     def self_blend(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self_blend(faces, rng)
+
+    def wants_voice_resynth(self, rng: np.random.Generator) -> bool:
+        """Draw whether a fake draw is replaced by a re-synthesised real voice.
+
+        No draw while it is off, so configs without it draw what they drew before.
+        """
+        c = self.cfg
+        return c.enabled and c.voice_resynth_prob > 0 and rng.random() < c.voice_resynth_prob
+
+    def voice_resynth(self, audio: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
+        return voice_resynth(audio, rate, rng)
 
     def degrade_strength(self, epoch: int) -> float:
         """Factor on the crop-degrading probabilities in `epoch` (0-based): the warm-up ramp.

@@ -151,6 +151,12 @@ class AugmentConfig(_Strict):
         le=1.0,
         description="P(a fake draw is replaced by a self-blended pseudo-fake of a real clip)",
     )
+    voice_resynth_prob: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="P(a fake draw is replaced by a real clip's voice, re-synthesised)",
+    )
     audio_gain_prob: float = Field(default=0.5, ge=0.0, le=1.0, description="P(random audio gain)")
     audio_gain_db: float = Field(default=6.0, ge=0.0, le=40.0, description="max |gain| in dB")
     audio_noise_prob: float = Field(default=0.3, ge=0.0, le=1.0, description="P(added white noise)")

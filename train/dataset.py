@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from train.augment import Augmenter
+from monitor.contract import SAMPLE_RATE
+from train.augment import Augmenter, has_voice
 from train.cache import CachedClip, load_window
 
 logger = logging.getLogger(__name__)
@@ -57,15 +58,27 @@ class WindowDataset:
     """Item (clip, position) = one random window of that clip, augmented.
 
     With self-blending on, a fake draw is replaced, with augment.self_blend_prob, by a
-    self-blended window of a random real clip (labelled fake face, real voice).
+    self-blended window of a random real clip (labelled fake face, real voice). With
+    voice re-synthesis on, a fake draw that is not self-blended is replaced, with
+    augment.voice_resynth_prob, by a window of a random real clip whose voice is
+    re-synthesised (labelled fake voice, real face); a window too quiet to hold speech
+    keeps the original fake draw instead (the item's "voice_fallback" is 1, and the
+    training loop counts them per epoch).
     A clip drawn twice in an epoch (balanced sampling draws the rarer class with
     replacement) gets a different window and augmentation each time.
     """
 
-    def __init__(self, clips: Sequence[CachedClip], augmenter: Augmenter | None, seed: int) -> None:
+    def __init__(
+        self,
+        clips: Sequence[CachedClip],
+        augmenter: Augmenter | None,
+        seed: int,
+        sample_rate: int = SAMPLE_RATE,
+    ) -> None:
         self.clips = list(clips)
         self.augmenter = augmenter
         self.seed = seed
+        self.sample_rate = sample_rate
         self.epoch = 0
         self._reals = np.array(
             [i for i, c in enumerate(self.clips) if c.record.target == 0], dtype=np.int64
@@ -89,15 +102,34 @@ class WindowDataset:
             and self._reals.size > 0
             and self.augmenter.wants_self_blend(rng)
         )
+        resynth = (
+            self.augmenter is not None
+            and not blend
+            and target == 1
+            and self._reals.size > 0
+            and self.augmenter.wants_voice_resynth(rng)
+        )
         if blend:
             # This fake draw becomes a pseudo-fake made from a random real clip (its face
             # self-blended, its voice left real), so the classes stay balanced.
             c = self.clips[int(self._reals[rng.integers(self._reals.size)])]
             target, audio_fake, video_fake, family = 1, 0, 1, "face"
-        audio, faces = load_window(c.npz, int(rng.integers(c.n_windows)))
+        fallback = False
+        if resynth:
+            real = self.clips[int(self._reals[rng.integers(self._reals.size)])]
+            audio, faces = load_window(real.npz, int(rng.integers(real.n_windows)))
+            if has_voice(audio):
+                c, target, audio_fake, video_fake, family = real, 1, 1, 0, "audio"
+            else:
+                resynth, fallback = False, True
+                logger.debug("no voice in a window of %s; kept the fake draw", real.npz.name)
+        if not resynth:
+            audio, faces = load_window(c.npz, int(rng.integers(c.n_windows)))
         if self.augmenter is not None:
             if blend:
                 faces = self.augmenter.self_blend(faces, rng)
+            if resynth:
+                audio = self.augmenter.voice_resynth(audio, self.sample_rate, rng)
             audio, faces = self.augmenter(audio, faces, rng, self.epoch)
         audio_label, visual_label, sync_label = head_labels(target, audio_fake, video_fake, family)
         return {
@@ -107,6 +139,7 @@ class WindowDataset:
             "audio_fake": audio_label,
             "video_fake": visual_label,
             "sync_fake": sync_label,
+            "voice_fallback": np.float32(fallback),
         }
 
 

@@ -345,7 +345,9 @@ class _Trainer:
             self.val_clips = _cache_split(self.data, "val", cfg.max_val_clips, *args).clips
         elif env.main:
             logger.warning("%s has no valset: best.pt will simply be the last epoch", self.data)
-        self.dataset = WindowDataset(clips, Augmenter(cfg.augment), cfg.seed)
+        self.dataset = WindowDataset(
+            clips, Augmenter(cfg.augment), cfg.seed, sample_rate=self.contract.sample_rate
+        )
         targets = [c.record.target for c in clips]
         self.sampler = EpochSampler(
             targets, cfg.seed, cfg.balance_classes, env.rank, env.world_size
@@ -384,6 +386,7 @@ class _Trainer:
         sums = {"loss": 0.0, "fused": 0.0, "audio": 0.0, "visual": 0.0, "sync": 0.0}
         seen, t0 = 0, time.perf_counter()
         waited = 0.0  # seconds spent waiting for the loader: > 0 means input-bound
+        fallbacks = 0.0  # voice re-synthesis draws that found no voice (kept the fake)
         bar = tqdm(
             self.loader,
             total=self.steps_per_epoch,
@@ -394,6 +397,7 @@ class _Trainer:
         t_wait = time.perf_counter()
         for batch in bar:
             waited += time.perf_counter() - t_wait
+            fallbacks += float(batch.pop("voice_fallback").sum())
             b = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 outputs = net(b["audio"], b["faces"], sync_pairs=cfg.sync_loss_weight > 0)
@@ -418,7 +422,7 @@ class _Trainer:
             t_wait = time.perf_counter()
         bar.close()
         elapsed = time.perf_counter() - t0
-        totals = torch.tensor([*sums.values(), float(seen)], dtype=torch.float64)
+        totals = torch.tensor([*sums.values(), fallbacks, float(seen)], dtype=torch.float64)
         if env.world_size > 1:
             dist.all_reduce(totals)
         n_all = max(totals[-1].item(), 1.0)
@@ -426,6 +430,15 @@ class _Trainer:
         record: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
         record["lr"] = self.sched.get_last_lr()[0]
         record.update({f"train_{k}": totals[i].item() / n_all for i, k in enumerate(sums)})
+        if cfg.augment.voice_resynth_prob > 0:
+            record["voice_resynth_fallbacks"] = int(totals[-2].item())
+            if totals[-2].item() > 0 and env.main:
+                logger.info(
+                    "epoch %d: %d voice re-synthesis draws found a window without voice "
+                    "and kept their fake clip",
+                    self.epoch,
+                    int(totals[-2].item()),
+                )
         record.update(clips=int(n_all), epoch_s=round(elapsed, 3), data_wait_s=round(waited, 3))
         record["clips_per_s"] = round(n_all / max(elapsed, 1e-9), 2)
         return record
