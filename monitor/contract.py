@@ -37,8 +37,9 @@ class InputContract:
     crop_size: int = DEFAULT_CROP_SIZE  # crop height == width, pixels
     crop_margin: float = DEFAULT_CROP_MARGIN  # margin around the detected face box
     # Largest factor by which a face crop is shrunk to crop_size (None: no limit). Above
-    # it the crop is cut tighter around the face centre instead, margin first, so a big
-    # face keeps its pixel-level detail. Left out of to_dict() when None, so contracts
+    # it the crop is cut tighter around the face centre instead, down to the face box
+    # and never into it, so a big face keeps its pixel-level detail (a face bigger than
+    # the cap is shrunk to its box). Left out of to_dict() when None, so contracts
     # that do not use it read as before (older runtimes, cache keys).
     max_crop_downscale: float | None = None
     audio_input: str = "audio"  # float32 [B, window_samples], range about [-1, 1]

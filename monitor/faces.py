@@ -14,8 +14,10 @@ jitter. The crop is a square around the face plus `margin` (fraction of the box 
 side), padded with zeros (or edge pixels) where it leaves the frame, so the face stays
 centred and at the same scale. With `max_downscale` (the contract's max_crop_downscale),
 a face so big that its square would shrink more than that is cut tighter around its
-centre instead: the margin goes first, then the face's edges, and the pixels keep their
-detail.
+centre instead, so the pixels keep their detail: the margin goes, down to the face box
+itself and never into it. A face bigger than crop_size * max_downscale is shrunk to fit
+its box, or the mouth (about three quarters down the box, which the mouth branch reads),
+the jaw line and the edges a pasted face leaves would fall outside the crop.
 When no face is found the crop is the frame's centre square, flagged `found=False`, counted
 and logged (rate-limited) with the stream's name; while no face is tracked, detection runs
 on every frame, or every `idle_detect_every` frames to save CPU on faceless streams.
@@ -71,6 +73,8 @@ FALLBACK_LOG_INTERVAL_S = 30.0  # seconds between "no face" log lines of one cro
 
 CROPPER_VERSION = 2  # bump when the same frames give other crops (caches key on it);
 # 2: the second-chance cascade
+CROP_CAP_VERSION = 2  # bump when crops under a max_downscale cap change (only capped
+# contracts' caches key on it); 2: the cap stops at the face box
 Box = tuple[int, int, int, int]  # x, y, w, h in image pixels
 Source = Literal["detected", "tracked", "fallback"]
 PadMode = Literal["constant", "edge"]
@@ -328,10 +332,11 @@ class FaceCropper:
 
     def crop_side(self, face_side: float) -> float:
         """Side, in frame pixels, of the square cropped around a face box of `face_side`:
-        the box plus its margin, cut to crop_size * max_downscale when that is smaller."""
+        the box plus its margin, cut to crop_size * max_downscale when that is smaller, but
+        never smaller than the box itself."""
         side = face_side * (1.0 + 2.0 * self.margin)
         if self.max_downscale is not None:
-            side = min(side, self.crop_size * self.max_downscale)
+            side = min(side, max(self.crop_size * self.max_downscale, face_side))
         return side
 
     # -- steps ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from tiny_dataset import TINY_CONTRACT, write_clip, write_corrupt, write_dataset
 
+from monitor.contract import InputContract
 from monitor.errors import DatasetError
 from monitor.faces import CROPPER_VERSION
 from train.augment import (
@@ -240,6 +241,19 @@ def test_load_window_falls_back_for_other_layouts(tmp_path: Path, layout: str) -
     got_audio, got_faces = load_window(path, 4)
     assert np.array_equal(got_audio, audio[1].astype(np.float32))
     assert np.array_equal(got_faces, faces[1])
+
+
+def test_cache_keys_move_only_for_contracts_whose_crops_changed() -> None:
+    root = Path("cache")
+    # The cap's rule changed (it stops at the face box): capped contracts' caches are
+    # re-made, while an uncapped contract's key, and so every cache it already has,
+    # stays what it was before the cap existed.
+    assert CacheSpec(root, InputContract()).key == "acc1f4ac37f95ef0"
+    capped = InputContract(crop_size=224, max_crop_downscale=1.0)
+    assert CacheSpec(root, capped).key not in {"cbcf78e31f70007c", "acc1f4ac37f95ef0"}
+    assert (
+        CacheSpec(root, capped).key != CacheSpec(root, replace(capped, max_crop_downscale=2.0)).key
+    )
 
 
 def test_cache_in_worker_processes(tiny: Path, tmp_path: Path) -> None:

@@ -345,7 +345,9 @@ def test_crop_side_is_capped_by_max_downscale() -> None:
     free = FaceCropper(crop_size=100, margin=0.25)
     capped = FaceCropper(crop_size=100, margin=0.25, max_downscale=1.5)
     assert free.crop_side(40) == capped.crop_side(40) == 60  # 60 px: under the cap
-    assert free.crop_side(200) == 300 and capped.crop_side(200) == 150
+    assert free.crop_side(120) == 180 and capped.crop_side(120) == 150  # the margin goes
+    # ... but never the face: a box bigger than the cap is kept whole, shrunk to fit
+    assert free.crop_side(200) == 300 and capped.crop_side(200) == 200
     with pytest.raises(ValueError, match="max_downscale"):
         FaceCropper(max_downscale=0.0)
 
@@ -365,23 +367,48 @@ def test_contract_crop_downscale_cap_is_optional_and_checked() -> None:
 
 def test_big_face_is_cropped_tighter_at_native_resolution() -> None:
     frame, truth = scene(720, 1280, 500, 100, "texture", 2.0)  # a face of about 190 px
-    free = FaceCropper(crop_size=112, margin=0.25).crop(frame)
-    res = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.0).crop(frame)
+    free = FaceCropper(crop_size=224, margin=0.25).crop(frame)
+    res = FaceCropper(crop_size=224, margin=0.25, max_downscale=1.0).crop(frame)
     assert res.found and res.box is not None and iou(res.box, truth) >= MIN_IOU
     # the capped crop is the frame's own pixels around the face centre, not resampled...
     x, y, w, h = res.box
-    native = crop_square(frame, (x + w / 2, y + h / 2), 112, 112)
+    native = crop_square(frame, (x + w / 2, y + h / 2), 224, 224)
     assert ncc(res.image, native) > 0.97
-    # ...while the uncapped one shows the whole face shrunk about 2.5 times
+    # ...while the uncapped one shows the face and its margin shrunk about 1.3 times
     assert ncc(free.image, native) < 0.8
-    whole = crop_square(frame, (x + w / 2, y + h / 2), max(w, h) * 1.5, 112)
+    whole = crop_square(frame, (x + w / 2, y + h / 2), max(w, h) * 1.5, 224)
     assert ncc(free.image, whole) > 0.97
+    # a face bigger than the cap loses its margin but none of itself: the box, shrunk
+    box_only = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.0).crop(frame)
+    assert box_only.box is not None
+    x, y, w, h = box_only.box
+    assert ncc(box_only.image, crop_square(frame, (x + w / 2, y + h / 2), max(w, h), 112)) > 0.97
     # a face that fits under the cap is cropped exactly as without one
     small, _ = scene(360, 480, 20, 30, "flat", 1.0)
     capped_small = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.5).crop(small)
     assert np.array_equal(
         capped_small.image, FaceCropper(crop_size=112, margin=0.25).crop(small).image
     )
+
+
+def test_capped_crop_of_a_face_far_bigger_than_the_crop_keeps_the_mouth_in_its_band() -> None:
+    from train.model import MOUTH_BOX
+
+    # a face of about 290 px, 2.6 x a 112-px crop, with a green bar where the mouth is
+    # (about 0.8 of the box down); cut at the cap around the face's centre, the crop would
+    # end above it
+    frame, (x, y, w, h) = scene(720, 1280, 400, 60, "texture", 3.0)
+    row, left, right = y + round(0.8 * h), x + round(0.35 * w), x + round(0.65 * w)
+    frame[row - 3 : row + 3, left:right] = (0, 255, 0)
+    res = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.0).crop(frame)
+    assert res.found and res.box is not None and iou(res.box, (x, y, w, h)) >= MIN_IOU
+    img = res.image.astype(int)
+    green = (img[..., 1] > 180) & (img[..., 0] < 90) & (img[..., 2] < 90)
+    rows, cols = np.nonzero(green)
+    assert rows.size > 20
+    top, bottom, lo, hi = MOUTH_BOX
+    assert top * 112 < rows.mean() < bottom * 112
+    assert lo * 112 < cols.mean() < hi * 112
 
 
 def write_talking_head(path: Path, seconds: float = 3.0, fps: int = 10) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from monitor.contract import InputContract
 from monitor.errors import MediaError
-from monitor.faces import CROPPER_VERSION
+from monitor.faces import CROP_CAP_VERSION, CROPPER_VERSION
 from train.data import ClipRecord
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class CacheSpec:
             "max_windows": self.max_windows,
             "audio_dtype": self.audio_dtype,
         }
+        if self.contract.max_crop_downscale is not None:
+            spec["crop_cap"] = CROP_CAP_VERSION  # uncapped contracts keep their keys
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
