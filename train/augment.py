@@ -202,13 +202,13 @@ def voice_resynth(audio: np.ndarray, rate: int, rng: np.random.Generator) -> np.
     if ops[2]:  # phase estimated, not recorded: random start, a few Griffin-Lim passes
         cutoff = float(rng.choice([0.0, rng.uniform(500.0, 3_000.0)]))
         phase = _estimated_phase(mag, phase, bins_hz >= cutoff, audio.size, rng)
-    out = dsp.istft((mag * np.exp(1j * phase)).astype(np.complex64), VOICE_FFT, audio.size)
+    out = _resynthesise(mag, phase, audio.size)
     if _relative_change(out, audio) < VOICE_MIN_CHANGE:
         # The drawn changes missed this voice (a top band it has no energy in, a steady
         # vowel the smoothing leaves alone): a pseudo-fake must differ from its real
         # source, or it is a real window labelled fake. Its whole phase is re-estimated.
         phase = _estimated_phase(mag, phase, np.ones_like(bins_hz, bool), audio.size, rng)
-        out = dsp.istft((mag * np.exp(1j * phase)).astype(np.complex64), VOICE_FFT, audio.size)
+        out = _resynthesise(mag, phase, audio.size)
     if rng.random() < 1.0 / 3.0:  # only a stretch re-synthesised, cross-faded at both ends
         n = audio.size
         length = int(rng.uniform(0.4, 0.8) * n)
@@ -220,8 +220,7 @@ def voice_resynth(audio: np.ndarray, rate: int, rng: np.random.Generator) -> np.
         w[start : start + fade] = ramp
         w[start + length - fade : start + length] = ramp[::-1]
         out = w * out + (1.0 - w) * audio
-    level = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-    out_level = float(np.sqrt(np.mean(np.square(out, dtype=np.float64))))
+    level, out_level = _rms(audio), _rms(out)
     if out_level > 0.0:
         out = out * np.float32(level / out_level)
     return np.clip(out, -AUDIO_CLIP, AUDIO_CLIP).astype(np.float32)
@@ -234,19 +233,27 @@ def _estimated_phase(
     above = bins[None, :]
     phase = np.where(above, rng.uniform(-np.pi, np.pi, phase.shape), phase)
     for _ in range(int(rng.integers(0, 5))):
-        rebuilt = dsp.stft(dsp.istft(mag * np.exp(1j * phase), VOICE_FFT, n), VOICE_FFT)
+        rebuilt = dsp.stft(_resynthesise(mag, phase, n), VOICE_FFT)
         phase = np.where(above, np.angle(rebuilt), phase)
     return phase
 
 
+def _resynthesise(mag: np.ndarray, phase: np.ndarray, n: int) -> np.ndarray:
+    """n samples rebuilt from a VOICE_FFT magnitude and phase."""
+    return dsp.istft((mag * np.exp(1j * phase)).astype(np.complex64), VOICE_FFT, n)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
 def _relative_change(out: np.ndarray, audio: np.ndarray) -> float:
-    diff = np.sqrt(np.mean(np.square(out - audio, dtype=np.float64)))
-    return float(diff / max(np.sqrt(np.mean(np.square(audio, dtype=np.float64))), 1e-12))
+    return _rms(out - audio) / max(_rms(audio), 1e-12)
 
 
 def has_voice(audio: np.ndarray) -> bool:
     """Whether a window is loud enough to hold speech worth re-synthesising."""
-    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) >= VOICE_SPEECH_RMS
+    return _rms(audio) >= VOICE_SPEECH_RMS
 
 
 def audio_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
@@ -255,7 +262,7 @@ def audio_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
 
 def audio_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """Add white noise `snr_db` below the window's RMS level (nothing for a silent window)."""
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    rms = _rms(audio)
     if rms < SILENCE_RMS:
         return audio
     std = rms / (10.0 ** (snr_db / 20.0))

@@ -431,13 +431,14 @@ class _Trainer:
         record["lr"] = self.sched.get_last_lr()[0]
         record.update({f"train_{k}": totals[i].item() / n_all for i, k in enumerate(sums)})
         if cfg.augment.voice_resynth_prob > 0:
-            record["voice_resynth_fallbacks"] = int(totals[-2].item())
-            if totals[-2].item() > 0 and env.main:
+            n_fallbacks = int(totals[-2].item())
+            record["voice_resynth_fallbacks"] = n_fallbacks
+            if n_fallbacks > 0 and env.main:
                 logger.info(
                     "epoch %d: %d voice re-synthesis draws found a window without voice "
                     "and kept their fake clip",
                     self.epoch,
-                    int(totals[-2].item()),
+                    n_fallbacks,
                 )
         record.update(clips=int(n_all), epoch_s=round(elapsed, 3), data_wait_s=round(waited, 3))
         record["clips_per_s"] = round(n_all / max(elapsed, 1e-9), 2)
