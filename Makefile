@@ -37,7 +37,7 @@ test: venv system-deps check
 	$(PY) -m pytest
 
 demo: venv demo-deps
-	$(PY) -m monitor.demo --dir $(DEMO_DIR) $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
+	$(PY) -m monitor.cli demo --dir $(DEMO_DIR) $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
 
 # Benchmarks print markdown tables; record them in BENCHMARKS.md with the machine.
 bench: venv

@@ -7,7 +7,7 @@ where a GPU and TensorRT exist), then every backend that can run here scores bat
 markdown table.
 Run from the repo root:
 
-    .venv/bin/python bench/backends.py [--presets demo,default,deploy/train/cpu224.yaml]
+    .venv/bin/python bench/backends.py [--presets demo,default,train/recipes/cpu224.yaml]
         [--batches 1,8,32,128] [--seconds 3] [--backends torch,onnxruntime,tensorrt]
         [--threads N]
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backend import Backend
 from engines.parity import random_inputs
+from monitor.backend import Backend
 from monitor.contract import InputContract
 from train.config import TrainConfig, load_config, make_config
 

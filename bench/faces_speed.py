@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from skimage import data as skdata
 
-from monitor.faces import SCALE_FACTOR, FaceCropper
+from monitor.media.faces import SCALE_FACTOR, FaceCropper
 
 SIZES = {"480p": (480, 640), "720p": (720, 1280)}  # name -> (H, W)
 FACE_HEIGHT_FRACTION = 0.25  # face box height / frame height, a typical video call

@@ -1,6 +1,6 @@
 """Training-step and inference throughput of the detector's configurations on a CUDA GPU.
 
-For each configuration (a preset, or a training YAML such as `deploy/train/cpu224.yaml`)
+For each configuration (a preset, or a training YAML such as `train/recipes/cpu224.yaml`)
 this times, on random windows already on the GPU, so that only the model's own cost is
 measured:
 
@@ -12,7 +12,7 @@ It prints windows/s (median over the timed steps, CUDA-synchronised) and the pea
 allocated. `train` is input-bound when its epochs' `clips_per_s` in metrics.jsonl stays
 well under the training-step figure here: compare the two. Run from the repo root:
 
-    python bench/gpu_train.py [--config default --config deploy/train/cpu224.yaml]
+    python bench/gpu_train.py [--config default --config train/recipes/cpu224.yaml]
         [--batch 32 --batch 128] [--steps 20]
 """
 
@@ -115,7 +115,7 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    configs = args.config or ["default", "deploy/train/cpu224.yaml"]
+    configs = args.config or ["default", "train/recipes/cpu224.yaml"]
     batches = args.batch or [32, 128]
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     print(

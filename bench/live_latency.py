@@ -29,10 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.config import MonitorConfig
 from monitor.contract import InputContract
-from monitor.scorer import ScoredWindow
-from monitor.service import Service
+from monitor.live.config import MonitorConfig
+from monitor.live.scorer import ScoredWindow
+from monitor.live.service import Service
 
 DEFAULT_MODEL = "demo/model.onnx"
 WARMUP_S = 5.0  # windows completed in the first seconds (cascade load, arenas) are ignored

@@ -36,8 +36,8 @@ import numpy as np
 from skimage import data as skdata
 
 from monitor.contract import InputContract
-from monitor.faces import FaceCropper
-from monitor.media import iter_frames, load_audio, probe, sample_frames, sample_keyframes
+from monitor.media.decode import iter_frames, load_audio, probe, sample_frames, sample_keyframes
+from monitor.media.faces import FaceCropper
 from monitor.windows import plan_windows
 
 SECONDS = 10.0  # clip length
@@ -182,8 +182,8 @@ def main() -> None:
 
     from engines.loader import load_backend
     from engines.toy import make_toy_onnx
-    from monitor.offline import ScoreOptions, default_workers, score_videos
-    from monitor.predictions import read_predictions
+    from monitor.offline.predictions import read_predictions
+    from monitor.offline.scoring import ScoreOptions, default_workers, score_videos
 
     tmp = Path(tempfile.mkdtemp(prefix="offline_bench_"))
     clip_dir = args.clips or Path(tempfile.gettempdir()) / f"offline_bench_clips_gop{args.gop}"

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from engines.backend import Scores
 from engines.manifest import (
     OnnxManifest,
     Parity,
@@ -32,6 +31,7 @@ from engines.manifest import (
     write_manifest,
 )
 from engines.parity import Comparison, ScoreFn, clip_inputs, compare, natural_inputs, random_inputs
+from monitor.backend import Scores
 from monitor.contract import InputContract
 from monitor.errors import DeepfakeMonitorError, ExportError, ModelFormatError
 

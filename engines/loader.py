@@ -21,8 +21,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
-from engines.backend import Backend
 from engines.manifest import load_engine_manifest, load_onnx_manifest
+from monitor.backend import Backend
 from monitor.contract import InputContract
 from monitor.errors import BackendUnavailableError, ModelFormatError
 

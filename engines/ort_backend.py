@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backend import Scores, check_batch
 from engines.iospec import INPUT, ONNX_TYPE_TO_NUMPY, OUTPUT, TensorSpec, check_io, dims_from_onnx
+from monitor.backend import Scores, check_batch
 from monitor.contract import InputContract
 from monitor.errors import BackendUnavailableError, ModelFormatError
 

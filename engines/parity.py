@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backend import Scores
+from monitor.backend import Scores
 from monitor.contract import InputContract
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def photo_faces(contract: InputContract, n: int) -> np.ndarray:
     """Crops of a real photograph made by the monitor's face cropper (uint8 [n, K, H, W, 3])."""
     from skimage import data
 
-    from monitor.faces import FaceCropper
+    from monitor.media.faces import FaceCropper
 
     photo = np.ascontiguousarray(data.astronaut())
     h, w = photo.shape[:2]
@@ -104,7 +104,7 @@ def clip_inputs(
     paths: Sequence[str | Path], contract: InputContract, max_windows: int = DEFAULT_PARITY_WINDOWS
 ) -> Batch:
     """Windows of real media files, cut exactly as offline scoring cuts them."""
-    from monitor.clip import extract_windows
+    from monitor.media.clip import extract_windows
 
     audio, faces = [], []
     for p in paths:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.backend import Scores, check_batch
 from engines.batching import DEFAULT_MAX_GRAPH_BATCH, graph_batch_sizes, plan_replays
+from monitor.backend import Scores, check_batch
 from monitor.contract import InputContract
 from monitor.errors import BackendUnavailableError
 

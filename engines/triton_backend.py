@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from engines.backend import Scores, check_batch
 from engines.batching import split_batch
 from engines.iospec import INPUT, contract_io
 from engines.triton_repo import NUMPY_TO_TRITON, contract_from_config
+from monitor.backend import Scores, check_batch
 from monitor.contract import InputContract
 from monitor.errors import BackendUnavailableError, ContractError, ModelFormatError
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from engines.backend import Scores, check_batch
 from engines.batching import split_batch
 from engines.iospec import INPUT, OUTPUT, TensorSpec, check_io
 from engines.manifest import EngineManifest
@@ -35,6 +34,7 @@ from engines.trt_common import (
     trt,
 )
 from engines.trt_plan import BufferSpec, check_engine_compat, plan_buffers, total_bytes
+from monitor.backend import Scores, check_batch
 from monitor.errors import BackendUnavailableError, ModelFormatError
 
 logger = logging.getLogger(__name__)

@@ -1,8 +1,9 @@
 """`deepfake-monitor`: one command, thin subcommands over functions callable from Python.
 
-Each subcommand lives in its own module exposing `HELP`, `add_arguments(parser)` and
-`run(args) -> int`; heavy imports (torch, aiortc) happen inside `run`, so `--help` is fast
-and the slim runtime never imports torch.
+Each subcommand lives in its package's `commands/` folder (`monitor/commands/`,
+`train/commands/`, `engines/commands/`), one module per subcommand exposing `HELP`,
+`add_arguments(parser)` and `run(args) -> int`; heavy imports (torch, aiortc) happen
+inside `run`, so `--help` is fast and the slim runtime never imports torch.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ logger = logging.getLogger(__name__)
 
 # subcommand -> module; order is the order shown in --help
 COMMANDS: dict[str, str] = {
-    "synth": "train.synth.command",
+    "synth": "train.commands.synth",
     "probe": "monitor.commands.probe",
-    "train": "train.train_command",
-    "evaluate": "train.evaluate_command",
+    "train": "train.commands.train",
+    "evaluate": "train.commands.evaluate",
     "watch": "monitor.commands.watch",
     "serve": "monitor.commands.serve",
     "score": "monitor.commands.score",
@@ -30,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "export": "engines.commands.export",
     "build-engine": "engines.commands.build_engine",
     "export-triton": "engines.commands.export_triton",
+    "demo": "monitor.commands.demo",
 }
 
 

@@ -4,7 +4,7 @@
 # Usage: system-deps.sh [test|demo]   (demo: only the RTSP server, no browser)
 set -euo pipefail
 PKGS=(
-  # a real RTSP server for the live tests and the demo (run with /usr/bin/python3)
+  # a real RTSP server for the live tests and the demo (monitor/demo/rtsp_camera.py, run by Debian's python3)
   python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
 )

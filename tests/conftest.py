@@ -48,8 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny detector trained on tests/tiny_dataset (about 40 CPU-seconds), shared by the
     offline-scoring and live end-to-end tests."""
-    from tiny_dataset import METHODS, TINY_CONTRACT, write_clip, write_dataset
-
+    from tests.support.tiny_dataset import METHODS, TINY_CONTRACT, write_clip, write_dataset
     from train.config import make_config
     from train.loop import train
 

@@ -1,7 +1,7 @@
 """Per-clip window cache: decode and crop each clip once, then train from .npz files.
 
 Decoding H.264 and finding faces costs far more than a training step of a small model,
-so every clip goes through `monitor.clip.extract_windows` exactly once per input
+so every clip goes through `monitor.media.clip.extract_windows` exactly once per input
 contract, in worker processes, and its windows are stored as one uncompressed .npz
 (audio float16/float32 [N, S], crops uint8 [N, K, H, W, 3], face_found bool [N, K]).
 Later epochs and later runs only read these files.
@@ -34,8 +34,8 @@ import numpy as np
 
 from monitor.contract import InputContract
 from monitor.errors import MediaError
-from monitor.faces import CROP_CAP_VERSION, CROPPER_VERSION
-from train.data import ClipRecord
+from monitor.media.faces import CROP_CAP_VERSION, CROPPER_VERSION
+from train.splits import ClipRecord
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 def cache_clip(clip: str, name: str, spec: CacheSpec) -> CacheOutcome:
     """Cache one clip (or reuse its entry); decode failures are returned, not raised."""
-    from monitor.clip import extract_windows  # keeps OpenCV out of processes that never crop
+    from monitor.media.clip import extract_windows  # keeps OpenCV out of processes that never crop
 
     path = Path(clip)
     try:

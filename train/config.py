@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path(".cache/windows")  # relative to the working directory
 DEFAULT_MAX_WINDOWS = 8  # windows cached per clip, spread evenly over it
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # shipped training recipes
 # Defaults per preset, used for fields a config leaves out. The demo preset is sized to
 # train on a 2-core CPU in minutes; the default one for GPUs and long runs. The default
 # preset takes 8 face crops per window (4 per second): lip sync needs the frame rate
@@ -33,7 +34,7 @@ DEFAULT_MAX_WINDOWS = 8  # windows cached per clip, spread evenly over it
 # TrainConfig.resolved_loader_workers). On synth1k: val
 # AUC 0.960, 0.958, 0.967 (seeds 0-2) in 4.4-4.7 min, against 0.912 in 3.8 min for the
 # earlier K = 4, 14-epoch preset (BENCHMARKS.md, session 8); `make demo` keeps
-# that earlier setting (deploy/demo/train.yaml). The
+# that earlier setting (train/recipes/demo.yaml). The
 # default preset validates and saves an EMA of the weights (train/ema.py): the same end
 # point on synth1k, with smoother epochs on the way (BENCHMARKS.md, session 5). Its
 # crops are 160 px instead of the contract's 112: a face of 200 px in the frame fills a
@@ -311,9 +312,29 @@ def make_config(data: dict[str, Any] | None = None, source: str = "config") -> T
         raise ConfigError(_format_error(exc, source)) from exc
 
 
+def recipe_names() -> list[str]:
+    """Names of the training recipes shipped in train/recipes/ (usable as `--config NAME`)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A config file path as given, or a shipped recipe's path by name (`cpu224native`)."""
+    p = Path(name_or_path)
+    if p.is_file() or p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        return p
+    recipe = RECIPES_DIR / f"{p.name}.yaml"
+    if recipe.is_file():
+        return recipe
+    raise ConfigError(
+        f"no training config file {p} and no shipped recipe {p.name!r}; "
+        f"recipes: {', '.join(recipe_names())}"
+    )
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config and apply command-line overrides (top-level keys)."""
-    p = Path(path)
+    """Read a YAML config (a path, or a shipped recipe's name) and apply command-line
+    overrides (top-level keys)."""
+    p = resolve_recipe(path)
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except OSError as exc:

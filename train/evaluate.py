@@ -1,7 +1,7 @@
 """Score a labelled split with a detector and report what the competition measures.
 
 Per clip, each head's window probabilities are aggregated with the offline scorer's
-rule (monitor/aggregate.py's DEFAULT_RULE unless told otherwise), so the figure training
+rule (monitor/offline/aggregation.py's DEFAULT_RULE unless told otherwise), so the figure training
 validates and `evaluate` reports is the figure prediction.txt gets; the report also
 compares every candidate rule on the same window scores (`rules`). Reported: ROC AUC,
 TPR at FPR 1e-3 and 1e-2, EER for the fused head; with a manifest, the audio head
@@ -29,13 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from monitor.aggregate import DEFAULT_RULE, AggregateRule, compare_rules
 from monitor.errors import ConfigError
-from monitor.evaluation import binary_metrics, bootstrap_intervals, has_both_classes, plot_roc
+from monitor.offline.aggregation import DEFAULT_RULE, AggregateRule, compare_rules
+from monitor.offline.evaluation import (
+    binary_metrics,
+    bootstrap_intervals,
+    has_both_classes,
+    plot_roc,
+)
 from train.cache import CachedClip, CacheSpec, build_cache, load_windows
 from train.config import DEFAULT_CACHE_DIR, DEFAULT_MAX_WINDOWS
-from train.data import ClipRecord, load_split
-from train.dataset import SYNC_FAMILY
+from train.sampling import SYNC_FAMILY
+from train.splits import ClipRecord, load_split
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +103,7 @@ def score_clips(
     rule: str = DEFAULT_RULE,
 ) -> ClipScores:
     """Run the model over every cached window and aggregate each clip's window
-    probabilities with `rule` (monitor/aggregate.py), head by head.
+    probabilities with `rule` (monitor/offline/aggregation.py), head by head.
 
     With `max_windows`, a clip with more windows is scored on that many of them, evenly
     spread from its first to its last (per-epoch validation on a CPU, where scoring every
@@ -162,7 +167,7 @@ def _labelled(records: Sequence[ClipRecord], attr: str) -> tuple[np.ndarray, np.
     """Indices and labels of the clips whose per-modality label `attr` is known.
 
     For `video_fake`, sync-family fakes are left out: their frames are untouched, the
-    visual head is not taught on them (train.dataset.head_labels), and the sync head is
+    visual head is not taught on them (train.sampling.head_labels), and the sync head is
     what catches them."""
     idx = [
         i

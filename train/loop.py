@@ -9,7 +9,7 @@ Loss = BCE(fused, target) + w_a * BCE(audio head, audio_fake) + w_v * BCE(visual
 video_fake) + w_s * sync loss; a per-modality term covers only the clips whose modality
 label is known (the manifest of a synthetic set has them, competition labels do not).
 The sync loss trains the sync head on the real windows (in sync) and the mismatched
-pairing built from each (see train.dataset.head_labels for why fakes are left out).
+pairing built from each (see train.sampling.head_labels for why fakes are left out).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from monitor.errors import ConfigError, DatasetError
-from monitor.evaluation import log_loss
+from monitor.offline.evaluation import log_loss
 from train.augment import Augmenter
 from train.cache import CacheReport, CacheSpec, build_cache
 from train.config import TrainConfig, load_config, resume_differences
-from train.data import load_split, split_exists
-from train.dataset import EpochSampler, WindowDataset
 from train.ema import WeightAverage
 from train.evaluate import clip_metrics, headline, resolve_device, score_clips
+from train.sampling import EpochSampler, WindowDataset
+from train.splits import load_split, split_exists
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.errors import DatasetError
-from monitor.predictions import check_video_name, read_text
+from monitor.offline.predictions import check_video_name, read_text
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.offline_merge import merge_shards
+    from monitor.offline.merge import merge_shards
 
     result = merge_shards(args.out, args.shards, names=args.names, video_dir=args.video_dir)
     print(f"{result.out}: {result.rows} videos from {result.shards} shards, {result.errors} errors")

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from monitor.errors import MediaError
-    from monitor.media import probe
+    from monitor.media.decode import probe
 
     failed = 0
     for f in args.files:

@@ -2,7 +2,7 @@
 
 DATA is a folder of videos (scored in sorted name order) or a name/label list (scored in
 its order). Writes `video_name,y_pred` with one row per input video, plus an errors
-report, a summary and a journal beside it; see monitor/offline.py.
+report, a summary and a journal beside it; see monitor/offline/scoring.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ HELP = "score a folder or list of videos into a competition prediction file (vid
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from monitor.aggregate import CANDIDATE_RULES, DEFAULT_RULE
+    from monitor.offline.aggregation import CANDIDATE_RULES, DEFAULT_RULE
 
     p.add_argument("data", metavar="DATA", help="folder of videos, or a name/label list file")
     p.add_argument("--model", required=True, help="exported model (.onnx, engine, checkpoint)")
@@ -59,8 +59,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.offline import DEFAULT_BATCH_WINDOWS, ScoreOptions, default_workers, score_videos
-    from monitor.offline_inputs import Shard
+    from monitor.offline.inputs import Shard
+    from monitor.offline.scoring import (
+        DEFAULT_BATCH_WINDOWS,
+        ScoreOptions,
+        default_workers,
+        score_videos,
+    )
 
     opts = ScoreOptions(
         model=args.model,

@@ -24,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.config import load_config
-    from monitor.service import Service, describe_streams
+    from monitor.live.config import load_config
+    from monitor.live.service import Service, describe_streams
 
     cfg = load_config(args.config)  # ConfigError -> "error: ..." and exit 2 (monitor.cli)
     if args.check_config:

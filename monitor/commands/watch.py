@@ -83,8 +83,14 @@ async def print_table(service: Any, out: IO[str], tty: bool) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from monitor.config import EventsConfig, MonitorConfig, ServerConfig, StreamConfig, WindowConfig
-    from monitor.sources import default_stream_id
+    from monitor.live.config import (
+        EventsConfig,
+        MonitorConfig,
+        ServerConfig,
+        StreamConfig,
+        WindowConfig,
+    )
+    from monitor.live.sources import default_stream_id
 
     taken: set[str] = set()
     streams = []
@@ -106,7 +112,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 async def watch(args: argparse.Namespace, backend: Any = None, cropper_factory: Any = None) -> int:
-    from monitor.service import Service
+    from monitor.live.service import Service
 
     cfg = build_config(args)
     service = Service(

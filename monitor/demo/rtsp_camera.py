@@ -1,8 +1,9 @@
 """A real RTSP server for tests and the demo: GStreamer's gst-rtsp-server serving one MP4 at /live.
 
-Run with the system interpreter, which has PyGObject (`gi`), not the venv:
+Run with an interpreter that has PyGObject (`gi`, from Debian), not the venv; the
+monitor finds one with `monitor.demo.cameras.gi_python()`:
 
-    /usr/bin/python3 deploy/demo/rtsp_server.py CLIP.mp4 PORT [--no-audio]
+    /usr/bin/python3 monitor/demo/rtsp_camera.py CLIP.mp4 PORT [--no-audio]
 
 The clip must be MP4 with H.264 (+ AAC). Prints "ready" once listening. Kill the process
 to simulate a camera going away; start it again to test reconnection. Debian packages:

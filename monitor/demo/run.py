@@ -2,7 +2,7 @@
 
 Steps, each reused when its output already exists (so a second run starts in seconds):
 1. generate a small synthetic dataset in the competition layout (`synth`);
-2. train the small demo model on the CPU (`train --config deploy/demo/train.yaml`, the
+2. train the small demo model on the CPU (`train --config demo`, train/recipes/demo.yaml, the
    `demo` preset with 4 crops per window);
 3. export it to ONNX with a parity check (`export`);
 4. serve one real and one fake test clip as two RTSP cameras on localhost (GStreamer's
@@ -10,7 +10,7 @@ Steps, each reused when its output already exists (so a second run starts in sec
    the page and /metrics URLs and a live table. The fake camera reaches ALERT, the real
    one stays CLEAR. Ctrl-C stops everything.
 
-Run: `python -m monitor.demo --dir demo [--seconds S]`.
+Run: `deepfake-monitor demo --dir demo [--seconds S]` (or `python -m monitor.demo`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from monitor.demo.cameras import camera_command, gi_python
+
 logger = logging.getLogger("monitor.demo")
 
 DEMO_TRAIN, DEMO_VAL, DEMO_TEST = 320, 64, 12  # clips per split of the demo dataset
@@ -41,9 +43,7 @@ DEMO_SEED = 7
 LOOP_REPEATS = 20  # the demo cameras replay their clip this many times (minutes of video)
 RTSP_PORTS = (8554, 8555)  # real camera, fake camera
 HTTP_PORT = 8080
-SYSTEM_PYTHON = "/usr/bin/python3"  # has PyGObject for GStreamer's RTSP server
-RTSP_SERVER = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "rtsp_server.py"
-TRAIN_CONFIG = RTSP_SERVER.parent / "train.yaml"  # the demo model's training settings
+TRAIN_CONFIG = "demo"  # the demo model's training recipe, train/recipes/demo.yaml
 DEMO_FAKE_METHOD = "swap_vc"  # voice and face both replaced: both heads have something to see
 
 
@@ -75,8 +75,8 @@ def _step_train(root: Path, data: Path) -> Path:
     if best.is_file():
         print(f"[2/4] model: reusing {best}", flush=True)
         return best
-    print(f"[2/4] model: training on the CPU ({TRAIN_CONFIG.name})", flush=True)
-    args = ["train", str(data), "--out", str(run), "--config", str(TRAIN_CONFIG)]
+    print(f"[2/4] model: training on the CPU (recipe {TRAIN_CONFIG})", flush=True)
+    args = ["train", str(data), "--out", str(run), "--config", TRAIN_CONFIG]
     if (run / "last.pt").is_file():
         args.append("--resume")
     _cli(*args)
@@ -169,26 +169,19 @@ def loop_clip(src: Path, dst: Path, repeats: int = LOOP_REPEATS) -> Path:
     return dst
 
 
-def _rtsp_available() -> bool:
-    if not (Path(SYSTEM_PYTHON).is_file() and RTSP_SERVER.is_file()):
-        return False
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0')"
-    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
-
-
 @contextmanager
 def rtsp_cameras(clips: list[Path]) -> Iterator[list[str]]:
     """Serve each clip at rtsp://127.0.0.1:PORT/live; fall back to looping files without
     GStreamer (the monitor reads both the same way)."""
-    if not _rtsp_available():
-        print("  (GStreamer RTSP server not installed: streaming the clips as files)")
+    if gi_python()[0] is None:
+        print(f"  ({gi_python()[1]}: streaming the clips as files)")
         yield [str(c) for c in clips]
         return
     procs = []
     try:
         for clip, port in zip(clips, RTSP_PORTS, strict=False):
             p = subprocess.Popen(
-                [SYSTEM_PYTHON, str(RTSP_SERVER), str(clip.resolve()), str(port)],
+                camera_command(clip.resolve(), port),
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -227,10 +220,15 @@ def write_config(root: Path, model: Path, urls: list[str]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from monitor.commands.demo import add_arguments
+
     ap = argparse.ArgumentParser(prog="python -m monitor.demo", description=__doc__)
-    ap.add_argument("--dir", default="demo", help="working folder (data, run, model, config)")
-    ap.add_argument("--seconds", type=float, default=None, help="stop serving after S seconds")
-    args = ap.parse_args(argv)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     root = Path(args.dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -256,8 +254,3 @@ def main(argv: list[str] | None = None) -> int:
         with suppress(KeyboardInterrupt):
             _cli(*serve)
     return 0
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())

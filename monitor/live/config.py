@@ -29,8 +29,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from monitor.errors import ConfigError
-from monitor.sources.base import STREAM_ID_PATTERN
-from monitor.state import StateParams
+from monitor.live.sources.base import STREAM_ID_PATTERN
+from monitor.live.state import StateParams
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class _WebRTCSwitch(_Section):
 
 def _webrtc_config_class() -> type[BaseModel]:
     """The WebRTC source's own section model; a light module first (no aiortc import)."""
-    for module in ("monitor.sources.webrtc_config", "monitor.sources.webrtc"):
+    for module in ("monitor.live.sources.webrtc_config", "monitor.live.sources.webrtc"):
         try:
             cls: type[BaseModel] = importlib.import_module(module).WebRTCConfig
             return cls
@@ -59,7 +59,7 @@ def _webrtc_config_class() -> type[BaseModel]:
 
 
 if TYPE_CHECKING:
-    from monitor.sources.webrtc import WebRTCConfig
+    from monitor.live.sources.webrtc import WebRTCConfig
 else:
     WebRTCConfig = _webrtc_config_class()
 

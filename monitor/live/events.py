@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from monitor.sources.base import redact
-from monitor.state import StateChange
+from monitor.live.sources.base import redact
+from monitor.live.state import StateChange
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The ingest worker process: sources -> buffers -> windower -> crops -> a queue.
 
-Started by `monitor.workers.IngestWorkers` (spawn). It imports only the ingest side
+Started by `monitor.live.ingest_workers.IngestWorkers` (spawn). It imports only the ingest side
 (PyAV, numpy, OpenCV through the face cropper) - not the config schema, the web stack or
 an inference runtime - so a worker starts fast and stays small. Settings arrive as a
 frozen, picklable `WorkerSpec`.
@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.buffers import StreamBuffers
 from monitor.contract import InputContract
-from monitor.sources import RetryPolicy, SourceSupervisor, make_source
-from monitor.windower import CropStage, RawWindow, Window, Windower
+from monitor.live.buffers import StreamBuffers
+from monitor.live.sources import RetryPolicy, SourceSupervisor, make_source
+from monitor.live.windowing import CropStage, RawWindow, Window, Windower
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class _RemoteStream:
         out: _Outbox,
         pool: ThreadPoolExecutor,
     ) -> None:
-        from monitor.faces import FaceCropper  # OpenCV: imported in the worker only
+        from monitor.media.faces import FaceCropper  # OpenCV: imported in the worker only
 
         self.id = stream.id
         self.out = out

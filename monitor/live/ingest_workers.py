@@ -23,10 +23,10 @@ import threading
 import time
 from typing import Any
 
-from monitor.config import MonitorConfig, StreamConfig
-from monitor.ingest_worker import WorkerSpec, WorkerStream, worker_main
-from monitor.pipeline import Pipeline, retry_policy
-from monitor.windower import Window
+from monitor.live.config import MonitorConfig, StreamConfig
+from monitor.live.ingest_process import WorkerSpec, WorkerStream, worker_main
+from monitor.live.pipeline import Pipeline, retry_policy
+from monitor.live.windowing import Window
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from monitor.state import ALL_STATES, HEADS, Level
+from monitor.live.state import ALL_STATES, HEADS, Level
 
 NAMESPACE = "deepfake"
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # window -> score

@@ -1,13 +1,13 @@
 """The live pipeline: streams -> buffers -> windower -> crops -> one scorer -> state -> events.
 
-`Pipeline` implements `monitor.ingest.StreamRegistry`: sources that appear on demand
+`Pipeline` implements `monitor.live.sink.StreamRegistry`: sources that appear on demand
 (a WebRTC peer) call `open_stream` and push into the returned sink; configured RTSP and
 file streams are started with `add_source`, which also runs the stream's supervisor.
 Everything per stream lives in one `StreamRuntime`; the scorer is shared by all streams.
 
 Scaling out: ingest (decode + windowing + crops) is the expensive, per-stream part and
 `Window` is small and picklable. `submit_window` is the seam where windows from other
-processes (see `monitor.workers`) enter the scorer; those streams are registered with
+processes (see `monitor.live.ingest_workers`) enter the scorer; those streams are registered with
 `open_remote_stream` and have no local buffers.
 """
 
@@ -20,17 +20,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from engines.backend import Backend
-from monitor.buffers import StreamBuffers
-from monitor.config import MonitorConfig
+from monitor.backend import Backend
 from monitor.errors import ConfigError
-from monitor.events import EventDispatcher
-from monitor.ingest import StreamStatus
-from monitor.metrics import MonitorMetrics, StreamMetrics
-from monitor.scorer import BatchStats, ScoredWindow, Scorer
-from monitor.sources import RetryPolicy, Source, SourceSupervisor, sanitize_stream_id
-from monitor.state import DOWN, STARTING, StateChange, StreamState
-from monitor.windower import Cropper, CropStage, RawWindow, Window, Windower
+from monitor.live.buffers import StreamBuffers
+from monitor.live.config import MonitorConfig
+from monitor.live.events import EventDispatcher
+from monitor.live.metrics import MonitorMetrics, StreamMetrics
+from monitor.live.scorer import BatchStats, ScoredWindow, Scorer
+from monitor.live.sink import StreamStatus
+from monitor.live.sources import RetryPolicy, Source, SourceSupervisor, sanitize_stream_id
+from monitor.live.state import DOWN, STARTING, StateChange, StreamState
+from monitor.live.windowing import Cropper, CropStage, RawWindow, Window, Windower
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class Pipeline:
         self._started = False
 
     def _default_cropper(self, stream_id: str) -> Cropper:
-        from monitor.faces import FaceCropper
+        from monitor.media.faces import FaceCropper
 
         return FaceCropper.from_contract(self.contract, name=stream_id)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.backend import Backend, Scores, check_batch
-from monitor.windower import Window
+from monitor.backend import Backend, Scores, check_batch
+from monitor.live.windowing import Window
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ handlers are installed for the run and restored afterwards.
 
 Endpoints: GET /metrics (Prometheus text), /healthz (process alive), /readyz (backend
 loaded and warm), /streams (JSON status of every stream; bearer token when configured),
-and the WebRTC routes from `monitor.sources.webrtc` when that module is present.
+and the WebRTC routes from `monitor.live.sources.webrtc` when that module is present.
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from engines.backend import Backend
-from monitor.config import MonitorConfig
+from monitor.backend import Backend
 from monitor.contract import SAMPLE_RATE
 from monitor.errors import ContractError
-from monitor.events import EventDispatcher, EventLog, Webhook
-from monitor.ingest import StreamStatus
-from monitor.metrics import CONTENT_TYPE, MonitorMetrics
-from monitor.pipeline import CropperFactory, Pipeline
-from monitor.scorer import warm_up
-from monitor.sources import make_source, redact
+from monitor.live.config import MonitorConfig
+from monitor.live.events import EventDispatcher, EventLog, Webhook
+from monitor.live.metrics import CONTENT_TYPE, MonitorMetrics
+from monitor.live.pipeline import CropperFactory, Pipeline
+from monitor.live.scorer import warm_up
+from monitor.live.sink import StreamStatus
+from monitor.live.sources import make_source, redact
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ class Service:
         self.cropper_factory = cropper_factory
         self.serve_http = serve_http
         self.pipeline: Pipeline | None = None
-        self.workers: Any = None  # monitor.workers.IngestWorkers when ingest_workers > 0
+        self.workers: Any = (
+            None  # monitor.live.ingest_workers.IngestWorkers when ingest_workers > 0
+        )
         self.ready = False
         self.port: int | None = None  # bound port once the HTTP server runs
         self.started_at = time.monotonic()
@@ -124,7 +126,7 @@ class Service:
         """Configured streams: in ingest worker processes, or supervised in this one."""
         streams = list(self.cfg.streams)
         if self.cfg.ingest_workers > 0 and streams:
-            from monitor.workers import IngestWorkers
+            from monitor.live.ingest_workers import IngestWorkers
 
             self.workers = IngestWorkers(pipeline, self.cfg, self.cfg.ingest_workers)
             self.workers.start(streams)
@@ -259,9 +261,9 @@ class Service:
         if not getattr(wcfg, "enabled", True):
             return
         try:
-            webrtc = importlib.import_module("monitor.sources.webrtc")
+            webrtc = importlib.import_module("monitor.live.sources.webrtc")
         except ImportError as exc:
-            logger.warning("WebRTC enabled but monitor.sources.webrtc is unavailable: %s", exc)
+            logger.warning("WebRTC enabled but monitor.live.sources.webrtc is unavailable: %s", exc)
             return
         token = self.cfg.server.bearer_token()
         if token is not None:  # the service-wide token wins over webrtc.token

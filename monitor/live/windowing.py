@@ -27,8 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from monitor.buffers import SampledFrame, StreamBuffers, time_key
 from monitor.contract import InputContract
+from monitor.live.buffers import SampledFrame, StreamBuffers, time_key
 from monitor.windows import frame_times
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Window:
 
 
 class Cropper(Protocol):
-    """What `monitor.faces.FaceCropper` offers: crop(rgb) -> result with .image, .found."""
+    """What `monitor.media.faces.FaceCropper` offers: crop(rgb) -> result with .image, .found."""
 
     def crop(self, rgb: np.ndarray) -> Any: ...
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from monitor.contract import InputContract
 from monitor.errors import NotMediaError
-from monitor.faces import FaceCropper
-from monitor.media import Frame, load_audio, probe, sample_frames
+from monitor.media.decode import Frame, load_audio, probe, sample_frames
+from monitor.media.faces import FaceCropper
 from monitor.windows import WindowSpec, cut_audio, plan_windows
 
 logger = logging.getLogger(__name__)

@@ -149,7 +149,8 @@ def as_rgb_frame(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         raise ValueError(
             f"frame must be uint8 RGB, got dtype {image.dtype}; "
-            "decode with monitor.media (rgb24) or convert 0..1 floats with (x * 255).astype(uint8)"
+            "decode with monitor.media.decode (rgb24) or convert 0..1 floats with "
+            "(x * 255).astype(uint8)"
         )
     if image.ndim == 2:
         image = image[:, :, None]

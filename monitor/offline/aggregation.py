@@ -93,7 +93,7 @@ def compare_rules(
 ) -> dict[str, dict[str, float | int]]:
     """AUC and TPR at FPR 1e-3 and 1e-2 of each rule on the labelled videos that have
     windows."""
-    from monitor.evaluation import binary_metrics
+    from monitor.offline.evaluation import binary_metrics
 
     names = [n for n in windows if n in labels and len(windows[n]) > 0]
     y = np.array([labels[n] for n in names], dtype=np.int64)

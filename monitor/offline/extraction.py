@@ -3,7 +3,7 @@
 Each worker runs `extract_job` on one video at a time and sends back its windows (audio
 [N, S] float32, crops [N, K, H, W, 3] uint8). Sampling modes:
 
-    exact     `monitor.clip.extract_windows`, the path training and the live monitor use:
+    exact     `monitor.media.clip.extract_windows`, the path training and the live monitor use:
               every sampled frame is the frame on screen at the window's crop time.
     keyframe  each crop time gets the keyframe at or before it (`media.sample_keyframes`):
               one intra-frame decode per distinct keyframe instead of decoding every frame
@@ -35,7 +35,7 @@ import numpy as np
 
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, MediaError
-from monitor.media import Frame
+from monitor.media.decode import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def windows_with_sampler(
 ) -> WindowArrays:
     """`extract_windows` with another frame sampler, as plain arrays: (starts, audio,
     faces, found, has_audio, has_video, duration)."""
-    from monitor.clip import extract_windows
+    from monitor.media.clip import extract_windows
 
     cw = extract_windows(
         path, contract, hop_seconds=hop_seconds, max_windows=max_windows, sampler=sampler
@@ -113,13 +113,13 @@ def extract_job(job: ExtractJob) -> Extracted:
 
             raise MediaNotFoundError(job.path)
         if job.sampling == "keyframe":
-            from monitor.media import sample_keyframes
+            from monitor.media.decode import sample_keyframes
 
             starts, audio, faces, found, has_a, has_v, dur = windows_with_sampler(
                 job.path, job.contract, sample_keyframes, job.hop_seconds, job.max_windows
             )
         else:
-            from monitor.clip import extract_windows
+            from monitor.media.clip import extract_windows
 
             cw = extract_windows(
                 job.path, job.contract, hop_seconds=job.hop_seconds, max_windows=job.max_windows
@@ -128,7 +128,7 @@ def extract_job(job: ExtractJob) -> Extracted:
             audio, faces, found = cw.audio, cw.faces, cw.face_found
             has_a, has_v, dur = cw.has_audio, cw.has_video, cw.duration_s
     except MediaError as exc:
-        from monitor.media import media_error_reason
+        from monitor.media.decode import media_error_reason
 
         logger.info("%s: cannot score: %s", job.name, exc)
         return Extracted(
@@ -184,8 +184,8 @@ def _init_worker(parent: int) -> None:
 
     cv2.setNumThreads(1)  # one worker per core already; OpenCV's own pool would oversubscribe
     # Pay imports and the face cascade load at pool start, not on each worker's first video.
-    import monitor.clip  # noqa: F401  (PyAV, OpenCV, the cropper)
-    from monitor.faces import load_cascade
+    import monitor.media.clip  # noqa: F401  (PyAV, OpenCV, the cropper)
+    from monitor.media.faces import load_cascade
 
     load_cascade()
 

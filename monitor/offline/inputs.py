@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.errors import ConfigError, DatasetError
-from monitor.predictions import read_name_list
+from monitor.offline.predictions import read_name_list
 
 logger = logging.getLogger(__name__)
 

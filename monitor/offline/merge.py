@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.errors import DatasetError
-from monitor.offline_inputs import list_inputs
-from monitor.offline_report import OutputPaths
-from monitor.predictions import (
+from monitor.offline.inputs import list_inputs
+from monitor.offline.predictions import (
     NEUTRAL_SCORE,
     ErrorEntry,
     Prediction,
@@ -26,6 +25,7 @@ from monitor.predictions import (
     write_errors,
     write_predictions,
 )
+from monitor.offline.report import OutputPaths
 
 logger = logging.getLogger(__name__)
 

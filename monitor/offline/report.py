@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from monitor.aggregate import AggregateRule, compare_rules
-from monitor.offline_inputs import VideoInput
-from monitor.offline_journal import VideoResult
-from monitor.predictions import ErrorEntry, Prediction, atomic_write_text
+from monitor.offline.aggregation import AggregateRule, compare_rules
+from monitor.offline.inputs import VideoInput
+from monitor.offline.journal import VideoResult
+from monitor.offline.predictions import ErrorEntry, Prediction, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def label_metrics(
     rule: str,
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]] | None:
     """(metrics, ROC curves) of the written scores on the labelled videos, None if none."""
-    from monitor.evaluation import binary_metrics
+    from monitor.offline.evaluation import binary_metrics
 
     idx = [i for i, r in enumerate(rows) if r.video_name in labels]
     if not idx:
@@ -237,7 +237,7 @@ def write_metrics(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     title: str,
 ) -> None:
-    from monitor.evaluation import plot_roc
+    from monitor.offline.evaluation import plot_roc
 
     atomic_write_text(paths.metrics, json.dumps(_json_safe(metrics), indent=2) + "\n")
     try:

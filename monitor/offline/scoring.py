@@ -1,7 +1,7 @@
 """Offline scoring: a folder (or list) of videos -> prediction.txt, fast, robust, resumable.
 
     inputs (sorted folder / list order) -> shard i/n -> skip what the journal has
-      -> worker processes: monitor.clip.extract_windows (or keyframe sampling) per video
+      -> worker processes: monitor.media.clip.extract_windows (or keyframe sampling) per video
       -> main process: windows of finished videos batched into backend.score calls
       -> per batch: window scores appended to the journal, flushed and fsynced
       -> at the end, from the journal in input order: aggregate per video (monitor/
@@ -31,13 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from engines.backend import Backend
-from monitor.aggregate import DEFAULT_RULE, AggregateRule
+from monitor.backend import Backend
 from monitor.errors import ConfigError
-from monitor.offline_extract import Extracted, ExtractJob, check_sampling, iter_extracted
-from monitor.offline_inputs import Shard, VideoInput, inputs_digest, list_inputs
-from monitor.offline_journal import STATUS_FAILED, STATUS_OK, Journal, VideoResult
-from monitor.offline_report import (
+from monitor.offline.aggregation import DEFAULT_RULE, AggregateRule
+from monitor.offline.extraction import Extracted, ExtractJob, check_sampling, iter_extracted
+from monitor.offline.inputs import Shard, VideoInput, inputs_digest, list_inputs
+from monitor.offline.journal import STATUS_FAILED, STATUS_OK, Journal, VideoResult
+from monitor.offline.predictions import NEUTRAL_SCORE, read_labels, write_errors, write_predictions
+from monitor.offline.report import (
     OutputPaths,
     Profile,
     ScoreSummary,
@@ -50,7 +51,6 @@ from monitor.offline_report import (
     write_summary,
     write_windows_csv,
 )
-from monitor.predictions import NEUTRAL_SCORE, read_labels, write_errors, write_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ class ScoreOptions:
     device: str = "auto"  # auto | cpu | cuda
     labels: Path | None = None  # video_name,target file: metrics and ROC plot
     video_dir: Path | None = None  # where a name list's videos are (default: guessed)
-    sampling: str = "exact"  # exact | keyframe (monitor/offline_extract.py)
-    aggregate: str = DEFAULT_RULE  # window -> video rule (monitor/aggregate.py)
+    sampling: str = "exact"  # exact | keyframe (monitor/offline/extraction.py)
+    aggregate: str = DEFAULT_RULE  # window -> video rule (monitor/offline/aggregation.py)
     hop_seconds: float | None = None  # window stride, s; None: the model contract's hop
     max_windows: int | None = None  # windows per video, spread over it; None: all
     batch_windows: int = DEFAULT_BATCH_WINDOWS  # windows per backend call

@@ -23,8 +23,6 @@ pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from media_factory import write_clip  # noqa: E402
-
 from engines import load_backend  # noqa: E402
 from engines.export import FP16_PARITY_TOLERANCE, PARITY_TOLERANCE, export_checkpoint  # noqa: E402
 from engines.manifest import load_onnx_manifest, manifest_path, sha256_file  # noqa: E402
@@ -32,6 +30,7 @@ from engines.parity import natural_inputs, random_inputs  # noqa: E402
 from monitor.cli import main  # noqa: E402
 from monitor.contract import InputContract  # noqa: E402
 from monitor.errors import ContractError, ExportError  # noqa: E402
+from tests.support.media_factory import write_clip  # noqa: E402
 
 # Smaller windows than the product default keep the export and every forward pass quick.
 CONTRACT = InputContract(window_seconds=1.0, hop_seconds=0.5, k_crops=2, crop_size=64)

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from monitor.demo import loop_clip
+from monitor.demo.run import loop_clip
 from train.synth.encode import AUDIO_RATE, write_mp4
 
 

@@ -1,6 +1,6 @@
 """A WebRTC caller in a process of its own, for tests that make a peer vanish (SIGKILL).
 
-    python tests/webrtc_caller.py BASE_URL MEDIA_FILE [NAME] [TOKEN]
+    python tests/support/webrtc_caller.py BASE_URL MEDIA_FILE [NAME] [TOKEN]
 
 Joins through POST BASE_URL/offer with aiortc's MediaPlayer playing MEDIA_FILE, prints
 the stream id on one line, then waits to be killed.

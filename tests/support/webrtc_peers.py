@@ -1,7 +1,7 @@
 """Real WebRTC test peers and a small real pipeline stand-in, shared by the WebRTC tests.
 
 `RecordingRegistry` / `RecordingSink` implement the StreamRegistry / MediaSink protocols
-(monitor/ingest.py) and record what arrives; `serve` runs the real aiohttp app with the
+(monitor/live/sink.py) and record what arrives; `serve` runs the real aiohttp app with the
 WebRTC routes on a loopback port; the media writers make tiny clips with PyAV.
 """
 
@@ -25,8 +25,8 @@ from aiortc.contrib.media import MediaPlayer
 
 from monitor.contract import SAMPLE_RATE
 from monitor.errors import ConfigError
-from monitor.ingest import StreamStatus
-from monitor.sources.webrtc import WEBRTC_SERVER, WebRTCConfig, add_webrtc_routes
+from monitor.live.sink import StreamStatus
+from monitor.live.sources.webrtc import WEBRTC_SERVER, WebRTCConfig, add_webrtc_routes
 
 TONE_HZ = 440.0
 CLIP_SIZE = (320, 240)  # px

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_dataset import TINY_CONTRACT, write_clip, write_corrupt, write_dataset
 
 from monitor.contract import InputContract
 from monitor.errors import DatasetError
-from monitor.faces import CROPPER_VERSION
+from monitor.media.faces import CROPPER_VERSION
+from tests.support.tiny_dataset import TINY_CONTRACT, write_clip, write_corrupt, write_dataset
 from train.augment import (
     NOISE_BANK_SIZE,
     Augmenter,
@@ -29,8 +29,8 @@ from train.augment import (
 )
 from train.cache import CacheSpec, build_cache, load_window, load_windows
 from train.config import AugmentConfig
-from train.data import ClipRecord, find_split, load_split, read_labels, read_manifest
-from train.dataset import LABEL_UNKNOWN, EpochSampler, WindowDataset, head_labels
+from train.sampling import LABEL_UNKNOWN, EpochSampler, WindowDataset, head_labels
+from train.splits import ClipRecord, find_split, load_split, read_labels, read_manifest
 
 # --- label files -------------------------------------------------------------------------
 
@@ -547,7 +547,7 @@ def test_voice_resynth_pseudo_fakes_replace_fake_draws(
         assert any(np.array_equal(source, w) for w in real_windows)
         assert np.array_equal(item["audio"], source * np.float32(0.5))
     # a window without voice keeps the fake draw, and says so for the epoch's count
-    monkeypatch.setattr("train.dataset.has_voice", lambda audio: False)
+    monkeypatch.setattr("train.sampling.has_voice", lambda audio: False)
     item = always[(fake, 0)]
     record = clips[fake].record
     assert (item["target"], item["voice_fallback"]) == (1, 1)

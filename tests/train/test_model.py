@@ -16,7 +16,6 @@ import torchaudio
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
 from train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from train.frontend import HighPassResidual, LogMelFrontend, SpecAugment
 from train.model import (
     MOUTH_BOX,
     Detector,
@@ -25,6 +24,7 @@ from train.model import (
     instant_weights,
     mismatch_steps,
 )
+from train.model.frontend import HighPassResidual, LogMelFrontend, SpecAugment
 
 SR = 16_000  # Hz
 FRONTEND_TOL_DB = 1e-2  # max |ours - torchaudio| in dB, anywhere above the -100 dB floor

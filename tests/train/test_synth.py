@@ -1,7 +1,7 @@
 """The synthetic dataset: layout, labels, manifest, decodability, determinism, shortcuts, faces.
 
 One small dataset (12 train / 4 val / 4 test clips of 3-4 s) is generated per session and
-every clip is decoded once with monitor.media; the checks then run on what was decoded.
+every clip is decoded once with monitor.media.decode; the checks then run on what was decoded.
 """
 
 from __future__ import annotations
@@ -18,8 +18,14 @@ import numpy as np
 import pytest
 
 from monitor.errors import ConfigError, DatasetError
-from monitor.faces import DETECT_LONG_SIDE, MIN_FACE_SIDE, MIN_NEIGHBORS, SCALE_FACTOR, load_cascade
-from monitor.media import MediaInfo, load_audio, probe, sample_frames
+from monitor.media.decode import MediaInfo, load_audio, probe, sample_frames
+from monitor.media.faces import (
+    DETECT_LONG_SIDE,
+    MIN_FACE_SIDE,
+    MIN_NEIGHBORS,
+    SCALE_FACTOR,
+    load_cascade,
+)
 from train.synth import METHODS, generate_dataset
 from train.synth.audio_fakes import VocoderParams, vocoder, voice_conversion
 from train.synth.dataset import SPLITS, plan_split, split_methods
@@ -35,7 +41,7 @@ DURATION_S = (3.0, 4.0)
 FRAMES_PER_CLIP = 6  # sampled for face detection
 AUC_TOLERANCE = 0.2  # a feature's AUC as a real/fake classifier must stay in 0.5 +/- this
 MIN_FACE_RATE = 0.8  # Haar must find a face in this fraction of sampled frames
-ANALYSIS_RATE = 16_000  # Hz, monitor.media's default decode rate
+ANALYSIS_RATE = 16_000  # Hz, monitor.media.decode's default decode rate
 
 
 def auc(scores: list[float], labels: list[int]) -> float:
@@ -331,7 +337,7 @@ def test_real_and_fake_share_their_scene() -> None:
 
 def test_cli_method_names_match_registry() -> None:
     from monitor.cli import build_parser
-    from train.synth.command import METHOD_NAMES
+    from train.commands.synth import METHOD_NAMES
 
     assert tuple(METHODS) == METHOD_NAMES
     args = build_parser().parse_args(

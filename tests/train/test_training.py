@@ -25,17 +25,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tiny_dataset import write_corrupt, write_dataset
 
-from monitor.aggregate import CANDIDATE_RULES, DEFAULT_RULE, aggregate
 from monitor.cli import main as cli_main
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
-from monitor.evaluation import roc_auc
+from monitor.offline.aggregation import CANDIDATE_RULES, DEFAULT_RULE, aggregate
+from monitor.offline.evaluation import roc_auc
+from tests.support import REPO_ROOT
+from tests.support.tiny_dataset import write_corrupt, write_dataset
 from train.cache import CacheSpec, build_cache, load_windows
 from train.checkpoint import load_checkpoint
 from train.config import PRESET_DEFAULTS, TrainConfig, load_config, make_config
-from train.data import ClipRecord, load_split
 from train.evaluate import (
     ClipScores,
     clip_metrics,
@@ -45,6 +45,7 @@ from train.evaluate import (
     spread_indices,
 )
 from train.loop import WEAK_HEAD_AUC, TrainResult, best_record, train, weak_heads
+from train.splits import ClipRecord, load_split
 
 CONTRACT: dict[str, Any] = {
     "window_seconds": 1.0,
@@ -324,7 +325,7 @@ def test_voice_resynth_draws_without_voice_are_counted_per_epoch(
 
     # every fake draw asks for a re-synthesised real voice and finds none: each keeps its
     # fake clip, and the epoch's record counts them, across a loader process too
-    monkeypatch.setattr("train.dataset.has_voice", lambda audio: False)
+    monkeypatch.setattr("train.sampling.has_voice", lambda audio: False)
     augment = {"self_blend_prob": 0.0, "voice_resynth_prob": 1.0}
     cfg = _cfg(cache, augment=augment, loader_workers=1, device="cpu")
     trainer = _Trainer(data, tmp_path / "r", cfg, DistEnv())
@@ -606,7 +607,7 @@ def test_default_preset_takes_eight_160px_crops_unless_told_otherwise() -> None:
 
 
 def test_make_demo_trains_the_earlier_four_crop_demo_model() -> None:
-    from monitor.demo import TRAIN_CONFIG
+    from monitor.demo.run import TRAIN_CONFIG
     from train.loop import build_model_config
 
     cfg = load_config(TRAIN_CONFIG)
@@ -621,7 +622,7 @@ def test_the_shipped_160_px_config_builds_the_measured_model() -> None:
     from train.loop import build_model_config
     from train.model import MOUTH_BOX
 
-    cfg = load_config(Path(__file__).parents[1] / "deploy" / "train" / "cpu160.yaml")
+    cfg = load_config(REPO_ROOT / "train" / "recipes" / "cpu160.yaml")
     assert cfg.preset == "demo" and cfg.epochs == 30 and cfg.ema_decay == 0.995
     contract = cfg.build_contract()
     assert (contract.k_crops, contract.crop_size) == (8, 160)
@@ -634,7 +635,7 @@ def test_the_shipped_224_px_config_is_the_160_px_one_with_bigger_crops_and_a_war
     from train.loop import build_model_config
     from train.model import Detector
 
-    shipped = Path(__file__).parents[1] / "deploy" / "train"
+    shipped = REPO_ROOT / "train" / "recipes"
     c160, c224 = (load_config(shipped / f"cpu{px}.yaml") for px in (160, 224))
     assert c224.build_contract() == replace(c160.build_contract(), crop_size=224)
     warm_up = c160.augment.model_copy(update={"degrade_warmup_epochs": 10})
@@ -648,7 +649,7 @@ def test_the_shipped_224_px_config_is_the_160_px_one_with_bigger_crops_and_a_war
 
 
 def test_the_shipped_native_crop_config_is_cpu224_with_a_downscale_cap() -> None:
-    shipped = Path(__file__).parents[1] / "deploy" / "train"
+    shipped = REPO_ROOT / "train" / "recipes"
     c224, native = (load_config(shipped / f"{n}.yaml") for n in ("cpu224", "cpu224native"))
     assert native.build_contract() == replace(c224.build_contract(), max_crop_downscale=1.0)
     assert native.model_dump(exclude={"contract"}) == c224.model_dump(exclude={"contract"})

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-windows", type=int, help="windows scored per clip (default: the training run's)"
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    from monitor.aggregate import CANDIDATE_RULES, DEFAULT_RULE
+    from monitor.offline.aggregation import CANDIDATE_RULES, DEFAULT_RULE
 
     p.add_argument(
         "--aggregate",
@@ -39,8 +39,8 @@ def _fmt(x: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.aggregate import AggregateRule
-    from monitor.evaluation import COMPETITION_FPR
+    from monitor.offline.aggregation import AggregateRule
+    from monitor.offline.evaluation import COMPETITION_FPR
     from train.evaluate import evaluate_checkpoint
 
     AggregateRule.parse(args.aggregate)  # refuse an unknown rule before any decoding

@@ -34,7 +34,9 @@ _OVERRIDES = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder with trainset/, valset/, labels")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
-    p.add_argument("--config", help="training config YAML (TrainConfig fields)")
+    p.add_argument(
+        "--config", help="training config: a YAML file, or a recipe name (e.g. cpu224native)"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.add_argument("--preset", choices=["demo", "default"], help="model preset")
     p.add_argument("--epochs", type=int)

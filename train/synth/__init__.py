@@ -4,7 +4,7 @@
 folders of MP4 clips, their label files and a manifest (see `train.synth.dataset`);
 `METHODS` lists the fake families (see `train.synth.fakes`).
 
-Names are resolved lazily, so `import train.synth.command` (the CLI) stays light.
+Names are resolved lazily, so `import train.commands.synth` (the CLI) stays light.
 """
 
 from __future__ import annotations

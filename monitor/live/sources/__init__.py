@@ -1,4 +1,4 @@
-"""Live sources: RTSP and other URLs, files, (WebRTC peers in `monitor.sources.webrtc`).
+"""Live sources: RTSP and other URLs, files, (WebRTC peers in `monitor.live.sources.webrtc`).
 
 `make_source` turns a location from the CLI or config into a `Source`;
 `SourceSupervisor` keeps it running into a stream's sink.
@@ -6,21 +6,21 @@
 
 from __future__ import annotations
 
-from monitor.sources.base import (
+from monitor.live.sources.base import (
     DecodeThread,
     Source,
     is_valid_stream_id,
     redact,
     sanitize_stream_id,
 )
-from monitor.sources.file import FileSource
-from monitor.sources.rtsp import (
+from monitor.live.sources.file import FileSource
+from monitor.live.sources.rtsp import (
     DEFAULT_OPEN_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
     UrlSource,
     is_url,
 )
-from monitor.sources.supervisor import RetryPolicy, SourceEvents, SourceSupervisor
+from monitor.live.sources.supervisor import RetryPolicy, SourceEvents, SourceSupervisor
 
 __all__ = [
     "DecodeThread",

@@ -1,12 +1,12 @@
 """What every PyAV-backed live source shares: redaction, stream ids, the decode thread.
 
-A source (`monitor.sources.rtsp.UrlSource`, `monitor.sources.file.FileSource`) only knows
+A source (`monitor.live.sources.rtsp.UrlSource`, `monitor.live.sources.file.FileSource`) only knows
 how to open its container. One `DecodeThread` per connection attempt demuxes and decodes
 in a daemon thread and hands media to the event loop with `loop.call_soon_threadsafe`;
 the number of hand-overs in flight is bounded, so a slow loop makes the thread drop (and
 count) media instead of queueing it without limit. The thread never blocks the loop and
 can be abandoned: a PyAV read can hang, so the supervisor watches the thread's heartbeat
-from outside and stops waiting for it (see `monitor.sources.supervisor`).
+from outside and stops waiting for it (see `monitor.live.sources.supervisor`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from monitor.errors import (
     NotMediaError,
     ZeroDurationError,
 )
-from monitor.ingest import MediaSink
-from monitor.media import AudioConverter
+from monitor.live.sink import MediaSink
+from monitor.media.decode import AudioConverter
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitor.media import open_media
-from monitor.sources.base import redact
+from monitor.live.sources.base import redact
+from monitor.media.decode import open_media
 
 
 @dataclass

@@ -16,7 +16,7 @@ import av
 import av.error
 
 from monitor.errors import StreamError
-from monitor.sources.base import redact
+from monitor.live.sources.base import redact
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from monitor.contract import SAMPLE_RATE
-from monitor.ingest import MediaSink
-from monitor.sources.base import DecodeThread, Source
+from monitor.live.sink import MediaSink
+from monitor.live.sources.base import DecodeThread, Source
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from monitor.contract import SAMPLE_RATE
 from monitor.errors import ConfigError
-from monitor.ingest import StreamRegistry
-from monitor.sources.webrtc_peer import TRACK_KINDS, PeerSession
+from monitor.live.sink import StreamRegistry
+from monitor.live.sources.webrtc_peer import TRACK_KINDS, PeerSession
 
 logger = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import av
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from monitor.ingest import MediaSink
-from monitor.media import AudioConverter
-from monitor.sources.base import AUDIO_RESYNC_S
+from monitor.live.sink import MediaSink
+from monitor.live.sources.base import AUDIO_RESYNC_S
+from monitor.media.decode import AudioConverter
 
 logger = logging.getLogger(__name__)
 

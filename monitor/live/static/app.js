@@ -1,5 +1,5 @@
 // deepfake-monitor join page: camera + microphone -> WebRTC -> live score.
-// Served by monitor/sources/webrtc.py. No dependencies, no build step.
+// Served by monitor/live/sources/webrtc.py. No dependencies, no build step.
 // The token comes from the form or the URL fragment (#token=...&name=...); it is kept in
 // memory and in the form only, the fragment is removed from the address bar at once.
 "use strict";

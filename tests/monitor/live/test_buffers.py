@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from monitor.buffers import AudioRing, FrameSampler, StreamBuffers
 from monitor.contract import InputContract
-from monitor.windower import CropStage, RawWindow, Window, Windower
+from monitor.live.buffers import AudioRing, FrameSampler, StreamBuffers
+from monitor.live.windowing import CropStage, RawWindow, Window, Windower
 
 SR = 16_000
 

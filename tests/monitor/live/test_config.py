@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import main
-from monitor.config import TOKEN_ENV, MonitorConfig, ServerConfig, load_config, parse_config
 from monitor.errors import ConfigError
+from monitor.live.config import TOKEN_ENV, MonitorConfig, ServerConfig, load_config, parse_config
 
 GOOD = """
 model: runs/demo/model.onnx

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from monitor.config import MonitorConfig
-from monitor.service import Service
-from monitor.state import ALERT, CLEAR
+from monitor.live.config import MonitorConfig
+from monitor.live.service import Service
+from monitor.live.state import ALERT, CLEAR
+from tests.support import REPO_ROOT
 
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "demo" / "model.onnx"  # make demo
+DEMO_MODEL = REPO_ROOT / "demo" / "model.onnx"  # make demo
 CLIP_SECONDS = 8.0  # 7 windows: enough to settle and hold a verdict
 SEED = 7
 
@@ -44,9 +45,8 @@ def _run(cfg: MonitorConfig, limit_s: float = 120) -> dict[str, Any]:
 
 
 def test_trained_tiny_detector_live(tiny_detector: dict[str, Path], tmp_path: Path) -> None:
-    from tiny_dataset import write_clip
-
-    from monitor.demo import loop_clip
+    from monitor.demo.run import loop_clip
+    from tests.support.tiny_dataset import write_clip
 
     feeds = {}
     for name, fake, seed in (("fake", True, 951), ("real", False, 952)):
@@ -78,7 +78,7 @@ def test_trained_tiny_detector_live(tiny_detector: dict[str, Path], tmp_path: Pa
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The demo's own camera pair (a real and a voice+face-swapped test clip), looped."""
-    from monitor.demo import loop_clip, pick_clips
+    from monitor.demo.run import loop_clip, pick_clips
 
     root = tmp_path_factory.mktemp("e2e")
     real, fake = pick_clips(DEMO_MODEL.parent / "data")

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from monitor.events import EventDispatcher, EventLog, Webhook, event_record
-from monitor.state import StateChange
+from monitor.live.events import EventDispatcher, EventLog, Webhook, event_record
+from monitor.live.state import StateChange
 
 
 def change(state: str, previous: str = "CLEAR", stream: str = "cam") -> StateChange:

@@ -1,4 +1,4 @@
-"""A real RTSP camera (GStreamer's RTSP server, run with /usr/bin/python3): the monitor
+"""A real RTSP camera (GStreamer's RTSP server, monitor/demo/rtsp_camera.py): the monitor
 connects and scores; the server is killed and restarted, and the monitor reconnects by
 itself. Credentials in the URL never reach logs, metrics or events."""
 
@@ -14,41 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_media import FAKE, toy_model, write_clip
 
-from monitor.config import MonitorConfig
-from monitor.service import Service
-from monitor.state import ALERT
+from monitor.demo.cameras import camera_command, gi_python
+from monitor.live.config import MonitorConfig
+from monitor.live.service import Service
+from monitor.live.state import ALERT
+from tests.support.live_media import FAKE, toy_model, write_clip
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-SERVER = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "rtsp_server.py"
 SECRET = "s3cr3t-pw"
 
 
-def _gst_rtsp_available() -> str | None:
-    if not Path(SYSTEM_PYTHON).exists():
-        return f"{SYSTEM_PYTHON} not found"
-    probe = subprocess.run(
-        [
-            SYSTEM_PYTHON,
-            "-c",
-            "import gi; gi.require_version('GstRtspServer', '1.0'); "
-            "from gi.repository import GstRtspServer",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if probe.returncode != 0:
-        return (
-            "GStreamer RTSP server unavailable to /usr/bin/python3 (apt-get install "
-            "gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-good "
-            f"gstreamer1.0-plugins-bad gstreamer1.0-libav): {probe.stderr.strip()[-200:]}"
-        )
-    return None
-
-
-_SKIP = _gst_rtsp_available()
+_SKIP = gi_python()[1] or None
 pytestmark = [pytest.mark.skipif(_SKIP is not None, reason=_SKIP or ""), pytest.mark.slow]
 
 
@@ -67,7 +43,7 @@ class RtspServer:
 
     def start(self, timeout: float = 30.0) -> None:
         self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(SERVER), str(self.clip), str(self.port)],
+            camera_command(self.clip, self.port),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from engines.backend import Scores
+from monitor.backend import Scores
 from monitor.contract import InputContract
-from monitor.scorer import ScoredWindow, Scorer
-from monitor.windower import Window
+from monitor.live.scorer import ScoredWindow, Scorer
+from monitor.live.windowing import Window
 
 CONTRACT = InputContract(window_seconds=0.5, hop_seconds=0.5, k_crops=1, crop_size=32)
 

@@ -15,7 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from live_media import FAKE, toy_model, write_clip
+
+from tests.support.live_media import FAKE, toy_model, write_clip
 
 SHUTDOWN_LIMIT_S = 5.0
 
@@ -99,9 +100,9 @@ def test_serve_warns_without_a_token_beyond_localhost(
     """Startup fails on the missing model, after the HTTP server has started and warned."""
     import asyncio
 
-    from monitor.config import MonitorConfig
     from monitor.errors import DeepfakeMonitorError
-    from monitor.service import Service
+    from monitor.live.config import MonitorConfig
+    from monitor.live.service import Service
 
     monkeypatch.delenv("DEEPFAKE_MONITOR_TOKEN", raising=False)
     cfg = MonitorConfig.model_validate(

@@ -13,11 +13,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from live_media import FAKE, REAL, toy_model, write_clip
 
-from monitor.config import MonitorConfig
-from monitor.service import Service
-from monitor.state import ALERT, CLEAR, DOWN, NO_AUDIO, NO_FACE
+from monitor.live.config import MonitorConfig
+from monitor.live.service import Service
+from monitor.live.state import ALERT, CLEAR, DOWN, NO_AUDIO, NO_FACE
+from tests.support.live_media import FAKE, REAL, toy_model, write_clip
 
 CLIP_S = 5.0  # each clip gives 4 windows (2 s windows, 1 s hop)
 
@@ -226,7 +226,7 @@ def test_watch_prints_plain_lines_and_writes_events(
 
 def test_watch_table_renders_aligned_columns() -> None:
     from monitor.commands.watch import render_table
-    from monitor.ingest import StreamStatus
+    from monitor.live.sink import StreamStatus
 
     rows = [
         StreamStatus("lobby-cam", ALERT, 0.91, 0.95, None, 12, 1, 25.0, 48.2),

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_media import write_clip
 
-from monitor.buffers import StreamBuffers
 from monitor.errors import StreamError
-from monitor.sources import (
+from monitor.live.buffers import StreamBuffers
+from monitor.live.sources import (
     FileSource,
     RetryPolicy,
     SourceSupervisor,
@@ -27,6 +26,7 @@ from monitor.sources import (
     redact,
     sanitize_stream_id,
 )
+from tests.support.live_media import write_clip
 
 SECRET = "hunter2"
 

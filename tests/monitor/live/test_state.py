@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.state import (
+from monitor.live.state import (
     ALERT,
     CLEAR,
     DOWN,

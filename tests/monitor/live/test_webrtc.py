@@ -24,7 +24,11 @@ import pytest
 from aiohttp import ClientSession, web
 from aiortc import RTCPeerConnection
 from pydantic import SecretStr, ValidationError
-from webrtc_peers import (
+
+from monitor.live.sources.webrtc import WebRTCConfig, add_webrtc_routes
+from monitor.live.sources.webrtc_peer import TrackClock, frame_time
+from tests.support import REPO_ROOT
+from tests.support.webrtc_peers import (
     CLIP_FPS,
     CLIP_SIZE,
     TOKEN,
@@ -39,13 +43,10 @@ from webrtc_peers import (
     write_mp4,
 )
 
-from monitor.sources.webrtc import WebRTCConfig, add_webrtc_routes
-from monitor.sources.webrtc_peer import TrackClock, frame_time
-
 LONG_CLIP_SECONDS = 12.0
 E2E_CLIP_SECONDS = 6.0  # through the service: room for a few 2 s windows
 FUZZ_CASES = 60  # mutated offers (drop lines, truncate, flip characters, garble values)
-CALLER_SCRIPT = Path(__file__).with_name("webrtc_caller.py")
+CALLER_SCRIPT = REPO_ROOT / "tests" / "support" / "webrtc_caller.py"
 
 
 @pytest.fixture(scope="module")
@@ -381,11 +382,10 @@ def test_peer_limit_and_a_vanishing_peer(long_clip: Path) -> None:
 def test_service_scores_webrtc_callers_end_to_end(tmp_path: Path) -> None:
     """Two aiortc callers through Service (real Pipeline, face crops, the toy ONNX detector
     in onnxruntime): a bright, loud caller scores as fake, a dark, quiet one as real."""
-    from live_media import FAKE, REAL, toy_model
-    from live_media import write_clip as write_face_clip
-
-    from monitor.config import MonitorConfig
-    from monitor.service import Service
+    from monitor.live.config import MonitorConfig
+    from monitor.live.service import Service
+    from tests.support.live_media import FAKE, REAL, toy_model
+    from tests.support.live_media import write_clip as write_face_clip
 
     clips = {
         "fake": write_face_clip(

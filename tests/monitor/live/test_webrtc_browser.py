@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 from pydantic import SecretStr
-from webrtc_peers import (
+
+from monitor.live.sources.webrtc import WebRTCConfig
+from tests.support.webrtc_peers import (
     CLIP_SIZE,
     TOKEN,
     RecordingRegistry,
@@ -30,8 +32,6 @@ from webrtc_peers import (
     write_wav,
     write_y4m,
 )
-
-from monitor.sources.webrtc import WebRTCConfig
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -188,10 +188,9 @@ def test_headless_chromium_joins_and_shows_the_score(tmp_path: Path) -> None:
 def test_chromium_through_the_service_shows_an_alert(tmp_path: Path) -> None:
     """Browser -> WebRTC -> real Service (pipeline, face crops, toy ONNX detector) -> page:
     a bright face and a loud voice, which the toy detector calls fake, end in ALERT."""
-    from live_media import FAKE, face_frame, toy_model
-
-    from monitor.config import MonitorConfig
-    from monitor.service import Service
+    from monitor.live.config import MonitorConfig
+    from monitor.live.service import Service
+    from tests.support.live_media import FAKE, face_frame, toy_model
 
     y4m = write_y4m(tmp_path / "face.y4m", picture=lambda i: face_frame(gain=FAKE["gain"]))
     wav = write_wav(tmp_path / "voice.wav", amp=FAKE["tone_amp"])

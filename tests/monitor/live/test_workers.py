@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from live_media import FAKE, REAL, toy_model, write_clip
 
-from monitor.config import MonitorConfig, StreamConfig
-from monitor.service import Service
-from monitor.state import ALERT, CLEAR
+from monitor.live.config import MonitorConfig, StreamConfig
+from monitor.live.service import Service
+from monitor.live.state import ALERT, CLEAR
+from tests.support.live_media import FAKE, REAL, toy_model, write_clip
 
 
 @pytest.mark.slow
@@ -67,7 +67,7 @@ def test_two_ingest_workers_feed_one_scorer(tmp_path: Path) -> None:
 
 
 def test_streams_are_spread_round_robin(tmp_path: Path) -> None:
-    from monitor.workers import IngestWorkers
+    from monitor.live.ingest_workers import IngestWorkers
 
     w = IngestWorkers.__new__(IngestWorkers)  # assign() needs no processes
     w.n_workers = 3

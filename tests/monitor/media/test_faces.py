@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from monitor.clip import extract_windows
 from monitor.contract import InputContract
 from monitor.errors import ContractError, ModelFormatError
-from monitor.faces import (
+from monitor.media.clip import extract_windows
+from monitor.media.faces import (
     FALLBACK_LOG_INTERVAL_S,
     CropStats,
     FaceCropper,
@@ -176,7 +176,7 @@ def test_fallback_on_blank_and_noise_is_counted_and_logged(
         rng.integers(0, 256, (300, 200, 3), dtype=np.uint8),
     ]
     cropper = FaceCropper(crop_size=64, name="lobby-cam")
-    with caplog.at_level(logging.INFO, logger="monitor.faces"):
+    with caplog.at_level(logging.INFO, logger="monitor.media.faces"):
         for frame in frames:
             res = cropper.crop(frame)
             assert not res.found and res.source == "fallback" and res.box is None

@@ -8,7 +8,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media_factory import dominant_frequency, write_clip
 
 from monitor.cli import main
 from monitor.errors import (
@@ -20,7 +19,8 @@ from monitor.errors import (
     NoVideoStreamError,
     ZeroDurationError,
 )
-from monitor.media import iter_frames, load_audio, probe, sample_frames
+from monitor.media.decode import iter_frames, load_audio, probe, sample_frames
+from tests.support.media_factory import dominant_frequency, write_clip
 
 
 @pytest.mark.parametrize(

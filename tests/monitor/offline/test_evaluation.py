@@ -1,4 +1,4 @@
-"""Metric functions against hand-computed values (monitor/evaluation.py, numpy only)."""
+"""Metric functions against hand-computed values (monitor/offline/evaluation.py, numpy only)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.evaluation import (
+from monitor.offline.evaluation import (
     binary_metrics,
     bootstrap_intervals,
     eer,
@@ -121,7 +121,7 @@ def test_plot_roc_writes_png(tmp_path: Path) -> None:
 
 def test_module_does_not_import_torch_or_matplotlib() -> None:
     code = (
-        "import sys, monitor.evaluation as e; e.roc_auc([0,1],[0,1]); "
+        "import sys, monitor.offline.evaluation as e; e.roc_auc([0,1],[0,1]); "
         "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

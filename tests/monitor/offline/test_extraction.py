@@ -8,13 +8,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media_factory import index_frame, write_clip
 
-from monitor.clip import extract_windows
 from monitor.contract import InputContract
 from monitor.errors import CorruptMediaError, ZeroDurationError
-from monitor.media import sample_frames, sample_keyframes
-from monitor.offline_extract import ExtractJob, extract_job, windows_with_sampler
+from monitor.media.clip import extract_windows
+from monitor.media.decode import sample_frames, sample_keyframes
+from monitor.offline.extraction import ExtractJob, extract_job, windows_with_sampler
+from tests.support.media_factory import index_frame, write_clip
 
 FPS = 25
 GOP = 10  # frames between keyframes: 0.4 s at 25 fps

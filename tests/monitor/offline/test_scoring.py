@@ -16,28 +16,28 @@ from pathlib import Path
 
 import pytest
 import yaml
-from media_factory import write_clip
 
 from engines.toy import make_toy_onnx, toy_scores
-from monitor.aggregate import DEFAULT_RULE, AggregateRule, aggregate, compare_rules
 from monitor.cli import main
-from monitor.clip import extract_windows
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, DatasetError
-from monitor.offline import ScoreOptions, score_videos
-from monitor.offline_extract import (
+from monitor.media.clip import extract_windows
+from monitor.offline.aggregation import DEFAULT_RULE, AggregateRule, aggregate, compare_rules
+from monitor.offline.extraction import (
     WORKER_CRASH_REASON,
     Extracted,
     ExtractJob,
     extract_job,
     iter_extracted,
 )
-from monitor.offline_inputs import Shard, guess_video_dir, list_inputs
-from monitor.offline_journal import Journal, VideoResult
-from monitor.offline_merge import merge_shards
-from monitor.predictions import read_errors, read_name_list, read_predictions
+from monitor.offline.inputs import Shard, guess_video_dir, list_inputs
+from monitor.offline.journal import Journal, VideoResult
+from monitor.offline.merge import merge_shards
+from monitor.offline.predictions import read_errors, read_name_list, read_predictions
+from monitor.offline.scoring import ScoreOptions, score_videos
+from tests.support import REPO_ROOT
+from tests.support.media_factory import write_clip
 
-ROOT = Path(__file__).resolve().parents[1]
 # 1 s windows every 0.5 s, 2 crops of 32 px: a 2 s clip has 3 windows
 CONTRACT = InputContract(window_seconds=1.0, hop_seconds=0.5, k_crops=2, crop_size=32)
 CLIP_S = 2.0
@@ -263,7 +263,9 @@ def test_resume_after_kill_matches_uninterrupted(model: Path, videos: Path, tmp_
     journal = out.with_name(out.name + ".journal.jsonl")
     cmd = [sys.executable, "-m", "monitor.cli", "score", str(videos), "--model", str(model)]
     cmd += ["--out", str(out), "--workers", "1", "--batch-size", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -277,7 +279,7 @@ def test_resume_after_kill_matches_uninterrupted(model: Path, videos: Path, tmp_
     assert not out.exists()
     done = len(journal.read_text().splitlines()) - 1
     assert 1 <= done < 8
-    rc = subprocess.run([*cmd, "--resume"], cwd=ROOT, capture_output=True, text=True)
+    rc = subprocess.run([*cmd, "--resume"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
     assert f"{done} from the journal" in rc.stdout
     assert out.read_bytes() == reference.read_bytes()
@@ -290,7 +292,7 @@ def test_interrupt_keeps_finished_work(model: Path, videos: Path, tmp_path: Path
     cmd = [sys.executable, "-m", "monitor.cli", "score", str(videos), "--model", str(model)]
     cmd += ["--out", str(out), "--workers", "2", "--batch-size", "1", "--no-progress"]
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -338,7 +340,7 @@ def test_journal_round_trip(tmp_path: Path) -> None:
 
 
 def test_k8s_indexed_job_manifest() -> None:
-    docs = list(yaml.safe_load_all((ROOT / "deploy/k8s/score-job.yaml").read_text()))
+    docs = list(yaml.safe_load_all((REPO_ROOT / "deploy/k8s/score-job.yaml").read_text()))
     job = next(d for d in docs if d and d.get("kind") == "Job")
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from monitor.cli import main
-from monitor.evaluation import roc_auc
-from monitor.predictions import read_labels, read_predictions
+from monitor.offline.evaluation import roc_auc
+from monitor.offline.predictions import read_labels, read_predictions
 
 pytestmark = pytest.mark.slow
 

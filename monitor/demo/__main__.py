@@ -1,0 +1,5 @@
+import sys
+
+from monitor.demo.run import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the training package (synth, train, evaluate)."""
