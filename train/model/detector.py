@@ -32,426 +32,53 @@ no data-dependent shapes, no complex ops), so the model exports to ONNX and Tens
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, cast
-
 import torch
 from torch import nn
 
 from monitor.contract import InputContract
-from monitor.errors import ConfigError, ModelFormatError
+from monitor.errors import ConfigError
 from monitor.windows import frame_times
-from train.frontend import (
-    DEFAULT_F_MAX,
-    DEFAULT_F_MIN,
-    DEFAULT_HOP,
-    DEFAULT_N_FFT,
-    DEFAULT_N_MELS,
-    DEFAULT_TOP_DB,
-    MEL_NORM_MODES,
+from train.model.blocks import (
+    MouthNet,
+    TemporalBlock,
+    create_backbone,
+    instant_weights,
+    mean_max,
+    mismatch_steps,
+)
+from train.model.config import ModelConfig
+from train.model.frontend import (
     HighPassResidual,
     LogMelFrontend,
     MelNorm,
     PixelNorm,
     RandomGain,
     SpecAugment,
-    grey_levels,
 )
 
-logger = logging.getLogger(__name__)
-
 HEAD_SKIP_INIT = 0.5  # initial weight of each head's logit in the fused logit
-VISUAL_STEMS = ("unshuffle", "pool")
-FUSION_MODES = ("mlp", "or")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, fraction of 255
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# A resnet10t with a quarter of the usual widths: 0.3 M parameters, fast on a laptop CPU.
-TINY_RESNET_KWARGS: dict[str, Any] = {"channels": [16, 32, 64, 128], "stem_width": 8}
-# (top, bottom, left, right) of a crop holding the mouth: a crop is the face box plus 25 %
-# on every side, so the mouth (box rows 0.65-0.92, columns 0.25-0.75) lands at crop rows
-# 0.60-0.78 and columns 0.33-0.67; the band adds room for a detector box that is off by
-# a tenth of the crop either way.
-MOUTH_BOX = (0.42, 0.94, 0.18, 0.82)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of the detector; saved in every checkpoint to rebuild the model."""
-
-    # --- audio front end (see train/frontend.py) ---
-    n_fft: int = DEFAULT_N_FFT  # samples per STFT frame (512 = 32 ms at 16 kHz)
-    hop_length: int = DEFAULT_HOP  # samples between frames (160 = 10 ms)
-    n_mels: int = DEFAULT_N_MELS  # mel bands
-    f_min: float = DEFAULT_F_MIN  # Hz, lowest mel edge
-    f_max: float = DEFAULT_F_MAX  # Hz, highest mel edge (<= sample_rate / 2)
-    top_db: float | None = DEFAULT_TOP_DB  # dB kept below each window's peak; None = no floor
-    mel_norm: str = "utterance"  # "utterance" (per-window mean/std), "fixed" or "none"
-    # --- backbones (timm, always built with pretrained=False) ---
-    audio_backbone: str = "resnet18"  # timm CNN on the 1-channel log-mel image
-    audio_backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model args
-    audio_weights: str | None = None  # local state_dict file for the audio CNN; never downloaded
-    visual_backbone: str = "resnet18"  # timm CNN run on each face crop
-    visual_backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    visual_weights: str | None = None  # local state_dict file for the visual CNN
-    visual_downsample: int = 1  # crops enter the CNN this many times smaller (speed)
-    visual_stride: int = 1  # the visual CNN sees every n-th crop of a window (the mouth
-    # path always sees all K: lip sync needs the frame rate, face artefacts do not)
-    visual_stem: str = "unshuffle"  # how: "unshuffle" (space-to-depth, keeps every pixel) or
-    # "pool" (average-pool, drops the fine detail where blending and resampling traces live)
-    visual_highpass: bool = False  # also feed fixed high-pass residuals of the grey crop
-    # (train/frontend.py HighPassResidual): sensor noise and resampling traces, which a
-    # generated or re-rendered face lacks or carries at another scale than the frame
-    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN  # RGB mean, fraction of 255
-    pixel_std: tuple[float, float, float] = IMAGENET_STD  # RGB std, fraction of 255
-    # --- embeddings and heads ---
-    audio_dim: int = 256  # audio embedding size
-    visual_dim: int = 256  # per-crop visual embedding size
-    sync_dim: int = 128  # per-time-step size of the audio-visual sync path
-    sync_audio_channels: int = 64  # channels of the sync path's 1-D conv over mel frames
-    sync_span_ms: float = 120.0  # audio averaged over this span around each crop instant
-    mouth_channels: int = 16  # width of the mouth CNN's first layer (doubles per layer)
-    mouth_size: int = 56  # crops are average-pooled to about this size for the mouth CNN
-    mouth_box: tuple[float, float, float, float] | None = None  # (top, bottom, left, right)
-    # fractions of the crop the mouth CNN sees; None = the whole crop. A crop is the face
-    # box plus a margin, so the mouth sits in a known band of it and the rest (hair,
-    # eyes, background) only costs compute on the sync path
-    fusion: str = "mlp"  # how the fused logit is made: "mlp" (a fusion MLP over the three
-    # embeddings plus learned weights x the heads' logits) or "or" (logsumexp of the
-    # audio, visual and sync heads' logits, a soft "any modality is fake", no MLP): a clip
-    # is fake when its voice or its face or their timing is, and an MLP over embeddings
-    # can also learn combinations that flag a real identity (BENCHMARKS.md, session 9)
-    fusion_hidden: int = 256  # hidden units of the fusion MLP
-    dropout: float = 0.2  # before every head, training only
-    fusion_dropout: float | None = None  # on the fusion MLP's input embeddings (None: dropout);
-    # higher keeps the MLP from keying on a few embedding dimensions (an appearance shortcut)
-    # --- augmentation, applied inside forward() in training mode only ---
-    augment: bool = True  # master switch; eval/export never augment
-    gain_db: float = 6.0  # random waveform gain in [-gain_db, +gain_db] dB
-    freq_masks: int = 2  # SpecAugment frequency masks per window
-    freq_mask_bins: int = 16  # max mel bins per frequency mask
-    time_masks: int = 2  # SpecAugment time masks per window
-    time_mask_frames: int = 20  # max STFT frames (hop_length apart, 10 ms) per time mask
-    hflip: bool = True  # mirror all K crops of a window with probability 1/2
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.mel_norm not in MEL_NORM_MODES:
-            problems.append(f"mel_norm={self.mel_norm!r} not in {MEL_NORM_MODES}")
-        if self.n_fft < 16 or self.hop_length < 1 or self.hop_length > self.n_fft:
-            problems.append(
-                f"need 16 <= n_fft and 1 <= hop_length <= n_fft, got "
-                f"n_fft={self.n_fft} hop_length={self.hop_length}"
-            )
-        if not 8 <= self.n_mels <= 512:
-            problems.append(f"n_mels={self.n_mels} outside 8..512")
-        if not 0.0 <= self.f_min < self.f_max:
-            problems.append(f"need 0 <= f_min < f_max, got {self.f_min}, {self.f_max}")
-        if self.top_db is not None and self.top_db <= 0:
-            problems.append(f"top_db={self.top_db} must be > 0 or None")
-        if self.fusion not in FUSION_MODES:
-            problems.append(f"fusion={self.fusion!r} not in {FUSION_MODES}")
-        if self.visual_stem not in VISUAL_STEMS:
-            problems.append(f"visual_stem={self.visual_stem!r} not in {VISUAL_STEMS}")
-        if self.visual_downsample < 1:
-            problems.append(f"visual_downsample={self.visual_downsample} must be >= 1")
-        if self.visual_stride < 1:
-            problems.append(f"visual_stride={self.visual_stride} must be >= 1")
-        if not 10.0 <= self.sync_span_ms <= 1000.0:
-            problems.append(f"sync_span_ms={self.sync_span_ms} outside 10..1000 ms")
-        if self.mouth_size < 16:
-            problems.append(f"mouth_size={self.mouth_size} must be >= 16")
-        if self.mouth_box is not None:
-            box = self.mouth_box
-            if len(box) != 4 or not (
-                0.0 <= box[0] < box[1] <= 1.0 and 0.0 <= box[2] < box[3] <= 1.0
-            ):
-                problems.append(
-                    f"mouth_box={box} must be (top, bottom, left, right) with "
-                    "0 <= top < bottom <= 1 and 0 <= left < right <= 1"
-                )
-        for name in (
-            "audio_dim",
-            "visual_dim",
-            "sync_dim",
-            "fusion_hidden",
-            "sync_audio_channels",
-            "mouth_channels",
-        ):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)} must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout} outside [0, 1)")
-        if self.fusion_dropout is not None and not 0.0 <= self.fusion_dropout < 1.0:
-            problems.append(f"fusion_dropout={self.fusion_dropout} outside [0, 1)")
-        if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
-            problems.append("pixel_mean and pixel_std need 3 values, std > 0")
-        if min(self.freq_masks, self.freq_mask_bins, self.time_masks, self.time_mask_frames) < 0:
-            problems.append("mask counts and widths must be >= 0")
-        if self.gain_db < 0:
-            problems.append(f"gain_db={self.gain_db} must be >= 0")
-        if problems:
-            raise ConfigError("invalid model config: " + "; ".join(problems))
-
-    @classmethod
-    def default(cls) -> ModelConfig:
-        """Product default for GPUs: ResNet-18 on both branches; the visual CNN sees every
-        second crop (the default training preset gives it 8 per window) and the high-pass
-        residuals beside RGB (30-epoch runs: test AUC 0.960 -> 0.969, face_swap 0.79 ->
-        0.85; BENCHMARKS.md, session 4). Half the fusion MLP's inputs are dropped in
-        training, which keeps it from flagging a real face on a few embedding dimensions
-        (30-epoch runs, seed 0: val TPR@1e-3 0.63 -> 0.80 at the same AUC; not seen
-        with seed 1; BENCHMARKS.md, session 5). The mouth CNN sees the lower middle of
-        the crop only (MOUTH_BOX): a third of the pixels, and the sync family's val AUC
-        was the best yet with it (desync_other 0.98; BENCHMARKS.md, session 6)."""
-        return cls(visual_stride=2, visual_highpass=True, fusion_dropout=0.5, mouth_box=MOUTH_BOX)
-
-    @classmethod
-    def demo(cls) -> ModelConfig:
-        """Tiny and fast on a CPU: trains on ~1,000 clips in minutes. Like the default,
-        its visual CNN sees every second crop and its mouth CNN the mouth band alone, so
-        8 crops per window cost what 4 whole crops did (BENCHMARKS.md, session 8)."""
-        return cls(
-            visual_stride=2,
-            mouth_box=MOUTH_BOX,
-            n_mels=64,
-            audio_backbone="resnet10t",
-            audio_backbone_kwargs=dict(TINY_RESNET_KWARGS),
-            visual_backbone="resnet10t",
-            visual_backbone_kwargs=dict(TINY_RESNET_KWARGS),
-            visual_downsample=2,
-            audio_dim=64,
-            visual_dim=64,
-            sync_dim=32,
-            sync_audio_channels=32,
-            mouth_channels=8,
-            mouth_size=112,
-            fusion_hidden=64,
-            dropout=0.1,
-            freq_mask_bins=8,
+def check_fits(contract: InputContract, cfg: ModelConfig) -> None:
+    """Refuse a model config that cannot run on windows of this contract."""
+    if cfg.f_max > contract.sample_rate / 2:
+        raise ConfigError(
+            f"f_max={cfg.f_max} Hz is above Nyquist for sample_rate={contract.sample_rate}"
         )
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        data = self.to_dict()
-        data.update(changes)
-        return ModelConfig.from_dict(data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain python types only (safe for torch.load(weights_only=True) and JSON)."""
-        d = asdict(self)
-        d["pixel_mean"] = list(self.pixel_mean)
-        d["pixel_std"] = list(self.pixel_std)
-        d["mouth_box"] = None if self.mouth_box is None else list(self.mouth_box)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Rebuild a config, refusing keys this version does not know."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"model config has keys this version does not know: {unknown} "
-                f"(known: {sorted(known)})"
-            )
-        kwargs = dict(data)
-        for key in ("pixel_mean", "pixel_std", "mouth_box"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = tuple(float(v) for v in kwargs[key])
-        for key in ("audio_backbone_kwargs", "visual_backbone_kwargs"):
-            if key in kwargs:
-                kwargs[key] = dict(kwargs[key] or {})
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as exc:  # a value of the wrong type
-            raise ConfigError(f"invalid model config: {exc}") from exc
-
-
-def _timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    # Config stores lists (plain types); timm expects tuples for shape-like arguments.
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-
-
-class FeatureBackbone(nn.Module):
-    """A timm CNN whose forward returns its last NCHW feature map (no pooling, no head)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features: torch.Tensor = cast(Any, self.net).forward_features(x)
-        return features
-
-
-def create_backbone(
-    name: str, in_chans: int, kwargs: dict[str, Any], weights: str | None
-) -> FeatureBackbone:
-    """A timm CNN without classifier, never downloading anything."""
-    import timm
-
-    try:
-        model = timm.create_model(
-            name, pretrained=False, num_classes=0, in_chans=in_chans, **_timm_kwargs(kwargs)
+    if contract.window_samples <= cfg.n_fft // 2:
+        raise ConfigError(
+            f"window of {contract.window_samples} samples is too short for n_fft={cfg.n_fft}"
         )
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ConfigError(f"cannot build timm backbone {name!r} with {kwargs}: {exc}") from exc
-    if weights is not None:
-        load_backbone_weights(model, weights, in_chans)
-    return FeatureBackbone(model)
-
-
-def load_backbone_weights(model: nn.Module, path: str, in_chans: int) -> None:
-    """Load a local timm/torchvision state_dict, adapting the first conv to in_chans."""
-    from timm.models import adapt_input_conv
-
-    if not Path(path).is_file():
-        raise ConfigError(f"backbone weights file {path} does not exist (nothing is downloaded)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise ModelFormatError(f"{path}: not a torch state_dict ({exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ModelFormatError(f"{path}: expected a state_dict mapping")
-    own = model.state_dict()
-    usable = {}
-    for key, value in state.items():
-        if key not in own or not isinstance(value, torch.Tensor):
-            continue
-        if value.ndim == 4 and own[key].ndim == 4 and value.shape[1] != own[key].shape[1]:
-            value = adapt_input_conv(in_chans, value)  # e.g. RGB stem -> 1-channel mel
-        if value.shape == own[key].shape:
-            usable[key] = value
-    missing = sorted(set(own) - set(usable))
-    model.load_state_dict(usable, strict=False)
-    logger.info("loaded %d tensors from %s (%d left at init)", len(usable), path, len(missing))
-    if len(usable) < len(own) // 2:
-        raise ModelFormatError(
-            f"{path}: only {len(usable)} of {len(own)} tensors match the backbone; "
-            "is it the weights of a different architecture?"
+    if contract.crop_size % cfg.visual_downsample:
+        raise ConfigError(
+            f"crop_size={contract.crop_size} is not divisible by "
+            f"visual_downsample={cfg.visual_downsample}"
         )
-
-
-def instant_weights(
-    n_frames: int, frame_seconds: float, times_s: tuple[float, ...], span_s: float
-) -> torch.Tensor:
-    """[n_frames, K] averaging matrix: column k averages the frames within span_s / 2 of
-    times_s[k] (frame i is centred at i * frame_seconds), at least the nearest frame.
-
-    A matmul rather than indexing: exact, static and trivially exportable.
-    """
-    t = torch.arange(n_frames, dtype=torch.float64) * frame_seconds
-    w = torch.zeros(n_frames, len(times_s), dtype=torch.float64)
-    for k, centre in enumerate(times_s):
-        near = (t - centre).abs() <= span_s / 2 + 1e-9
-        if not bool(near.any()):
-            near = (t - centre).abs() == (t - centre).abs().min()
-        w[near, k] = 1.0
-    return (w / w.sum(dim=0, keepdim=True)).to(torch.float32)
-
-
-class MouthNet(nn.Module):
-    """Small CNN on grey, per-crop normalised crops; keeps the spatial map (flattened).
-
-    Global pooling would wash out where in the face a change happens; a mouth opening is
-    a change at one place, so the final 4x4-ish map is flattened and projected instead.
-    """
-
-    def __init__(
-        self,
-        crop_size: int,
-        target_size: int,
-        channels: int,
-        out_dim: int,
-        box: tuple[float, float, float, float] | None = None,
-    ) -> None:
-        super().__init__()
-        top, bottom, left, right = box or (0.0, 1.0, 0.0, 1.0)
-        self.rows = (round(top * crop_size), round(bottom * crop_size))
-        self.cols = (round(left * crop_size), round(right * crop_size))
-        self.factor = max(1, crop_size // target_size)
-        height = (self.rows[1] - self.rows[0]) // self.factor
-        width = (self.cols[1] - self.cols[0]) // self.factor
-        if min(height, width) < 16:
-            raise ConfigError(
-                f"the mouth CNN would see {height}x{width} px (mouth_box={box} of a "
-                f"{crop_size}-px crop, pooled by {self.factor}); it needs at least 16x16"
-            )
-        self.pool: nn.Module = nn.AvgPool2d(self.factor) if self.factor > 1 else nn.Identity()
-        c = channels
-        self.convs = nn.Sequential(
-            nn.Conv2d(1, c, 3, stride=2, padding=1),
-            nn.BatchNorm2d(c),
-            nn.GELU(),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
-            nn.BatchNorm2d(2 * c),
-            nn.GELU(),
-            nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1),
-            nn.BatchNorm2d(4 * c),
-            nn.GELU(),
-            nn.Conv2d(4 * c, 4 * c, 3, stride=2, padding=1),
-            nn.BatchNorm2d(4 * c),
-            nn.GELU(),
+    if cfg.visual_stride > contract.k_crops:
+        raise ConfigError(
+            f"visual_stride={cfg.visual_stride} is more than the {contract.k_crops} "
+            "crops of a window"
         )
-        with torch.no_grad():
-            n_flat = int(self.convs.eval()(torch.zeros(1, 1, height, width)).numel())
-            self.convs.train()
-        self.proj = nn.Sequential(nn.Linear(n_flat, out_dim), nn.LayerNorm(out_dim))
-
-    def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        """uint8 RGB crops [N, H, W, 3] -> [N, out_dim]."""
-        crops = crops[:, self.rows[0] : self.rows[1], self.cols[0] : self.cols[1]]
-        grey = grey_levels(crops) / 255.0
-        grey = self.pool(grey)
-        mean = grey.mean(dim=(1, 2, 3), keepdim=True)
-        centred = grey - mean
-        std = torch.sqrt((centred * centred).mean(dim=(1, 2, 3), keepdim=True) + 1e-6)
-        features = self.convs(centred / std)
-        return self.proj(features.flatten(1))
-
-
-def mismatch_steps(m: torch.Tensor) -> torch.Tensor:
-    """Mouth steps [B, K, D] paired wrongly with their audio: each window's own crops
-    either rotated in time by 1..K-1 steps (a shifted mouth track) or played backwards
-    (a mouth following other speech), chosen at random. Self-supervision for the sync
-    path: any real clip gives in-sync pairs, and these are out of sync by construction.
-    The crops stay the window's own, so the face and the voice still belong together and
-    only their timing can tell the pairs apart (another window's face would let the
-    path learn "this face does not go with this voice" instead)."""
-    b, k = m.shape[0], m.shape[1]
-    if k < 2:
-        raise ValueError("a sync mismatch needs at least 2 crops per window")
-    dev = m.device
-    shift = torch.randint(1, k, (b,), device=dev)
-    steps = torch.arange(k, device=dev)[None, :]
-    rotated = (steps + shift[:, None]) % k  # [B, K]
-    backwards = (k - 1 - steps).expand(b, k)
-    use_backwards = torch.rand(b, 1, device=dev) < 0.5
-    order = torch.where(use_backwards, backwards, rotated)
-    return torch.gather(m, 1, order[:, :, None].expand(-1, -1, m.shape[2]))
-
-
-class TemporalBlock(nn.Module):
-    """Residual 1-D conv over the K time steps of [B, K, D]."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.conv = nn.Conv1d(dim, dim, kernel_size=3, padding=1)
-        self.act = nn.GELU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(self.norm(x).transpose(1, 2)).transpose(1, 2)
-        return x + self.act(y)
-
-
-def mean_max(x: torch.Tensor, dim: int) -> torch.Tensor:
-    return torch.cat([x.mean(dim=dim), x.amax(dim=dim)], dim=-1)
 
 
 class Detector(nn.Module):
@@ -463,27 +90,16 @@ class Detector(nn.Module):
         self, contract: InputContract, cfg: ModelConfig, load_weights: bool = True
     ) -> None:
         super().__init__()
-        if cfg.f_max > contract.sample_rate / 2:
-            raise ConfigError(
-                f"f_max={cfg.f_max} Hz is above Nyquist for sample_rate={contract.sample_rate}"
-            )
-        if contract.window_samples <= cfg.n_fft // 2:
-            raise ConfigError(
-                f"window of {contract.window_samples} samples is too short for n_fft={cfg.n_fft}"
-            )
-        if contract.crop_size % cfg.visual_downsample:
-            raise ConfigError(
-                f"crop_size={contract.crop_size} is not divisible by "
-                f"visual_downsample={cfg.visual_downsample}"
-            )
-        if cfg.visual_stride > contract.k_crops:
-            raise ConfigError(
-                f"visual_stride={cfg.visual_stride} is more than the {contract.k_crops} "
-                "crops of a window"
-            )
+        check_fits(contract, cfg)
         self.contract = contract
         self.config = cfg
-        # Audio path.
+        self._build_audio_path(load_weights)
+        self._build_visual_path(load_weights)
+        self._build_sync_path()
+        self._build_heads()
+
+    def _build_audio_path(self, load_weights: bool) -> None:
+        contract, cfg = self.contract, self.config
         self.gain = RandomGain(cfg.gain_db if cfg.augment else 0.0)
         self.frontend = LogMelFrontend(
             sample_rate=contract.sample_rate,
@@ -524,7 +140,9 @@ class Detector(nn.Module):
         self.audio_proj = nn.Sequential(
             nn.Linear(2 * a_channels, cfg.audio_dim), nn.LayerNorm(cfg.audio_dim)
         )
-        # Visual path.
+
+    def _build_visual_path(self, load_weights: bool) -> None:
+        contract, cfg = self.contract, self.config
         self.pixel_norm = PixelNorm(cfg.pixel_mean, cfg.pixel_std)
         self.highpass: HighPassResidual | None = HighPassResidual() if cfg.visual_highpass else None
         d = cfg.visual_downsample
@@ -545,7 +163,9 @@ class Detector(nn.Module):
             nn.Linear(v_channels, cfg.visual_dim), nn.LayerNorm(cfg.visual_dim)
         )
         self.visual_temporal = TemporalBlock(cfg.visual_dim)
-        # Cross-modal sync path.
+
+    def _build_sync_path(self) -> None:
+        contract, cfg = self.contract, self.config
         sc = cfg.sync_audio_channels
         self.sync_audio = nn.Sequential(
             nn.Conv1d(cfg.n_mels, sc, kernel_size=5, padding=2),
@@ -565,7 +185,9 @@ class Detector(nn.Module):
             nn.Conv1d(cfg.sync_dim, cfg.sync_dim, kernel_size=3, padding=1),
             nn.GELU(),
         )
-        # Heads.
+
+    def _build_heads(self) -> None:
+        cfg = self.config
         self.dropout = nn.Dropout(cfg.dropout)
         fusion_p = cfg.dropout if cfg.fusion_dropout is None else cfg.fusion_dropout
         self.fusion_dropout = nn.Dropout(fusion_p)
