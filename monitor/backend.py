@@ -1,13 +1,16 @@
 """The one interface between the monitor and an inference runtime.
 
 `monitor` only ever calls `Backend.score(audio, faces) -> Scores`. Implementations live in
-their own modules (onnxruntime, torch, TensorRT, Triton) and are imported lazily, so the
-slim runtime never imports torch.
+`engines/` (onnxruntime, torch, TensorRT, Triton), which depends on this module and never
+the reverse: `load_backend` imports the engines' loader by name when a model is loaded,
+so the slim runtime never imports torch and `monitor` has no import-time tie to `engines`.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -61,3 +64,14 @@ def check_batch(contract: InputContract, audio: np.ndarray, faces: np.ndarray) -
         raise ContractError(f"audio must be float32, got {audio.dtype}")
     if faces.dtype != np.uint8:
         raise ContractError(f"faces must be uint8, got {faces.dtype}")
+
+
+ENGINES_LOADER = "engines.loader"  # module with load_backend(model, backend, device)
+
+
+def load_backend(model: str | Path, backend: str = "auto", device: str = "auto") -> Backend:
+    """The backend for an exported model, a TensorRT plan or a checkpoint (see
+    engines/loader.py for `auto` and the refusals)."""
+    loader = importlib.import_module(ENGINES_LOADER)
+    loaded: Backend = loader.load_backend(model, backend, device)
+    return loaded

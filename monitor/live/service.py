@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from monitor.backend import Backend
+from monitor.backend import load_backend as backend_for_model
 from monitor.contract import SAMPLE_RATE
 from monitor.errors import ContractError
 from monitor.live.config import MonitorConfig
@@ -43,11 +44,8 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def load_backend(cfg: MonitorConfig) -> Backend:
-    """The configured backend, through `engines.loader.load_backend` (imported lazily, so
-    torch and TensorRT are only imported when chosen)."""
-    from engines.loader import load_backend as engines_load_backend
-
-    return engines_load_backend(cfg.model, backend=cfg.backend)
+    """The configured backend (torch and TensorRT are only imported when chosen)."""
+    return backend_for_model(cfg.model, backend=cfg.backend)
 
 
 class Service:

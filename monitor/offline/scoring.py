@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.backend import Backend
+from monitor.backend import Backend, load_backend
 from monitor.errors import ConfigError
 from monitor.offline.aggregation import DEFAULT_RULE, AggregateRule
 from monitor.offline.extraction import Extracted, ExtractJob, check_sampling, iter_extracted
@@ -248,8 +248,6 @@ def score_videos(
     paths = OutputPaths.beside(opts.out)
     own_backend = backend is None
     if backend is None:
-        from engines.loader import load_backend
-
         backend = load_backend(opts.model, opts.backend, opts.device)
     try:
         contract = backend.contract
