@@ -22,7 +22,9 @@ NAMESPACE = "deepfake"
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # window -> score
 INFER_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # windows per backend call
-DROP_STAGES = ("crop", "scorer")  # where a window was dropped
+# where a window was dropped: the crop stage fell behind, the queue from an ingest worker
+# process to the scorer process was full, or the scorer's own queue was
+DROP_STAGES = ("crop", "queue", "scorer")
 MEDIA_KINDS = ("video", "audio")  # video: frames; audio: samples
 WEBHOOK_OUTCOMES = ("sent", "failed", "dropped")
 

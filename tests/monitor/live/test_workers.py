@@ -75,3 +75,23 @@ def test_streams_are_spread_round_robin(tmp_path: Path) -> None:
     groups = w.assign(streams)
     assert [[s.id for s in g] for g in groups] == [["s0", "s3", "s6"], ["s1", "s4"], ["s2", "s5"]]
     assert len(w.assign(streams[:2])) == 2  # no empty workers
+
+
+def test_windows_dropped_on_the_worker_queue_are_counted_per_stream(tmp_path: Path) -> None:
+    from monitor.backend import load_backend
+    from monitor.live.ingest_workers import IngestWorkers
+    from monitor.live.pipeline import Pipeline
+
+    cfg = MonitorConfig.model_validate(
+        {"model": str(toy_model(tmp_path / "model")), "webrtc": {"enabled": False}}
+    )
+    backend = load_backend(cfg.model, "onnxruntime")
+    pipeline = Pipeline(backend, cfg)
+    sid = pipeline.open_remote_stream("cam1")
+    w = IngestWorkers.__new__(IngestWorkers)  # _dispatch needs only the pipeline
+    w.pipeline = pipeline
+    w._dispatch(("dropped", sid, "queue", 3))  # what a worker sends when its queue was full
+    exposition = pipeline.metrics.exposition().decode()
+    assert 'deepfake_windows_dropped_total{stage="queue",stream="cam1"} 3.0' in exposition
+    assert pipeline.streams[sid].status().windows_dropped == 3
+    backend.close()
