@@ -1,4 +1,4 @@
-"""The ingest worker process: sources -> buffers -> windower -> crops -> a queue.
+"""The ingest worker process: sources -> `IngestChain` (buffers, windower, crops) -> a queue.
 
 Started by `monitor.live.ingest_workers.IngestWorkers` (spawn). It imports only the ingest side
 (PyAV, numpy, OpenCV through the face cropper) - not the config schema, the web stack or
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.contract import InputContract
-from monitor.live.buffers import StreamBuffers
+from monitor.live.ingest import IngestChain, IngestSettings
 from monitor.live.sources import RetryPolicy, SourceSupervisor, make_source
-from monitor.live.windowing import CropStage, RawWindow, Window, Windower
+from monitor.live.windowing import Window
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ class WorkerSpec:
     contract: dict[str, Any]  # the model's InputContract
     streams: tuple[WorkerStream, ...]
     retry: RetryPolicy
-    audio_seconds: float  # per-stream audio ring
-    video_frames: int  # per-stream sampled frames
-    hop_seconds: float | None  # None: the contract's hop
+    ingest: IngestSettings  # per-stream buffer sizes and hop
     crop_workers: int  # threads for RGB conversion + crops
     transport: str  # RTSP lower transport
     open_timeout_s: float
@@ -88,24 +86,17 @@ class _RemoteStream:
 
         self.id = stream.id
         self.out = out
-        self.buffers = StreamBuffers(
-            stream.id,
-            audio_seconds=max(spec.audio_seconds, 2 * contract.window_seconds),
-            video_frames=spec.video_frames,
-            sample_rate=contract.sample_rate,
-        )
-        self.buffers.on_drop = self.media_dropped
-        cropper = FaceCropper.from_contract(contract, name=stream.id)
-        self.crop = CropStage(
+        self.chain = IngestChain(
             stream.id,
             contract,
-            cropper,
+            spec.ingest,
+            FaceCropper.from_contract(contract, name=stream.id),
             pool,
             submit=self._submit,
-            on_drop=self._crop_dropped,
+            on_window_dropped=self._crop_dropped,
+            on_media_dropped=self.media_dropped,
+            on_end=self._ended,
         )
-        self.windower = Windower(self.buffers, contract, self._emit, spec.hop_seconds)
-        self.buffers.listener = self
         source = make_source(
             stream.url,
             loop=stream.loop,
@@ -117,7 +108,7 @@ class _RemoteStream:
         self.supervisor = SourceSupervisor(
             stream.id,
             source,
-            self.buffers,
+            self.chain.buffers,
             spec.retry,
             self,
             sample_rate=contract.sample_rate,
@@ -125,24 +116,13 @@ class _RemoteStream:
         self.ended: asyncio.Event = asyncio.Event()
         self.end_reason = ""
 
-    def _emit(self, raw: RawWindow) -> None:
-        self.crop.put(raw)
-
     def _submit(self, window: Window) -> None:
         self.out.send(("window", window))
 
     def _crop_dropped(self, n: int) -> None:
         self.out.send(("dropped", self.id, "crop", n))
 
-    # BufferListener
-    def on_media(self) -> None:
-        self.windower.on_media()
-
-    def on_reset(self) -> None:
-        self.windower.on_reset()
-
-    def on_close(self, reason: str) -> None:
-        self.windower.on_close(reason)
+    def _ended(self, reason: str) -> None:
         self.end_reason = reason
         self.ended.set()
 
@@ -163,11 +143,11 @@ class _RemoteStream:
         self.out.send(("media_dropped", self.id, kind, n))
 
     async def run(self) -> None:
-        crop = asyncio.get_running_loop().create_task(self.crop.run())
+        crop = asyncio.get_running_loop().create_task(self.chain.run())
         sup = asyncio.get_running_loop().create_task(self.supervisor.run())
         try:
             await self.ended.wait()
-            while not self.crop.idle:  # the last windows go out before "ended"
+            while not self.chain.idle:  # the last windows go out before "ended"
                 await asyncio.sleep(0.02)
             self.out.send(("ended", self.id, self.end_reason))
             await asyncio.Event().wait()  # keep the tasks until the worker stops
@@ -199,7 +179,7 @@ async def _worker(spec: WorkerSpec, out_q: Any, ctl_q: Any) -> None:
             logger.warning("ingest worker %d: scorer process is gone, exiting", spec.index)
             break
         for s in streams:
-            out.send(("frames", s.id, s.buffers.video.received))
+            out.send(("frames", s.id, s.chain.frames_received))
             lost = out.dropped.get(s.id, 0)
             if lost > reported.get(s.id, 0):
                 out.send(("dropped", s.id, "queue", lost - reported.get(s.id, 0)))

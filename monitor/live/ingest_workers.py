@@ -1,9 +1,9 @@
 """Ingest in worker processes: decode + windowing + face crops away from the scorer.
 
-One Python process cannot decode hundreds of streams (DESIGN.md), so with
+One Python process cannot decode hundreds of streams (BENCHMARKS.md, decode rates), so with
 `ingest_workers: N` the configured RTSP/file streams are spread over N processes. Each
-worker runs the same ingest code as the in-process path (supervisor, decode thread,
-`StreamBuffers`, `Windower`, `CropStage` with its own face croppers) and sends only what
+worker runs the same ingest chain as the in-process path (supervisor, decode thread,
+`monitor.live.ingest.IngestChain` with its own face croppers) and sends only what
 the scorer needs - `Window` objects (audio + K crops, ~0.3 MB) and small source events -
 over one bounded multiprocessing queue. The scorer process keeps the streams' state,
 metrics and events (`Pipeline.open_remote_stream`). When the queue is full a worker drops
@@ -25,7 +25,7 @@ from typing import Any
 
 from monitor.live.config import MonitorConfig, StreamConfig
 from monitor.live.ingest_process import WorkerSpec, WorkerStream, worker_main
-from monitor.live.pipeline import Pipeline, retry_policy
+from monitor.live.pipeline import Pipeline, ingest_settings, retry_policy
 from monitor.live.windowing import Window
 
 logger = logging.getLogger(__name__)
@@ -70,9 +70,7 @@ class IngestWorkers:
                 contract=contract,
                 streams=tuple(WorkerStream(s.id, s.url, s.loop, s.realtime) for s in group),
                 retry=retry_policy(cfg),
-                audio_seconds=cfg.buffers.audio_seconds,
-                video_frames=cfg.buffers.video_frames,
-                hop_seconds=cfg.windows.hop_seconds,
+                ingest=ingest_settings(cfg),
                 crop_workers=cfg.windows.crop_workers,
                 transport=cfg.sources.transport,
                 open_timeout_s=cfg.sources.open_timeout_s,

@@ -24,13 +24,15 @@ from monitor.backend import Backend
 from monitor.errors import ConfigError
 from monitor.live.buffers import StreamBuffers
 from monitor.live.config import MonitorConfig
+from monitor.live.crops import Cropper
 from monitor.live.events import EventDispatcher
+from monitor.live.ingest import IngestChain, IngestSettings
 from monitor.live.metrics import MonitorMetrics, StreamMetrics
 from monitor.live.scorer import BatchStats, ScoredWindow, Scorer
 from monitor.live.sink import StreamStatus
 from monitor.live.sources import RetryPolicy, Source, SourceSupervisor, sanitize_stream_id
 from monitor.live.state import DOWN, STARTING, StateChange, StreamState
-from monitor.live.windowing import Cropper, CropStage, RawWindow, Window, Windower
+from monitor.live.windowing import Window
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,14 @@ HOUSEKEEPING_S = 1.0  # fps and queue gauges refresh period
 STREAM_KINDS = ("webrtc", "rtsp", "file", "remote")
 
 CropperFactory = Callable[[str], Cropper]  # stream id -> that stream's own cropper
+
+
+def ingest_settings(cfg: MonitorConfig) -> IngestSettings:
+    return IngestSettings(
+        audio_seconds=cfg.buffers.audio_seconds,
+        video_frames=cfg.buffers.video_frames,
+        hop_seconds=cfg.windows.hop_seconds,
+    )
 
 
 def retry_policy(cfg: MonitorConfig) -> RetryPolicy:
@@ -60,9 +70,7 @@ class StreamRuntime:
         self.kind = kind
         self.metrics: StreamMetrics = pipeline.metrics.stream(stream_id)
         self.state = StreamState(stream_id, pipeline.cfg.state.params())
-        self.buffers: StreamBuffers | None = None
-        self.windower: Windower | None = None
-        self.crop: CropStage | None = None
+        self.ingest: IngestChain | None = None  # None: ingested by a worker process
         self.supervisor: SourceSupervisor | None = None
         self.supervised = False  # a supervisor (here or in an ingest worker) runs its source
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -74,47 +82,25 @@ class StreamRuntime:
         self._fps_at = time.monotonic()
         self.ended: str | None = None  # reason the source ended (EOF), None while running
 
-    # -- ingest wiring (local streams) ---------------------------------------------------
+    # -- ingest (local streams) ----------------------------------------------------------
 
     def attach_ingest(self, cropper: Cropper, executor: ThreadPoolExecutor) -> StreamBuffers:
-        cfg, contract = self.pipeline.cfg, self.pipeline.contract
-        buffers = StreamBuffers(
+        self.ingest = IngestChain(
             self.stream_id,
-            audio_seconds=max(cfg.buffers.audio_seconds, 2 * contract.window_seconds),
-            video_frames=cfg.buffers.video_frames,
-            sample_rate=contract.sample_rate,
-        )
-        buffers.on_drop = self.media_dropped
-        self.crop = CropStage(
-            self.stream_id,
-            contract,
+            self.pipeline.contract,
+            ingest_settings(self.pipeline.cfg),
             cropper,
             executor,
             submit=self.pipeline.submit_window,
-            on_drop=lambda n: self.window_dropped("crop", n),
+            on_window_dropped=lambda n: self.window_dropped("crop", n),
+            on_media_dropped=self.media_dropped,
+            on_end=self.on_close,
         )
-        self.windower = Windower(buffers, contract, self._emit_raw, cfg.windows.hop_seconds)
-        buffers.listener = self  # forward media to the windower, notice closes
-        self.buffers = buffers
-        return buffers
-
-    def _emit_raw(self, raw: RawWindow) -> None:
-        if self.crop is not None:
-            self.crop.put(raw)
-
-    # BufferListener
-    def on_media(self) -> None:
-        if self.windower is not None:
-            self.windower.on_media()
-
-    def on_reset(self) -> None:
-        if self.windower is not None:
-            self.windower.on_reset()
+        return self.ingest.buffers
 
     def on_close(self, reason: str) -> None:
+        """The source ended and its last window is out (locally or in an ingest worker)."""
         self.ended = reason
-        if self.windower is not None:
-            self.windower.on_close(reason)
         self.metrics.set_up(False)
 
     # -- SourceEvents (supervisor) -------------------------------------------------------
@@ -167,8 +153,8 @@ class StreamRuntime:
 
     def tick(self, now: float) -> None:
         """Housekeeping: frames per second from the buffers' counters."""
-        if self.buffers is not None:
-            self._count_frames(self.buffers.video.received, now)
+        if self.ingest is not None:
+            self._count_frames(self.ingest.frames_received, now)
 
     def remote_frames(self, frames: int, now: float) -> None:
         """Frame count reported by an ingest worker."""
@@ -306,8 +292,8 @@ class Pipeline:
         """Register a stream and return its sink; call on the event loop (after start)."""
         rt = self._register(stream_id, kind)
         buffers = rt.attach_ingest(self.cropper_factory(rt.stream_id), self._executor)
-        assert rt.crop is not None
-        self._spawn(rt.crop.run(), f"crop-{rt.stream_id}", rt)
+        assert rt.ingest is not None
+        self._spawn(rt.ingest.run(), f"crop-{rt.stream_id}", rt)
         return buffers
 
     def open_remote_stream(self, stream_id: str) -> str:
@@ -319,8 +305,8 @@ class Pipeline:
         rt = self.streams.pop(sid, None)
         if rt is None:
             return
-        if rt.buffers is not None and rt.buffers.closed_reason is None:
-            rt.buffers.close("removed")
+        if rt.ingest is not None and rt.ingest.buffers.closed_reason is None:
+            rt.ingest.buffers.close("removed")
         for task in list(rt.tasks):
             task.cancel()
         self.scorer.discard_stream(sid)
@@ -358,7 +344,7 @@ class Pipeline:
 
     def idle(self) -> bool:
         """Nothing waiting to be cropped or scored (used to finish file runs cleanly)."""
-        crops_idle = all(rt.crop is None or rt.crop.idle for rt in self.streams.values())
+        crops_idle = all(rt.ingest is None or rt.ingest.idle for rt in self.streams.values())
         return crops_idle and self.scorer.idle
 
     # -- scoring -------------------------------------------------------------------------
@@ -366,7 +352,7 @@ class Pipeline:
     def _windows_in_flight(self) -> bool:
         """A window is being prepared here, or may arrive from an ingest worker at any time."""
         for rt in self.streams.values():
-            if rt.kind == "remote" or (rt.crop is not None and not rt.crop.idle):
+            if rt.kind == "remote" or (rt.ingest is not None and not rt.ingest.idle):
                 return True
         return False
 

@@ -7,28 +7,21 @@ and a frame at or after every sample time. A track the source declared missing i
 waited for; an undeclared track that lags more than `MAX_SKEW_S` behind the other is
 treated as missing for that window.
 
-The `CropStage` turns raw windows into model inputs (`Window`) off the event loop:
-frames are converted to RGB only here, and face crops go through the stream's own
-`FaceCropper` (it tracks faces, so calls stay in time order, one at a time per stream).
-If cropping falls behind, the oldest waiting windows are dropped and counted.
+`monitor.live.crops.CropStage` then turns raw windows into model inputs (`Window`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 
 from monitor.contract import InputContract
-from monitor.live.buffers import SampledFrame, StreamBuffers, time_key
+from monitor.live.buffers import SampledFrame, StreamBuffers
 from monitor.windows import frame_times
 
 logger = logging.getLogger(__name__)
@@ -36,8 +29,6 @@ logger = logging.getLogger(__name__)
 MAX_SKEW_S = 1.0  # emit a window once the leading track is this far past its end
 END_TOLERANCE_S = 0.25  # at end of stream, a window this close to complete is still emitted
 RESYNC_WINDOWS = 3  # jump ahead when this many windows behind the newest media
-CROP_QUEUE_WINDOWS = 4  # raw windows waiting for cropping per stream before dropping oldest
-CROP_CACHE_FRAMES = 16  # overlapping windows share sample times: crop each time once
 
 
 @dataclass(frozen=True)
@@ -78,12 +69,6 @@ class Window:
         return float(self.face_found.mean()) if self.face_found.size else 0.0
 
 
-class Cropper(Protocol):
-    """What `monitor.media.faces.FaceCropper` offers: crop(rgb) -> result with .image, .found."""
-
-    def crop(self, rgb: np.ndarray) -> Any: ...
-
-
 class Windower:
     """Cuts one stream's buffers into windows every hop; see the module docstring."""
 
@@ -93,10 +78,12 @@ class Windower:
         contract: InputContract,
         emit: Callable[[RawWindow], None],
         hop_seconds: float | None = None,
+        on_end: Callable[[str], None] | None = None,
     ) -> None:
         self.buffers = buffers
         self.contract = contract
         self.emit = emit
+        self.on_end = on_end  # called with the reason once the stream's last window is out
         self.hop = contract.hop_seconds if hop_seconds is None else hop_seconds
         if self.hop <= 0:
             raise ValueError(f"hop_seconds must be > 0, got {self.hop}")
@@ -135,6 +122,8 @@ class Windower:
         if self._next_start is not None:
             self._emit_ready()
         self.closed = True
+        if self.on_end is not None:
+            self.on_end(reason)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -208,112 +197,3 @@ class Windower:
             self._announce()
             self.windows_emitted += 1
             self.emit(raw)
-
-
-def to_rgb(frame: Any) -> np.ndarray:
-    """An RGB uint8 image from an av.VideoFrame (or an RGB ndarray, returned as is)."""
-    if isinstance(frame, np.ndarray):
-        return frame
-    return np.asarray(frame.to_ndarray(format="rgb24"))
-
-
-def audio_rms(audio: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
-
-
-class CropStage:
-    """Per stream: RawWindow -> Window in a thread pool, in order, bounded, drop-oldest."""
-
-    def __init__(
-        self,
-        stream_id: str,
-        contract: InputContract,
-        cropper: Cropper,
-        executor: Executor | None,
-        submit: Callable[[Window], None],
-        on_drop: Callable[[int], None] | None = None,
-        max_waiting: int = CROP_QUEUE_WINDOWS,
-    ) -> None:
-        self.stream_id = stream_id
-        self.contract = contract
-        self.cropper = cropper
-        self.executor = executor
-        self.submit = submit
-        self.on_drop = on_drop
-        self._queue: deque[RawWindow] = deque()
-        self._max_waiting = max_waiting
-        self._wake = asyncio.Event()
-        self._cache: OrderedDict[float, tuple[np.ndarray, bool]] = OrderedDict()
-        self._busy = False
-        self.dropped = 0
-        self.prepared = 0
-        self.errors = 0
-
-    @property
-    def idle(self) -> bool:
-        return not self._queue and not self._busy
-
-    def put(self, raw: RawWindow) -> None:
-        """Called on the loop by the Windower; never blocks."""
-        if len(self._queue) >= self._max_waiting:
-            self._queue.popleft()
-            self.dropped += 1
-            if self.on_drop is not None:
-                self.on_drop(1)
-        self._queue.append(raw)
-        self._wake.set()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            raw = self._queue.popleft()
-            self._busy = True
-            try:
-                window = await loop.run_in_executor(self.executor, self.prepare, raw)
-            except (ValueError, RuntimeError, OSError) as exc:
-                # Per-stream boundary: one bad frame must not end the stream.
-                self.errors += 1
-                logger.warning(
-                    "stream %s: window %d not prepared: %s", self.stream_id, raw.index, exc
-                )
-                continue
-            finally:
-                self._busy = False
-            self.prepared += 1
-            self.submit(window)
-
-    def prepare(self, raw: RawWindow) -> Window:
-        """RGB conversion + face crops for one window (runs in a worker thread)."""
-        k, s = self.contract.k_crops, self.contract.crop_size
-        faces = np.zeros((k, s, s, 3), dtype=np.uint8)
-        found = np.zeros(k, dtype=bool)
-        for j, sampled in enumerate(raw.frames):
-            if sampled is None:
-                continue
-            key = time_key(sampled.t)
-            cached = self._cache.get(key)
-            if cached is None:
-                result = self.cropper.crop(to_rgb(sampled.frame))
-                cached = (np.asarray(result.image, dtype=np.uint8), bool(result.found))
-                self._cache[key] = cached
-                while len(self._cache) > CROP_CACHE_FRAMES:
-                    self._cache.popitem(last=False)
-            faces[j], found[j] = cached
-        rms = audio_rms(raw.audio) if raw.has_audio else 0.0
-        return Window(
-            stream_id=raw.stream_id,
-            index=raw.index,
-            start_s=raw.start_s,
-            end_s=raw.end_s,
-            audio=raw.audio,
-            faces=faces,
-            face_found=found,
-            audio_rms=rms,
-            has_audio=raw.has_audio,
-            has_video=raw.has_video,
-            ready_at=raw.ready_at,
-        )

@@ -11,7 +11,8 @@ import pytest
 
 from monitor.contract import InputContract
 from monitor.live.buffers import AudioRing, FrameSampler, StreamBuffers
-from monitor.live.windowing import CropStage, RawWindow, Window, Windower
+from monitor.live.crops import CropStage
+from monitor.live.windowing import RawWindow, Window, Windower
 
 SR = 16_000
 
