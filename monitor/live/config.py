@@ -18,18 +18,18 @@ events: {path: events.jsonl}
 from __future__ import annotations
 
 import difflib
-import importlib
 import ipaddress
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from monitor.errors import ConfigError
 from monitor.live.sources.base import STREAM_ID_PATTERN
+from monitor.live.sources.webrtc_config import WebRTCConfig
 from monitor.live.state import StateParams
 
 logger = logging.getLogger(__name__)
@@ -39,29 +39,6 @@ TOKEN_ENV = "DEEPFAKE_MONITOR_TOKEN"  # overrides server.token, keeps secrets ou
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _WebRTCSwitch(_Section):
-    """Stand-in while the WebRTC source is not installed: only the switch is accepted."""
-
-    enabled: bool = Field(False, description="serve POST /offer and the browser page")
-
-
-def _webrtc_config_class() -> type[BaseModel]:
-    """The WebRTC source's own section model; a light module first (no aiortc import)."""
-    for module in ("monitor.live.sources.webrtc_config", "monitor.live.sources.webrtc"):
-        try:
-            cls: type[BaseModel] = importlib.import_module(module).WebRTCConfig
-            return cls
-        except (ImportError, AttributeError):
-            continue
-    return _WebRTCSwitch
-
-
-if TYPE_CHECKING:
-    from monitor.live.sources.webrtc import WebRTCConfig
-else:
-    WebRTCConfig = _webrtc_config_class()
 
 
 class ServerConfig(_Section):

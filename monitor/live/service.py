@@ -102,7 +102,7 @@ class Service:
                 f"windows.hop_seconds={hop} exceeds the model's window "
                 f"({backend.contract.window_seconds} s); windows would leave gaps"
             )
-        webrtc_on = self._runner is not None and getattr(self.cfg.webrtc, "enabled", True)
+        webrtc_on = self._runner is not None and self.cfg.webrtc.enabled
         if webrtc_on and backend.contract.sample_rate != SAMPLE_RATE:
             raise ContractError(
                 f"the model expects {backend.contract.sample_rate} Hz audio but WebRTC callers are "
@@ -250,13 +250,13 @@ class Service:
         """One token for everything: server.token (or its env var), else webrtc.token."""
         token = self.cfg.server.bearer_token()
         if token is None:
-            secret = getattr(self.cfg.webrtc, "token", None)
+            secret = self.cfg.webrtc.token
             token = secret.get_secret_value() if secret is not None else None
         return token
 
     def _add_webrtc(self, app: Any) -> None:
         wcfg = self.cfg.webrtc
-        if not getattr(wcfg, "enabled", True):
+        if not wcfg.enabled:
             return
         try:
             webrtc = importlib.import_module("monitor.live.sources.webrtc")
