@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument(
         "--no-second-chance",
         action="store_true",
-        help="no second cascade when the first finds no face (the cost before session 9)",
+        help="no second cascade when the first finds no face (the cost before 2026-11-24)",
     )
     args = parser.parse_args()
     if args.threads >= 0:

@@ -301,7 +301,7 @@ class Augmenter:
         A detector's visual branch first has to find the pixel-level trace of a re-rendered
         face; denoising, rescaling, noise and re-compression blur exactly that trace, and
         with all of them on from the first step some seeds never leave the starting
-        plateau (BENCHMARKS.md, session 10). The ramp lets the branch find the cue on
+        plateau (docs/experiments.md, 2026-11-24). The ramp lets the branch find the cue on
         clean crops, then teaches it to keep the cue through degraded ones.
         """
         n = self.cfg.degrade_warmup_epochs

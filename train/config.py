@@ -33,14 +33,14 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # shipped training re
 # CPU, loads training draws in the training process (2 cores: 8 % faster epochs; see
 # TrainConfig.resolved_loader_workers). On synth1k: val
 # AUC 0.960, 0.958, 0.967 (seeds 0-2) in 4.4-4.7 min, against 0.912 in 3.8 min for the
-# earlier K = 4, 14-epoch preset (BENCHMARKS.md, session 8); `make demo` keeps
+# earlier K = 4, 14-epoch preset (docs/experiments.md, 2026-11-24); `make demo` keeps
 # that earlier setting (train/recipes/demo.yaml). The
 # default preset validates and saves an EMA of the weights (train/ema.py): the same end
-# point on synth1k, with smoother epochs on the way (BENCHMARKS.md, session 5). Its
+# point on synth1k, with smoother epochs on the way (docs/experiments.md, 2026-11-23). Its
 # crops are 160 px instead of the contract's 112: a face of 200 px in the frame fills a
 # 300-px crop, and shrinking that to 112 px averages away the noise and resolution
 # step a re-rendered face leaves (30-epoch runs on synth1k: val AUC 0.972 -> 0.983,
-# face_swap 0.89 -> 0.96, face_lowres 0.93 -> 0.99; BENCHMARKS.md, session 6).
+# face_swap 0.89 -> 0.96, face_lowres 0.93 -> 0.99; docs/experiments.md, 2026-11-23).
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "demo": {
         "epochs": 22,
@@ -281,7 +281,8 @@ class TrainConfig(_Strict):
         training process: its step is short, and on 2 cores loader processes only compete
         with it (8 % slower epochs). Everywhere else `workers` processes load, so a GPU
         is not left waiting: on the H100 machine, cpu224.yaml loading in the training
-        process spent over 80 % of each epoch waiting for draws (BENCHMARKS.md, session 12).
+        process spent over 80 % of each epoch waiting for draws (BENCHMARKS.md,
+        Training throughput on the H100 GPU).
         """
         if self.loader_workers is not None:
             return self.loader_workers

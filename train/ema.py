@@ -3,9 +3,9 @@
 A small dataset and a high learning rate make the weights after any single step noisy:
 on synth1k the val AUC of consecutive epochs jumped by up to 0.08 and the val TPR at
 FPR 1e-3 (which rests on the highest-scoring real clip) between 0.45 and 0.78
-(BENCHMARKS.md, session 4). The average of the recent weights is a steadier model for
-one lerp per tensor per step (session 5: the same end point after 30 epochs, better
-epochs on the way).
+(docs/experiments.md, 2026-11-23). The average of the recent weights is a steadier model
+for one lerp per tensor per step (the same end point after 30 epochs, better epochs on
+the way).
 
 The decay ramps up as (1 + n) / (10 + n) over the first steps (n = updates so far), so
 the early average is not dominated by the random initial weights.

@@ -10,7 +10,7 @@ their frames are untouched), and each generation method's fakes against all real
 per-method AUC shows which attacks the detector has not learnt). When the manifest
 gives each clip's face height, the fakes are also scored by face size against all reals:
 a crop shrinks a big face more, and with it the pixel-level traces a re-rendered face
-leaves (BENCHMARKS.md, session 10).
+leaves (MODEL_CARD.md, By face size).
 """
 
 from __future__ import annotations

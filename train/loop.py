@@ -89,7 +89,7 @@ class TrainResult:
 # A per-modality head that ends below this val AUC has not found its modality's cue: with
 # some seeds the visual branch never leaves its starting plateau (visual AUC 0.54 on
 # synth1k val, 0.65 on 2,000 clips, against 0.97-0.99 for the runs that learn;
-# BENCHMARKS.md, session 10).
+# docs/experiments.md, 2026-11-24).
 WEAK_HEAD_AUC = 0.7
 
 

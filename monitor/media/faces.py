@@ -48,7 +48,7 @@ CASCADE_FILE = "haarcascade_frontalface_default.xml"  # in cv2.data.haarcascades
 SECOND_CASCADE_FILE = "haarcascade_frontalface_alt2.xml"  # second chance when the first
 # finds nothing: on the synthetic val set it finds faces in clips where the first found
 # none in any frame (curly hair, beards), and those centre crops were the detector's worst
-# false alarms (BENCHMARKS.md, session 9)
+# false alarms (docs/experiments.md, 2026-11-24)
 SECOND_CASCADE_SCALE = 1.06  # alt2's boxes are 6 % smaller than the default cascade's on the
 # same faces, centred alike (29 synthetic frames: ratio 0.943 +- 0.055, centre within 0.01
 # box side); scaling them keeps the crop's framing the same whichever cascade found it

@@ -15,7 +15,7 @@ JSON's `rules`), so rules are compared on a validation split without scoring twi
 The default is `logit_mean`, the geometric mean of the windows' odds: a window the
 model is sure of (near 0 or 1) weighs more than in `mean`, where no window can pass 1.
 On the 2,000-clip synthetic split (1,000 reals, 5.5 windows a clip) it raised TPR at
-FPR 1e-3 over `mean` in three models of BENCHMARKS.md (sessions 12 and 13: 0.816 ->
+FPR 1e-3 over `mean` in three models (MODEL_CARD.md, Clip aggregation rule: 0.816 ->
 0.886, 0.760 -> 0.811, 0.827 -> 0.857) at the same AUC, and tied on a 600-clip test split
 with held-out methods. Training's per-epoch validation and `evaluate` use the same rule
 (train/evaluate.py), so the figure seen while training is the figure the file gets.

@@ -78,7 +78,7 @@ class ModelConfig:
     # embeddings plus learned weights x the heads' logits) or "or" (logsumexp of the
     # audio, visual and sync heads' logits, a soft "any modality is fake", no MLP): a clip
     # is fake when its voice or its face or their timing is, and an MLP over embeddings
-    # can also learn combinations that flag a real identity (BENCHMARKS.md, session 9)
+    # can also learn combinations that flag a real identity (docs/experiments.md)
     fusion_hidden: int = 256  # hidden units of the fusion MLP
     dropout: float = 0.2  # before every head, training only
     fusion_dropout: float | None = None  # on the fusion MLP's input embeddings (None: dropout);
@@ -156,19 +156,19 @@ class ModelConfig:
         """Product default for GPUs: ResNet-18 on both branches; the visual CNN sees every
         second crop (the default training preset gives it 8 per window) and the high-pass
         residuals beside RGB (30-epoch runs: test AUC 0.960 -> 0.969, face_swap 0.79 ->
-        0.85; BENCHMARKS.md, session 4). Half the fusion MLP's inputs are dropped in
+        0.85; docs/experiments.md, 2026-11-23). Half the fusion MLP's inputs are dropped in
         training, which keeps it from flagging a real face on a few embedding dimensions
         (30-epoch runs, seed 0: val TPR@1e-3 0.63 -> 0.80 at the same AUC; not seen
-        with seed 1; BENCHMARKS.md, session 5). The mouth CNN sees the lower middle of
+        with seed 1; docs/experiments.md, 2026-11-23). The mouth CNN sees the lower middle of
         the crop only (MOUTH_BOX): a third of the pixels, and the sync family's val AUC
-        was the best yet with it (desync_other 0.98; BENCHMARKS.md, session 6)."""
+        was the best yet with it (desync_other 0.98; docs/experiments.md, 2026-11-23)."""
         return cls(visual_stride=2, visual_highpass=True, fusion_dropout=0.5, mouth_box=MOUTH_BOX)
 
     @classmethod
     def demo(cls) -> ModelConfig:
         """Tiny and fast on a CPU: trains on ~1,000 clips in minutes. Like the default,
         its visual CNN sees every second crop and its mouth CNN the mouth band alone, so
-        8 crops per window cost what 4 whole crops did (BENCHMARKS.md, session 8)."""
+        8 crops per window cost what 4 whole crops did (docs/experiments.md, 2026-11-24)."""
         return cls(
             visual_stride=2,
             mouth_box=MOUTH_BOX,
