@@ -178,6 +178,15 @@ def choose_backend(
                 f"{found.triton_url} can only be served by the triton backend"
             )
         return Choice("triton", found.triton_url, "remote", "model path is a Triton server URL")
+    if backend == "auto":
+        return _auto_choice(found, cpu_only, device, probe)
+    return _asked_choice(found, backend, cpu_only, device, probe)
+
+
+def _asked_choice(
+    found: Artifacts, backend: str, cpu_only: bool, device: str, probe: Probe
+) -> Choice:
+    """The backend named on the command line, or why it cannot run these files."""
     if backend == "tensorrt":
         if found.plan is None:
             raise BackendUnavailableError(
@@ -212,11 +221,14 @@ def choose_backend(
                 "`deepfake-monitor export CHECKPOINT --out MODEL.onnx`"
             )
         return Choice("onnxruntime", str(found.onnx), device, "asked for onnxruntime")
-    if backend == "triton":
-        raise BackendUnavailableError(
-            "backend triton needs a model path of the form triton://host:port/model"
-        )
-    # auto
+    raise BackendUnavailableError(
+        "backend triton needs a model path of the form triton://host:port/model"
+    )
+
+
+def _auto_choice(found: Artifacts, cpu_only: bool, device: str, probe: Probe) -> Choice:
+    """tensorrt if an engine and the library are present, else torch on CUDA, else
+    onnxruntime, else the torch CPU reference."""
     if found.plan is not None and not cpu_only:
         if probe.has_tensorrt():
             return Choice(

@@ -67,46 +67,15 @@ def build_engine(
 
     builder = trt.Builder(trt_logger)
     strongly_typed = onnx_manifest.precision == "fp16"
-    typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    # (a TensorRT without the flag builds every network strongly typed)
-    flags = 1 << int(typed_flag) if strongly_typed and typed_flag is not None else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, trt_logger)
-    if not parser.parse_from_file(str(src)):
-        for i in range(parser.num_errors):
-            logger.error(
-                "ONNX parser error %d/%d: %s", i + 1, parser.num_errors, parser.get_error(i)
-            )
-        raise ModelFormatError(
-            f"{src}: TensorRT {trt.__version__} cannot parse this ONNX file "
-            f"({parser.num_errors} parser errors, logged above)"
-        )
+    network = _parse_onnx(builder, trt_logger, src, strongly_typed)
     io = network_io(network)
     check_io(contract, io, str(src))
-
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib * MIB)
-    precision = "fp16" if strongly_typed or opts.fp16 else "fp32"
-    if opts.fp16 and not strongly_typed:
-        if not hasattr(trt.BuilderFlag, "FP16"):  # weak typing was deprecated in TensorRT 10
-            raise BackendUnavailableError(
-                f"TensorRT {trt.__version__} has no fp16 builder flag: export with --fp16 and "
-                "build the .fp16.onnx file instead"
-            )
-        if not getattr(builder, "platform_has_fast_fp16", True):
-            logger.warning("%s has no fast fp16; building fp16 anyway", here.gpu_name)
-        config.set_flag(trt.BuilderFlag.FP16)
+    precision = _configure(builder, config, opts, strongly_typed, here.gpu_name)
     trt_profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profile_shapes(contract, profile).items():
         trt_profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(trt_profile)
-
-    cache_bytes = b""
-    if opts.timing_cache is not None and opts.timing_cache.is_file():
-        cache_bytes = opts.timing_cache.read_bytes()
-        logger.info("reusing timing cache %s (%d bytes)", opts.timing_cache, len(cache_bytes))
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
 
     logger.info(
         "building %s engine for %s (profile %d/%d/%d, workspace %d MiB)",
@@ -148,6 +117,55 @@ def build_engine(
     )
     write_manifest(out, manifest)
     return manifest
+
+
+def _parse_onnx(
+    builder: trt.Builder, trt_logger: trt.ILogger, src: Path, strongly_typed: bool
+) -> trt.INetworkDefinition:
+    """The ONNX file as a TensorRT network; parser errors are logged and refused."""
+    typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    # (a TensorRT without the flag builds every network strongly typed)
+    flags = 1 << int(typed_flag) if strongly_typed and typed_flag is not None else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, trt_logger)
+    if not parser.parse_from_file(str(src)):
+        for i in range(parser.num_errors):
+            logger.error(
+                "ONNX parser error %d/%d: %s", i + 1, parser.num_errors, parser.get_error(i)
+            )
+        raise ModelFormatError(
+            f"{src}: TensorRT {trt.__version__} cannot parse this ONNX file "
+            f"({parser.num_errors} parser errors, logged above)"
+        )
+    return network
+
+
+def _configure(
+    builder: trt.Builder,
+    config: trt.IBuilderConfig,
+    opts: BuildOptions,
+    strongly_typed: bool,
+    gpu_name: str,
+) -> str:
+    """Workspace, precision flags and timing cache; returns the engine's precision."""
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib * MIB)
+    precision = "fp16" if strongly_typed or opts.fp16 else "fp32"
+    if opts.fp16 and not strongly_typed:
+        if not hasattr(trt.BuilderFlag, "FP16"):  # weak typing was deprecated in TensorRT 10
+            raise BackendUnavailableError(
+                f"TensorRT {trt.__version__} has no fp16 builder flag: export with --fp16 and "
+                "build the .fp16.onnx file instead"
+            )
+        if not getattr(builder, "platform_has_fast_fp16", True):
+            logger.warning("%s has no fast fp16; building fp16 anyway", gpu_name)
+        config.set_flag(trt.BuilderFlag.FP16)
+    cache_bytes = b""
+    if opts.timing_cache is not None and opts.timing_cache.is_file():
+        cache_bytes = opts.timing_cache.read_bytes()
+        logger.info("reusing timing cache %s (%d bytes)", opts.timing_cache, len(cache_bytes))
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return precision
 
 
 def network_io(network: trt.INetworkDefinition) -> tuple[TensorSpec, ...]:

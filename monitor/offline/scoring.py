@@ -235,6 +235,20 @@ def _timed(it: Iterator[Extracted], clock: list[float]) -> Iterator[Extracted]:
         yield x
 
 
+@dataclass
+class _Run:
+    """What one pass over the pending videos produced (before the outputs are written)."""
+
+    results: list[VideoResult]  # every input's result, in input order
+    resumed: int  # videos the journal already had
+    scored: int  # videos scored in this run
+    loop_s: float  # wall time of the decode + score loop
+    first_s: float  # until the first video's windows arrived
+    decode_s: float  # decoding, summed over workers
+    wait_s: float  # the main process waiting for decoded videos
+    batcher: _Batcher
+
+
 def score_videos(
     data: str | Path, opts: ScoreOptions, backend: Backend | None = None
 ) -> ScoreSummary:
@@ -250,47 +264,68 @@ def score_videos(
     if backend is None:
         backend = load_backend(opts.model, opts.backend, opts.device)
     try:
-        contract = backend.contract
-        identity = {
-            "inputs_sha256": inputs_digest(inputs),
-            "inputs": len(inputs),
-            "shard": str(opts.shard),
-            "model_sha256": model_identity(backend, opts.model),
-            "contract": contract.to_dict(),
-            "sampling": opts.sampling,
-            "hop_seconds": opts.hop_seconds,
-            "max_windows": opts.max_windows,
-        }
-        with Journal.open(
-            paths.journal, identity, resume=opts.resume, overwrite=opts.overwrite
-        ) as journal:
-            resumed = len(journal.results)
-            todo = [v for v in inputs if v.index not in journal.results]
-            logger.info(
-                "%d videos to score (%d done before), %d workers, backend %s, sampling %s",
-                len(todo),
-                resumed,
-                opts.workers,
-                backend.name,
-                opts.sampling,
-            )
-            waited = [0.0]
-            decode_s = loop_s = first_s = 0.0
-            with _progress_bar(len(inputs), resumed, opts.progress) as bar:
-                batcher = _Batcher(backend, journal, opts.batch_windows, bar)
-                t_loop = time.perf_counter()
-                stream = iter_extracted(_jobs(todo, contract, opts), opts.workers)
-                with contextlib.closing(stream):
-                    for x in _timed(stream, waited):
-                        first_s = first_s or time.perf_counter() - t_loop
-                        decode_s += x.seconds
-                        batcher.add(x)
-                    batcher.flush()
-                loop_s = time.perf_counter() - t_loop
-            results = ordered_results(inputs, journal.results)
+        run = _score_pending(inputs, backend, opts, paths)
     finally:
         if own_backend:
             backend.close()
+    return _write_outputs(run, labels, paths, opts, backend.name, t_start)
+
+
+def _score_pending(
+    inputs: list[VideoInput], backend: Backend, opts: ScoreOptions, paths: OutputPaths
+) -> _Run:
+    """Score the inputs the journal does not have yet, appending each batch to it."""
+    contract = backend.contract
+    identity = {
+        "inputs_sha256": inputs_digest(inputs),
+        "inputs": len(inputs),
+        "shard": str(opts.shard),
+        "model_sha256": model_identity(backend, opts.model),
+        "contract": contract.to_dict(),
+        "sampling": opts.sampling,
+        "hop_seconds": opts.hop_seconds,
+        "max_windows": opts.max_windows,
+    }
+    with Journal.open(
+        paths.journal, identity, resume=opts.resume, overwrite=opts.overwrite
+    ) as journal:
+        resumed = len(journal.results)
+        todo = [v for v in inputs if v.index not in journal.results]
+        logger.info(
+            "%d videos to score (%d done before), %d workers, backend %s, sampling %s",
+            len(todo),
+            resumed,
+            opts.workers,
+            backend.name,
+            opts.sampling,
+        )
+        waited = [0.0]
+        decode_s = first_s = 0.0
+        with _progress_bar(len(inputs), resumed, opts.progress) as bar:
+            batcher = _Batcher(backend, journal, opts.batch_windows, bar)
+            t_loop = time.perf_counter()
+            stream = iter_extracted(_jobs(todo, contract, opts), opts.workers)
+            with contextlib.closing(stream):
+                for x in _timed(stream, waited):
+                    first_s = first_s or time.perf_counter() - t_loop
+                    decode_s += x.seconds
+                    batcher.add(x)
+                batcher.flush()
+            loop_s = time.perf_counter() - t_loop
+        results = ordered_results(inputs, journal.results)
+    return _Run(results, resumed, len(todo), loop_s, first_s, decode_s, waited[0], batcher)
+
+
+def _write_outputs(
+    run: _Run,
+    labels: dict[str, int] | None,
+    paths: OutputPaths,
+    opts: ScoreOptions,
+    backend_name: str,
+    t_start: float,
+) -> ScoreSummary:
+    """Predictions, errors, window scores, metrics and the summary, from the results."""
+    results = run.results
     rows = predictions(results, opts.aggregate, opts.neutral_score)
     write_predictions(paths.predictions, rows)
     write_errors(paths.errors, errors(results), opts.neutral_score)
@@ -304,22 +339,22 @@ def score_videos(
             write_metrics(paths, metrics, curves, f"ROC of {paths.predictions.name}")
     profile = Profile(
         wall_s=time.perf_counter() - t_start,
-        loop_s=loop_s,
-        first_s=first_s,
-        decode_s=decode_s,
-        inference_s=batcher.inference_s,
-        wait_s=waited[0],
-        batches=batcher.batches,
-        videos=len(todo),
-        windows=batcher.scored_windows,
+        loop_s=run.loop_s,
+        first_s=run.first_s,
+        decode_s=run.decode_s,
+        inference_s=run.batcher.inference_s,
+        wait_s=run.wait_s,
+        batches=run.batcher.batches,
+        videos=run.scored,
+        windows=run.batcher.scored_windows,
     )
     summary = ScoreSummary(
         out=str(paths.predictions),
         videos=len(rows),
-        resumed=resumed,
+        resumed=run.resumed,
         aggregate=opts.aggregate,
         sampling=opts.sampling,
-        backend=backend.name,
+        backend=backend_name,
         shard=str(opts.shard),
         neutral_score=opts.neutral_score,
         profile=profile,

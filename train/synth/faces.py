@@ -248,6 +248,8 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) ->
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
+# One drawing pass in painter's order (back to front). Its random draws happen in this
+# order and the generated dataset's bytes depend on it, so it stays in one piece.
 def _render_base(
     st: FaceStyle, unit_px: float, light: tuple[float, float], rng: np.random.Generator
 ) -> tuple[_Canvas, np.ndarray]:
