@@ -622,7 +622,7 @@ def test_the_shipped_160_px_config_builds_the_measured_model() -> None:
     from train.loop import build_model_config
     from train.model import MOUTH_BOX
 
-    cfg = load_config(REPO_ROOT / "train" / "recipes" / "cpu160.yaml")
+    cfg = load_config("cpu160")
     assert cfg.preset == "demo" and cfg.epochs == 30 and cfg.ema_decay == 0.995
     contract = cfg.build_contract()
     assert (contract.k_crops, contract.crop_size) == (8, 160)
@@ -635,8 +635,7 @@ def test_the_shipped_224_px_config_is_the_160_px_one_with_bigger_crops_and_a_war
     from train.loop import build_model_config
     from train.model import Detector
 
-    shipped = REPO_ROOT / "train" / "recipes"
-    c160, c224 = (load_config(shipped / f"cpu{px}.yaml") for px in (160, 224))
+    c160, c224 = (load_config(f"cpu{px}") for px in (160, 224))
     assert c224.build_contract() == replace(c160.build_contract(), crop_size=224)
     warm_up = c160.augment.model_copy(update={"degrade_warmup_epochs": 10})
     expected = c160.model_copy(update={"augment": warm_up})
@@ -649,8 +648,7 @@ def test_the_shipped_224_px_config_is_the_160_px_one_with_bigger_crops_and_a_war
 
 
 def test_the_shipped_native_crop_config_is_cpu224_with_a_downscale_cap() -> None:
-    shipped = REPO_ROOT / "train" / "recipes"
-    c224, native = (load_config(shipped / f"{n}.yaml") for n in ("cpu224", "cpu224native"))
+    c224, native = (load_config(n) for n in ("cpu224", "cpu224native"))
     assert native.build_contract() == replace(c224.build_contract(), max_crop_downscale=1.0)
     assert native.model_dump(exclude={"contract"}) == c224.model_dump(exclude={"contract"})
     # the cap changes the crops, so the two never share a window cache
@@ -687,3 +685,16 @@ def test_default_model_sees_highpass_residuals_and_demo_keeps_rgb() -> None:
     del old["visual_highpass"], old["fusion_dropout"]
     assert not ModelConfig.from_dict(old).visual_highpass
     assert ModelConfig.from_dict(old).fusion_dropout is None
+
+
+def test_recipes_load_by_name_or_by_path_and_an_unknown_name_lists_them(tmp_path: Path) -> None:
+    from train.config import recipe_names
+
+    assert set(recipe_names()) >= {"cpu160", "cpu224", "cpu224native", "demo"}
+    by_path = load_config(REPO_ROOT / "train" / "recipes" / "cpu224native.yaml")
+    assert load_config("cpu224native") == by_path
+    with pytest.raises(ConfigError, match=r"no shipped recipe 'cpu999'.*cpu224native"):
+        load_config("cpu999")
+    own = tmp_path / "cpu224native"  # a file of that name in the working folder wins
+    own.write_text("preset: default\n")
+    assert load_config(own).preset == "default"
