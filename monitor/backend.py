@@ -8,6 +8,7 @@ so the slim runtime never imports torch and `monitor` has no import-time tie to 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ def check_batch(contract: InputContract, audio: np.ndarray, faces: np.ndarray) -
 
 
 ENGINES_LOADER = "engines.loader"  # module with load_backend(model, backend, device)
+HASH_CHUNK_BYTES = 1 << 20  # 1 MiB reads while hashing a model file
 
 
 def load_backend(model: str | Path, backend: str = "auto", device: str = "auto") -> Backend:
@@ -75,3 +77,15 @@ def load_backend(model: str | Path, backend: str = "auto", device: str = "auto")
     loader = importlib.import_module(ENGINES_LOADER)
     loaded: Backend = loader.load_backend(model, backend, device)
     return loaded
+
+
+def model_identity(backend: Backend, model: str | Path) -> str:
+    """sha256 of the model file the backend runs (or its path/URL when not a file)."""
+    path = Path(str(getattr(backend, "path", model)))
+    if not path.is_file():
+        return str(model)
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()

@@ -83,6 +83,14 @@ class InputContract:
         """Shape of one window's face stack, without the batch axis."""
         return (self.k_crops, self.crop_size, self.crop_size, 3)
 
+    def summary(self) -> str:
+        """One line for logs and the build-info metric, e.g. `v1 16000Hz 2.0s/1.0s K4x112px`."""
+        cap = "" if self.max_crop_downscale is None else f" cap{self.max_crop_downscale:g}"
+        return (
+            f"v{self.version} {self.sample_rate}Hz {self.window_seconds:g}s/"
+            f"{self.hop_seconds:g}s K{self.k_crops}x{self.crop_size}px{cap}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["output_names"] = list(self.output_names)

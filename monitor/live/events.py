@@ -2,7 +2,8 @@
 
 A line looks like
 `{"stream": "cam1", "time": "2025-01-01T12:00:00.123+00:00", "state": "ALERT",
-"previous": "SUSPICIOUS", "modality": "fused", "scores": {"fused": 0.91, ...},
+"previous": "SUSPICIOUS", "modality": "fused", "raised_by": "voice",
+"scores": {"fused": 0.91, ...},
 "stream_time": 12.0}`.
 
 The webhook never slows scoring down: events wait in a bounded queue (the oldest is
@@ -41,6 +42,7 @@ def event_record(change: StateChange) -> dict[str, Any]:
         "state": change.state,
         "previous": change.previous,
         "modality": change.modality,
+        "raised_by": change.raised_by,
         "scores": {k: (None if v is None else round(v, 4)) for k, v in change.scores.items()},
         "stream_time": None if change.stream_t is None else round(change.stream_t, 3),
     }

@@ -16,7 +16,7 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from monitor.live.state import ALL_STATES, HEADS, Level
+from monitor.live.state import ALL_STATES, HEADS, RAISED_BY, Level, StateParams
 
 NAMESPACE = "deepfake"
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # window -> score
@@ -25,8 +25,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # windows per backend call
 # where a window was dropped: the crop stage fell behind, the queue from an ingest worker
 # process to the scorer process was full, or the scorer's own queue was
 DROP_STAGES = ("crop", "queue", "scorer")
-MEDIA_KINDS = ("video", "audio")  # video: frames; audio: samples
 WEBHOOK_OUTCOMES = ("sent", "failed", "dropped")
+THRESHOLDS = ("suspicious_on", "suspicious_off", "alert_on", "alert_off")  # StateParams fields
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -60,6 +60,14 @@ class MonitorMetrics:
             namespace=ns,
             registry=r,
         )
+        self.raised_by = Gauge(
+            "verdict_modality",
+            "1 for the modality that raised the stream's SUSPICIOUS or ALERT verdict "
+            "(voice, face, voice_face, lip_sync); all 0 in other states",
+            ["stream", "modality"],
+            namespace=ns,
+            registry=r,
+        )
         self.head_level = Gauge(
             "head_level",
             "Hysteresis level per head: 0 CLEAR, 1 SUSPICIOUS, 2 ALERT",
@@ -77,10 +85,17 @@ class MonitorMetrics:
             namespace=ns,
             registry=r,
         )
-        self.media_dropped = Counter(
-            "media_dropped",
-            "Decoded media dropped before use (video: frames, audio: samples)",
-            ["stream", "kind"],
+        self.video_dropped = Counter(
+            "video_frames_dropped",
+            "Decoded video frames dropped before use",
+            ["stream"],
+            namespace=ns,
+            registry=r,
+        )
+        self.audio_dropped = Counter(
+            "audio_dropped_seconds",
+            "Decoded audio dropped before use",
+            ["stream"],
             namespace=ns,
             registry=r,
         )
@@ -137,6 +152,24 @@ class MonitorMetrics:
         self.backend_ready = Gauge(
             "backend_ready", "1 once the backend is loaded and warm", namespace=ns, registry=r
         )
+        self.threshold = Gauge(
+            "state_threshold",
+            "Smoothed P(fake) at which a head enters (_on) or leaves (_off) a level",
+            ["head", "threshold"],
+            namespace=ns,
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "build_info",
+            "1, labelled with the monitor version, model checksum, input contract and backend",
+            ["version", "model_sha256", "contract", "backend"],
+            namespace=ns,
+            registry=r,
+        )
+        for outcome in WEBHOOK_OUTCOMES:  # present at 0, so increase() sees the first one
+            self.webhook.labels(outcome)
+        for state in ALL_STATES:
+            self.events.labels(state)
         self._streams: dict[str, StreamMetrics] = {}
         self._lock = threading.Lock()
 
@@ -156,6 +189,15 @@ class MonitorMetrics:
         if holder is not None:
             holder.remove()
 
+    def set_thresholds(self, params: StateParams) -> None:
+        for head in HEADS:
+            for name in THRESHOLDS:
+                self.threshold.labels(head, name).set(getattr(params, name))
+
+    def set_build_info(self, version: str, model_sha256: str, contract: str, backend: str) -> None:
+        self.build_info.clear()
+        self.build_info.labels(version, model_sha256, contract, backend).set(1)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -171,9 +213,11 @@ class StreamMetrics:
         self._raw = {h: parent.raw_score.labels(s, h) for h in HEADS}
         self._level = {h: parent.head_level.labels(s, h) for h in HEADS}
         self._state = {st: parent.state.labels(s, st) for st in ALL_STATES}
+        self._raised_by = {m: parent.raised_by.labels(s, m) for m in RAISED_BY}
         self._scored = parent.windows_scored.labels(s)
         self._dropped = {st: parent.windows_dropped.labels(s, st) for st in DROP_STAGES}
-        self._media = {k: parent.media_dropped.labels(s, k) for k in MEDIA_KINDS}
+        self._video_dropped = parent.video_dropped.labels(s)
+        self._audio_dropped = parent.audio_dropped.labels(s)
         self._frames = parent.frames.labels(s)
         self._fps = parent.fps.labels(s)
         self._reconnects = parent.reconnects.labels(s)
@@ -198,15 +242,20 @@ class StreamMetrics:
             self._level[h].set(int(Level[levels[h]]))
         self.parent.latency.observe(max(0.0, latency_s))
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: str, raised_by: str | None = None) -> None:
         for name, child in self._state.items():
             child.set(1.0 if name == state else 0.0)
+        for name, child in self._raised_by.items():
+            child.set(1.0 if name == raised_by else 0.0)
 
     def window_dropped(self, stage: str, n: int = 1) -> None:
         self._dropped[stage].inc(n)
 
-    def media_dropped(self, kind: str, n: int) -> None:
-        self._media[kind].inc(n)
+    def video_frames_dropped(self, frames: int) -> None:
+        self._video_dropped.inc(frames)
+
+    def audio_dropped(self, seconds: float) -> None:
+        self._audio_dropped.inc(seconds)
 
     def frames(self, n: int) -> None:
         self._frames.inc(n)
@@ -230,11 +279,18 @@ class StreamMetrics:
                 _remove(gauge, s, h)
         for st in ALL_STATES:
             _remove(p.state, s, st)
+        for m in RAISED_BY:
+            _remove(p.raised_by, s, m)
         for stage in DROP_STAGES:
             _remove(p.windows_dropped, s, stage)
-        for k in MEDIA_KINDS:
-            _remove(p.media_dropped, s, k)
-        for counter in (p.windows_scored, p.frames, p.reconnects, p.stalls):
+        for counter in (
+            p.windows_scored,
+            p.frames,
+            p.reconnects,
+            p.stalls,
+            p.video_dropped,
+            p.audio_dropped,
+        ):
             _remove(counter, s)
         for gauge in (p.fps, p.source_up):
             _remove(gauge, s)

@@ -121,7 +121,11 @@ class StreamRuntime:
         self.metrics.stall()
 
     def media_dropped(self, kind: str, n: int) -> None:
-        self.metrics.media_dropped(kind, n)
+        """n video frames, or n audio samples at the contract's rate, evicted unused."""
+        if kind == "audio":
+            self.metrics.audio_dropped(n / self.pipeline.contract.sample_rate)
+        else:
+            self.metrics.video_frames_dropped(n)
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -200,6 +204,7 @@ class Pipeline:
         self.contract = backend.contract
         self.cfg = cfg
         self.metrics = metrics or MonitorMetrics()
+        self.metrics.set_thresholds(cfg.state.params())
         self.events = events or EventDispatcher()
         self.cropper_factory = cropper_factory or self._default_cropper
         self.streams: dict[str, StreamRuntime] = {}
@@ -284,7 +289,7 @@ class Pipeline:
             )
         rt = StreamRuntime(self, sid, kind)
         self.streams[sid] = rt
-        rt.metrics.set_state(rt.state.state)
+        rt.metrics.set_state(rt.state.state, rt.state.raised_by)
         logger.info("stream %s: opened (%s)", sid, kind)
         return rt
 
@@ -379,7 +384,7 @@ class Pipeline:
     def record_change(self, rt: StreamRuntime, change: StateChange | None) -> None:
         if change is None:
             return
-        rt.metrics.set_state(change.state)
+        rt.metrics.set_state(change.state, change.raised_by)
         self.metrics.events.labels(change.state).inc()
         self.events.emit(change)
 

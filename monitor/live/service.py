@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hmac
 import importlib
+import importlib.metadata
 import logging
 import signal
 import time
@@ -26,7 +27,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from monitor.backend import Backend
+from monitor.backend import Backend, model_identity
 from monitor.backend import load_backend as backend_for_model
 from monitor.contract import SAMPLE_RATE
 from monitor.errors import ContractError
@@ -41,6 +42,13 @@ from monitor.live.sources import make_source, redact
 logger = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("deepfake-monitor")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
 
 
 def load_backend(cfg: MonitorConfig) -> Backend:
@@ -96,6 +104,10 @@ class Service:
         backend = self.backend
         warm_s = await asyncio.to_thread(warm_up, backend, 1)
         logger.info("backend %s ready (warm-up %.2f s)", backend.name, warm_s)
+        digest = await asyncio.to_thread(model_identity, backend, self.cfg.model)
+        self.metrics.set_build_info(
+            package_version(), digest, backend.contract.summary(), backend.name
+        )
         hop = self.cfg.windows.hop_seconds
         if hop is not None and hop > backend.contract.window_seconds:
             raise ContractError(

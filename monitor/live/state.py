@@ -32,6 +32,11 @@ NO_FACE, NO_AUDIO, SILENCE = "NO_FACE", "NO_AUDIO", "SILENCE"
 STARTING, DOWN, ENDED = "STARTING", "DOWN", "ENDED"
 ALL_STATES = (STARTING, CLEAR, SUSPICIOUS, ALERT, NO_FACE, NO_AUDIO, SILENCE, DOWN, ENDED)
 HEADS = ("fused", "audio", "visual")
+# What raised a SUSPICIOUS or ALERT verdict, in the operator's words: the voice head, the
+# face head, both, or neither of them alone (the fused head's own evidence: voice and mouth
+# out of step, or a combination no single head flags).
+VOICE, FACE, VOICE_FACE, LIP_SYNC = "voice", "face", "voice_face", "lip_sync"
+RAISED_BY = (VOICE, FACE, VOICE_FACE, LIP_SYNC)
 
 
 class Level(IntEnum):
@@ -177,6 +182,7 @@ class StateChange:
     scores: dict[str, float | None]  # smoothed fused / audio / visual
     stream_t: float | None  # stream time of the window that caused it
     wall_time: float = field(default_factory=time.time)  # epoch seconds
+    raised_by: str | None = None  # one of RAISED_BY for SUSPICIOUS / ALERT, else None
 
 
 class StreamState:
@@ -190,6 +196,8 @@ class StreamState:
         self.visual_gate = _Gate(self.params)
         self.state = STARTING
         self.modality = "source"
+        self.raised_by: str | None = None  # RAISED_BY of the current verdict; fixed while
+        # the state holds, so an alert keeps one label for its whole episode
         self._first_t: float | None = None  # first window since (re)start
 
     def scores(self) -> dict[str, float | None]:
@@ -202,9 +210,28 @@ class StreamState:
         if state == self.state:
             self.modality = modality
             return None
-        change = StateChange(self.stream_id, state, self.state, modality, self.scores(), t)
-        self.state, self.modality = state, modality
+        raised_by = self._raised_by(state, modality)
+        change = StateChange(
+            self.stream_id, state, self.state, modality, self.scores(), t, raised_by=raised_by
+        )
+        self.state, self.modality, self.raised_by = state, modality, raised_by
         return change
+
+    def _raised_by(self, state: str, modality: str) -> str | None:
+        """Which modality a SUSPICIOUS or ALERT verdict rests on (None for other states)."""
+        if state not in (SUSPICIOUS, ALERT):
+            return None
+        if modality == "audio":
+            return VOICE
+        if modality == "visual":
+            return FACE
+        # The fused head decided: name each single-modality head that flags at least
+        # SUSPICIOUS; when neither does, the fused head saw what no single head sees.
+        voice = self.heads["audio"].hysteresis.level >= Level.SUSPICIOUS
+        face = self.heads["visual"].hysteresis.level >= Level.SUSPICIOUS
+        if voice and face:
+            return VOICE_FACE
+        return VOICE if voice else FACE if face else LIP_SYNC
 
     def mark(self, state: str, t: float | None = None) -> StateChange | None:
         """Source-driven states (STARTING, DOWN, ENDED); scoring resumes from scratch."""

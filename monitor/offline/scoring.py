@@ -20,7 +20,6 @@ summary); nothing of that stops the run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import time
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.backend import Backend, load_backend
+from monitor.backend import Backend, load_backend, model_identity
 from monitor.errors import ConfigError
 from monitor.offline.aggregation import DEFAULT_RULE, AggregateRule
 from monitor.offline.extraction import Extracted, ExtractJob, check_sampling, iter_extracted
@@ -55,7 +54,6 @@ from monitor.offline.report import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_WINDOWS = 256  # windows per backend.score call (the GPU backends' sweet spot)
-HASH_CHUNK_BYTES = 1 << 20  # 1 MiB reads while hashing the model file
 NONFINITE_REASON = "nonfinitescore"
 
 
@@ -103,20 +101,6 @@ class ScoreOptions:
             raise ConfigError(f"--hop {self.hop_seconds}: must be > 0")
         if not 0.0 <= self.neutral_score <= 1.0:
             raise ConfigError(f"neutral score {self.neutral_score} is not a probability")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def model_identity(backend: Backend, model: str) -> str:
-    """sha256 of the model file the backend runs (or its path/URL when not a file)."""
-    path = Path(str(getattr(backend, "path", model)))
-    return _sha256(path) if path.is_file() else str(model)
 
 
 class _Batcher:

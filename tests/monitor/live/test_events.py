@@ -35,6 +35,7 @@ def test_event_record_is_one_self_describing_json_object(tmp_path: Path) -> None
         "state": "ALERT",
         "previous": "SUSPICIOUS",
         "modality": "fused",
+        "raised_by": None,
         "scores": {"fused": 0.9123, "audio": 0.5, "visual": None},
         "stream_time": 12.0,
     }

@@ -5,7 +5,9 @@ one no face, and the others keep being scored."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -170,13 +172,29 @@ def test_service_scores_streams_and_survives_bad_ones(
     assert (metric(m, "deepfake_window_latency_seconds_count") or 0) >= 16
     assert metric(m, "deepfake_backend_ready") == 1.0
     assert metric(m, "deepfake_streams") == 5.0
+    # which modality raised the fake's ALERT: the same in the metric and in the event
+    raised = [e["raised_by"] for e in read_events(events_path) if e["state"] == ALERT]
+    assert raised and raised[0] in ("voice", "voice_face")  # the toy model hears the voice
+    modality = {
+        mod: metric(m, "deepfake_verdict_modality", stream="fake", modality=mod)
+        for mod in ("voice", "face", "voice_face", "lip_sync")
+    }
+    assert modality[raised[0]] == 1.0 and sum(v or 0 for v in modality.values()) == 1.0
+    assert metric(m, "deepfake_verdict_modality", stream="real", modality="voice") == 0.0
+    assert metric(m, "deepfake_state_threshold", head="fused", threshold="alert_on") == 0.8
+    info = re.search(r"deepfake_build_info\{([^}]*)\} 1\.0", m)
+    assert info is not None
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', info.group(1)))
+    assert labels["backend"] == "onnxruntime"
+    assert labels["model_sha256"] == hashlib.sha256(Path(media["model"]).read_bytes()).hexdigest()
+    assert labels["contract"].startswith("v1 16000Hz 2s/1s K")
     # a removed stream's series are gone, the others stay
     after = seen["metrics_after"]
     assert 'stream="real"' not in after and 'stream="fake"' in after
     assert metric(after, "deepfake_streams") == 4.0
     assert {s["stream_id"] for s in seen["streams"]["streams"]} >= {"fake", "real", "stalled"}
 
-    lines = [json.loads(x) for x in events_path.read_text().splitlines()]
+    lines = read_events(events_path)
     # one verdict per stream once settled: no CLEAR before the fake's ALERT
     assert [(e["previous"], e["state"]) for e in lines if e["stream"] == "fake"] == [
         ("STARTING", ALERT)
@@ -189,6 +207,10 @@ def test_service_scores_streams_and_survives_bad_ones(
     )
     assert any(e["stream"] == "stalled" and e["state"] == DOWN for e in lines)
     assert service.shutdown_s is not None and service.shutdown_s < cfg.server.shutdown_timeout_s
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def test_watch_prints_plain_lines_and_writes_events(

@@ -166,3 +166,39 @@ def test_params_are_checked() -> None:
         StateParams(suspicious_on=0.3, suspicious_off=0.4)
     with pytest.raises(ValueError, match="smoothing"):
         StateParams(smoothing="mean")
+
+
+@pytest.mark.parametrize(
+    ("audio", "visual", "raised_by"),
+    [(0.95, 0.1, "voice"), (0.1, 0.95, "face"), (0.95, 0.95, "voice_face"), (0.1, 0.1, "lip_sync")],
+)
+def test_a_verdict_names_the_modality_that_raised_it(
+    audio: float, visual: float, raised_by: str
+) -> None:
+    st = StreamState("s", StateParams(ema_alpha=1.0))
+    changes = []
+    for i in range(6):  # the fused head is high in every case
+        c = st.update(
+            float(i), 0.95, audio, visual, face_fraction=1.0, audio_rms=LOUD, has_audio=True
+        )
+        if c:
+            changes.append(c)
+    assert st.state == ALERT and st.raised_by == raised_by
+    assert [(c.previous, c.state, c.raised_by) for c in changes] == [(STARTING, ALERT, raised_by)]
+
+
+def test_the_raising_modality_holds_for_the_whole_alert_and_clears_with_it() -> None:
+    st = StreamState("s", StateParams(ema_alpha=1.0))
+    for i in range(6):
+        st.update(float(i), 0.95, 0.95, 0.1, face_fraction=1.0, audio_rms=LOUD, has_audio=True)
+    assert (st.state, st.raised_by) == (ALERT, "voice")
+    for i in range(6, 9):  # the face head joins in while the stream stays in ALERT
+        st.update(float(i), 0.95, 0.95, 0.95, face_fraction=1.0, audio_rms=LOUD, has_audio=True)
+    assert (st.state, st.raised_by) == (ALERT, "voice")
+    feed(st, [0.1] * 8, t0=9.0)
+    assert (st.state, st.raised_by) == (CLEAR, None)
+    # a gated modality: the other head's verdict is its own
+    st2 = StreamState("s2", StateParams(ema_alpha=1.0))
+    for i in range(6):
+        st2.update(float(i), 0.5, 0.5, 0.95, face_fraction=1.0, audio_rms=0.0, has_audio=False)
+    assert (st2.state, st2.raised_by) == (ALERT, "face")
