@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "export": "engines.commands.export",
     "build-engine": "engines.commands.build_engine",
     "export-triton": "engines.commands.export_triton",
+    "mixin": "monitor.commands.mixin",
     "demo": "monitor.commands.demo",
 }
 

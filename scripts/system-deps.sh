@@ -10,6 +10,8 @@ PKGS=(
 )
 if [ "${1:-test}" != "demo" ]; then
   PKGS+=(chromium)                         # a real browser as a WebRTC caller in the tests
+  # a real Prometheus (+ promtool) and Alertmanager (+ amtool) for the alert-feed tests
+  PKGS+=(prometheus prometheus-alertmanager)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
