@@ -7,58 +7,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from monitor.demo.cameras import camera_command, gi_python
+from monitor.demo.cameras import gi_python
 from monitor.live.config import MonitorConfig
 from monitor.live.service import Service
 from monitor.live.state import ALERT
 from tests.support.live_media import FAKE, toy_model, write_clip
+from tests.support.rtsp import RtspServer, free_port
 
 SECRET = "s3cr3t-pw"
 
 
 _SKIP = gi_python()[1] or None
 pytestmark = [pytest.mark.skipif(_SKIP is not None, reason=_SKIP or ""), pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RtspServer:
-    """The helper process; start() waits for its "ready" line."""
-
-    def __init__(self, clip: Path, port: int) -> None:
-        self.clip, self.port = clip, port
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.proc = subprocess.Popen(
-            camera_command(self.clip, self.port),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # blocks until "ready" (or the process dies)
-        if line.strip() != "ready":
-            self.stop()
-            raise RuntimeError(f"RTSP server did not start: {line!r}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture
