@@ -89,8 +89,7 @@ def torch_scorer(module: Any) -> ScoreFn:
     def score(audio: np.ndarray, faces: np.ndarray) -> Scores:
         with torch.inference_mode():
             outs = module(torch.from_numpy(audio), torch.from_numpy(faces))
-        f, a, v = (o.float().reshape(-1).numpy().copy() for o in outs)
-        return Scores(fused=f, audio=a, visual=v)
+        return Scores.from_outputs([o.float().reshape(-1).numpy().copy() for o in outs])
 
     return score
 
@@ -315,8 +314,8 @@ def reference_scorer(path: Path, contract: InputContract) -> ScoreFn:
 
     def score(audio: np.ndarray, faces: np.ndarray) -> Scores:
         feeds = {contract.audio_input: audio, contract.faces_input: faces}
-        f, a, v = (np.asarray(o, dtype=np.float32).reshape(-1) for o in session.run(names, feeds))
-        return Scores(fused=f, audio=a, visual=v)
+        outs: Any = session.run(names, feeds)
+        return Scores.from_outputs(list(outs))
 
     return score
 

@@ -113,8 +113,7 @@ class OnnxRuntimeBackend:
             self.contract.faces_input: np.ascontiguousarray(faces),
         }
         outs = self._session.run(list(self.contract.output_names), feeds)
-        fused, p_audio, p_visual = (np.asarray(o, dtype=np.float32).reshape(-1) for o in outs)
-        return Scores(fused=fused, audio=p_audio, visual=p_visual)
+        return Scores.from_outputs(outs)
 
     def close(self) -> None:
         # onnxruntime frees the session when the last reference goes

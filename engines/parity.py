@@ -25,6 +25,8 @@ from monitor.contract import InputContract
 
 logger = logging.getLogger(__name__)
 
+HEADS = ("fused", "audio", "visual", "sync")  # output order
+
 PARITY_SEED = 20240  # fixed, so every export is checked on the same inputs
 DEFAULT_PARITY_WINDOWS = 8  # windows per input set
 F0_HZ = 125.0  # fundamental of the synthetic voice
@@ -121,7 +123,7 @@ class Comparison:
     name: str
     windows: int
     max_abs_diff: float
-    per_output: tuple[float, float, float]  # fused, audio, visual
+    per_output: tuple[float, ...]  # fused, audio, visual (and sync when both have it)
 
 
 def compare(
@@ -133,26 +135,23 @@ def compare(
 ) -> Comparison:
     """Run both scorers on the same windows (in chunks) and compare their probabilities."""
     audio, faces = batch
-    worst = np.zeros(3)
+    worst: list[float] = []
     for a in range(0, len(audio), chunk):
         ref = reference(audio[a : a + chunk], faces[a : a + chunk])
         got = candidate(audio[a : a + chunk], faces[a : a + chunk])
-        for i, (r, g) in enumerate(
-            zip((ref.fused, ref.audio, ref.visual), (got.fused, got.audio, got.visual), strict=True)
-        ):
-            worst[i] = max(
-                worst[i], float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64))))
-            )
-    if not np.all(np.isfinite(worst)):
-        worst = np.where(np.isfinite(worst), worst, np.inf)
-    c = Comparison(
-        name, len(audio), float(worst.max()), (float(worst[0]), float(worst[1]), float(worst[2]))
-    )
+        pairs = [(ref.fused, got.fused), (ref.audio, got.audio), (ref.visual, got.visual)]
+        if ref.sync is not None and got.sync is not None:
+            pairs.append((ref.sync, got.sync))
+        worst += [0.0] * (len(pairs) - len(worst))
+        for i, (r, g) in enumerate(pairs):
+            diff = float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64))))
+            worst[i] = max(worst[i], diff) if np.isfinite(diff) else np.inf
+    c = Comparison(name, len(audio), max(worst), tuple(worst))
     logger.info(
-        "parity on %s (%d windows): max |diff| %.3g (fused %.3g, audio %.3g, visual %.3g)",
+        "parity on %s (%d windows): max |diff| %.3g (%s)",
         name,
         c.windows,
         c.max_abs_diff,
-        *c.per_output,
+        ", ".join(f"{h} {d:.3g}" for h, d in zip(HEADS, worst, strict=False)),
     )
     return c

@@ -58,8 +58,7 @@ def keep_fp32(module: nn.Module, names: tuple[str, ...] = FP32_MODULES) -> list[
 
 
 def _scores(outs: Any) -> Scores:
-    fused, p_audio, p_visual = (o.detach().float().reshape(-1).cpu().numpy() for o in outs)
-    return Scores(fused=fused, audio=p_audio, visual=p_visual)
+    return Scores.from_outputs([o.detach().float().reshape(-1).cpu().numpy() for o in outs])
 
 
 class TorchBackend:
@@ -133,11 +132,7 @@ class TorchBackend:
             for start, stop, size in plan_replays(len(audio), self.graph_sizes):
                 graph = self._graphs.get(size) or self._capture(size)
                 parts.append(graph.run(audio[start:stop], faces[start:stop]))
-        return Scores(
-            fused=np.concatenate([p.fused for p in parts]),
-            audio=np.concatenate([p.audio for p in parts]),
-            visual=np.concatenate([p.visual for p in parts]),
-        )
+        return Scores.concat(parts)
 
     def _capture(self, size: int) -> _Graph:
         logger.info("capturing a CUDA graph for batch %d", size)
@@ -179,4 +174,4 @@ class _Graph:
                 self.faces[n:].zero_()
             self.graph.replay()
             s = _scores(self.outputs)
-        return Scores(fused=s.fused[:n], audio=s.audio[:n], visual=s.visual[:n])
+        return s.first(n)

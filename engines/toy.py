@@ -1,7 +1,8 @@
 """A tiny hand-built ONNX detector that follows an input contract, for tests and smoke runs.
 
 It needs only the `onnx` package (no torch): p_audio rises with the audio energy, p_visual
-with the mean pixel brightness, p_fused averages their logits. Backends, the selector and
+with the mean pixel brightness, p_fused averages their logits, and p_sync (when the
+contract names it) rises with their difference. Backends, the selector and
 the Triton exporter are exercised on it without training or exporting a real model.
 """
 
@@ -19,17 +20,20 @@ AUDIO_GAIN = 40.0  # logit per unit of mean squared amplitude
 AUDIO_BIAS = -2.0
 VISUAL_GAIN = 4.0  # logit per unit of mean brightness (0..1)
 VISUAL_BIAS = -2.0
+SYNC_BIAS = -1.0  # p_sync: a loud voice over a dim face reads as "out of step"
 
 
-def toy_scores(audio: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What the toy model computes, in numpy: (p_fused, p_audio, p_visual)."""
+def toy_scores(
+    audio: np.ndarray, faces: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the toy model computes, in numpy: (p_fused, p_audio, p_visual, p_sync)."""
     la = AUDIO_GAIN * np.mean(audio.astype(np.float64) ** 2, axis=1) + AUDIO_BIAS
     lv = VISUAL_GAIN * faces.reshape(len(faces), -1).mean(axis=1) / 255.0 + VISUAL_BIAS
 
     def sig(x: np.ndarray) -> np.ndarray:
         return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
-    return sig((la + lv) / 2), sig(la), sig(lv)
+    return sig((la + lv) / 2), sig(la), sig(lv), sig((la - lv) / 2 + SYNC_BIAS)
 
 
 def make_toy_onnx(contract: InputContract, path: str | Path, *, with_manifest: bool = True) -> Path:
@@ -50,7 +54,7 @@ def make_toy_onnx(contract: InputContract, path: str | Path, *, with_manifest: b
         helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch"])
         for name in contract.output_names
     ]
-    fused, p_audio, p_visual = contract.output_names
+    fused, p_audio, p_visual = contract.output_names[:3]
 
     def const(name: str, value: float) -> onnx.TensorProto:
         return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
@@ -61,6 +65,7 @@ def make_toy_onnx(contract: InputContract, path: str | Path, *, with_manifest: b
         const("gv", VISUAL_GAIN / 255.0),
         const("bv", VISUAL_BIAS),
         const("half", 0.5),
+        const("bs", SYNC_BIAS),
     ]
     nodes = [
         helper.make_node("Mul", [contract.audio_input, contract.audio_input], ["a2"]),
@@ -77,6 +82,13 @@ def make_toy_onnx(contract: InputContract, path: str | Path, *, with_manifest: b
         helper.make_node("Sigmoid", ["la"], [p_audio]),
         helper.make_node("Sigmoid", ["lv"], [p_visual]),
     ]
+    if contract.has_sync:
+        nodes += [
+            helper.make_node("Sub", ["la", "lv"], ["ldiff"]),
+            helper.make_node("Mul", ["ldiff", "half"], ["ls0"]),
+            helper.make_node("Add", ["ls0", "bs"], ["ls"]),
+            helper.make_node("Sigmoid", ["ls"], [contract.output_names[3]]),
+        ]
     graph = helper.make_graph(nodes, "toy_detector", [audio, faces], outputs, inits)
     model = helper.make_model(
         graph,

@@ -176,8 +176,8 @@ class TritonBackend:
         parts = [
             self._infer(audio[a:b], faces[a:b]) for a, b in split_batch(len(audio), self.max_batch)
         ]
-        fused, p_audio, p_visual = (np.concatenate([p[i] for p in parts]) for i in range(3))
-        return Scores(fused=fused, audio=p_audio, visual=p_visual)
+        n_out = len(self.contract.output_names)
+        return Scores.from_outputs([np.concatenate([p[i] for p in parts]) for i in range(n_out)])
 
     def _infer(self, audio: np.ndarray, faces: np.ndarray) -> list[np.ndarray]:
         inputs, outputs = self.build_request(audio, faces)

@@ -171,8 +171,8 @@ class TensorRTBackend:
                 self._ctx.pop()
         finally:
             self._slots.put(slot)
-        fused, p_audio, p_visual = (np.concatenate([p[i] for p in parts]) for i in range(3))
-        return Scores(fused=fused, audio=p_audio, visual=p_visual)
+        n_out = len(self.contract.output_names)
+        return Scores.from_outputs([np.concatenate([p[i] for p in parts]) for i in range(n_out)])
 
     def close(self) -> None:
         if not self._all:

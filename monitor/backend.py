@@ -22,17 +22,49 @@ from monitor.errors import ContractError
 
 @dataclass(frozen=True)
 class Scores:
-    """P(fake) per window for each head, float32 arrays of shape [B]."""
+    """P(fake) per window for each head, float32 arrays of shape [B]; `sync` is the lip-sync
+    head's P(voice and mouth out of step), None for a model exported without it."""
 
     fused: np.ndarray
     audio: np.ndarray
     visual: np.ndarray
+    sync: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.fused.shape[0])
 
     def row(self, i: int) -> tuple[float, float, float]:
         return float(self.fused[i]), float(self.audio[i]), float(self.visual[i])
+
+    def sync_at(self, i: int) -> float | None:
+        return None if self.sync is None else float(self.sync[i])
+
+    @classmethod
+    def from_outputs(cls, outputs: list[np.ndarray]) -> Scores:
+        """From a runtime's outputs in contract order (3, or 4 with sync)."""
+        arrays = [np.asarray(o, dtype=np.float32).reshape(-1) for o in outputs]
+        fused, audio, visual = arrays[:3]
+        return cls(fused, audio, visual, sync=arrays[3] if len(arrays) > 3 else None)
+
+    @classmethod
+    def concat(cls, parts: list[Scores]) -> Scores:
+        """Chunks of one batch, in order."""
+        syncs = [p.sync for p in parts if p.sync is not None]
+        return cls(
+            np.concatenate([p.fused for p in parts]),
+            np.concatenate([p.audio for p in parts]),
+            np.concatenate([p.visual for p in parts]),
+            sync=np.concatenate(syncs) if syncs and len(syncs) == len(parts) else None,
+        )
+
+    def first(self, n: int) -> Scores:
+        """The first n rows (drop a padded batch's filler)."""
+        return Scores(
+            self.fused[:n],
+            self.audio[:n],
+            self.visual[:n],
+            sync=None if self.sync is None else self.sync[:n],
+        )
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ crops from it, so the model always sees the same kind of input it was trained on
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,9 @@ DEFAULT_HOP_SECONDS = 1.0  # a new window every second on a live stream
 DEFAULT_K_CROPS = 4  # face crops sampled evenly inside each window
 DEFAULT_CROP_SIZE = 112  # pixels, square RGB crops
 DEFAULT_CROP_MARGIN = 0.25  # fraction of the face box added on every side
+HEAD_OUTPUTS = ("p_fused", "p_audio", "p_visual")  # P(fake) per head, float32 [B]
+SYNC_OUTPUT = "p_sync"  # P(voice and mouth out of step), float32 [B]; models exported
+# before it existed have only the three head outputs, and runtimes report sync as absent
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,7 @@ class InputContract:
     max_crop_downscale: float | None = None
     audio_input: str = "audio"  # float32 [B, window_samples], range about [-1, 1]
     faces_input: str = "faces"  # uint8 [B, k_crops, crop_size, crop_size, 3], RGB
-    output_names: tuple[str, ...] = field(
-        default=("p_fused", "p_audio", "p_visual")  # P(fake) per head, float32 [B]
-    )
+    output_names: tuple[str, ...] = field(default=(*HEAD_OUTPUTS, SYNC_OUTPUT))
 
     def __post_init__(self) -> None:
         problems = []
@@ -64,10 +65,25 @@ class InputContract:
             problems.append(f"crop_margin={self.crop_margin} outside 0..1")
         if self.max_crop_downscale is not None and not 0.5 <= self.max_crop_downscale <= 8.0:
             problems.append(f"max_crop_downscale={self.max_crop_downscale} outside 0.5..8")
-        if len(self.output_names) != 3:
-            problems.append(f"output_names must name 3 outputs, got {self.output_names}")
+        if len(self.output_names) not in (3, 4):
+            problems.append(
+                f"output_names must name 3 outputs (fused, audio, visual) or 4 (and sync), "
+                f"got {self.output_names}"
+            )
         if problems:
             raise ContractError("invalid input contract: " + "; ".join(problems))
+
+    @property
+    def has_sync(self) -> bool:
+        """The model outputs its lip-sync head's probability (a fourth output)."""
+        return len(self.output_names) == 4
+
+    def with_sync_output(self) -> InputContract:
+        """The same contract naming the sync output (for a checkpoint saved before the
+        sync output existed: its detector has the sync head all the same)."""
+        if self.has_sync:
+            return self
+        return replace(self, output_names=(*self.output_names, SYNC_OUTPUT))
 
     @property
     def window_samples(self) -> int:

@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from monitor.contract import InputContract
+from monitor.contract import HEAD_OUTPUTS, InputContract
 from monitor.errors import MediaError
 from monitor.media.faces import CROP_CAP_VERSION, CROPPER_VERSION
 from train.splits import ClipRecord
@@ -57,7 +57,8 @@ class CacheSpec:
         spec = {
             "format": CACHE_FORMAT,
             "cropper": CROPPER_VERSION,
-            "contract": self.contract.to_dict(),
+            # the outputs do not change the crops: keys stay those of 3-output contracts
+            "contract": {**self.contract.to_dict(), "output_names": list(HEAD_OUTPUTS)},
             "max_windows": self.max_windows,
             "audio_dtype": self.audio_dtype,
         }

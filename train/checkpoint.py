@@ -168,7 +168,9 @@ def load_checkpoint(path: str | Path, expect_contract: InputContract | None = No
     """
     path = Path(path)
     payload = _read_payload(path)
-    contract = InputContract.from_dict(payload["contract"])  # ContractError on unknown version
+    # ContractError on an unknown version; a contract saved before the sync output existed
+    # gains it (the detector always had the sync head)
+    contract = InputContract.from_dict(payload["contract"]).with_sync_output()
     if expect_contract is not None:
         expect_contract.check_compatible(contract, what=f"checkpoint {path.name}")
     try:

@@ -1,6 +1,6 @@
 """`deepfake-monitor watch URL_OR_FILE... --model MODEL`: score streams, print a live table.
 
-Every second the table shows each stream's state, rolling fused/audio/visual P(fake),
+Every second the table shows each stream's state, rolling fused/audio/visual/sync P(fake),
 frames per second and window -> score latency; on a terminal it redraws in place, when
 stdout is a file or pipe it prints plain lines. Files are paced at real time unless
 `--fast`; the command ends after `--duration`, when every (non-looping) file has been
@@ -49,6 +49,7 @@ def format_row(s: Any) -> tuple[str, ...]:
         f(s.fused),
         f(s.audio),
         f(s.visual),
+        f(s.sync),
         f"{s.fps:.1f}",
         lat,
         str(s.windows_scored),
@@ -56,7 +57,18 @@ def format_row(s: Any) -> tuple[str, ...]:
     )
 
 
-HEADER = ("stream", "state", "fused", "audio", "visual", "fps", "lat_ms", "scored", "dropped")
+HEADER = (
+    "stream",
+    "state",
+    "fused",
+    "audio",
+    "visual",
+    "sync",
+    "fps",
+    "lat_ms",
+    "scored",
+    "dropped",
+)
 
 
 def render_table(statuses: list[Any]) -> str:

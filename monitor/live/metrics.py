@@ -227,14 +227,14 @@ class StreamMetrics:
 
     def scored(
         self,
-        raw: tuple[float, float, float],
+        raw: tuple[float, float, float, float | None],
         smoothed: dict[str, float | None],
         levels: dict[str, str],
         latency_s: float,
     ) -> None:
         self._scored.inc()
         for h, v in zip(HEADS, raw, strict=True):
-            self._raw[h].set(v)
+            self._raw[h].set(float("nan") if v is None else v)
         for h in HEADS:
             value = smoothed.get(h)
             # A gated head has no rolling score: export NaN rather than a stale number.

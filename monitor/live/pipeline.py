@@ -144,11 +144,12 @@ class StreamRuntime:
             audio_rms=w.audio_rms,
             has_audio=w.has_audio,
             has_video=w.has_video,
+            sync=result.sync,
         )
         self.windows_scored += 1
         self.latency_s = result.latency_s
         self.metrics.scored(
-            (result.fused, result.audio, result.visual),
+            (result.fused, result.audio, result.visual, result.sync),
             self.state.scores(),
             self.state.levels(),
             result.latency_s,
@@ -181,6 +182,8 @@ class StreamRuntime:
             fused=scores["fused"],
             audio=scores["audio"],
             visual=scores["visual"],
+            sync=scores["sync"],
+            raised_by=self.state.raised_by,
             windows_scored=self.windows_scored,
             windows_dropped=self.windows_dropped,
             fps=self.fps,

@@ -40,6 +40,7 @@ class ScoredWindow:
     audio: float
     visual: float
     scored_at: float  # monotonic
+    sync: float | None = None  # P(voice and mouth out of step); None: the model has no sync
 
     @property
     def latency_s(self) -> float:
@@ -164,8 +165,9 @@ class Scorer:
                 for i, window in enumerate(batch):
                     fused, a, v = scores.row(i)
                     self.windows_scored += 1
+                    scored = ScoredWindow(window, fused, a, v, done, scores.sync_at(i))
                     try:
-                        self.on_result(ScoredWindow(window, fused, a, v, done))
+                        self.on_result(scored)
                     except Exception:  # per-stream boundary: other streams keep scoring
                         logger.exception("stream %s: handling a score failed", window.stream_id)
                 self._busy = False

@@ -23,6 +23,8 @@ class StreamStatus:
     fused: float | None  # smoothed P(fake), None before the first score
     audio: float | None
     visual: float | None
+    sync: float | None  # smoothed P(voice and mouth out of step); None without a sync output
+    raised_by: str | None  # voice | face | voice_face | lip_sync for SUSPICIOUS / ALERT
     windows_scored: int
     windows_dropped: int
     fps: float  # video frames per second received

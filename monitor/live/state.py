@@ -1,15 +1,16 @@
 """Per-stream verdicts: smoothing + hysteresis -> CLEAR / SUSPICIOUS / ALERT, with gates.
 
-Each head (fused, audio, visual) has its own smoother (EMA or running median over recent
-windows) and its own hysteresis: a level is entered above an "on" threshold and left only
-below a lower "off" threshold, and any change must hold for a minimum time (stream
-seconds) before it is committed, so one odd window never raises or clears an alert.
+Each head (fused, audio, visual, and sync when the model outputs it) has its own smoother
+(EMA or running median over recent windows) and its own hysteresis: a level is entered
+above an "on" threshold and left only below a lower "off" threshold, and any change must
+hold for a minimum time (stream seconds) before it is committed, so one odd window never
+raises or clears an alert.
 
 Gates keep meaningless scores out: a window whose crops mostly found no face cannot say
 anything about the face, and a stream without audio (or a muted caller, RMS below a
 floor) cannot say anything about the voice. After `min_gate_s` of such windows the
 modality is gated (NO_FACE, NO_AUDIO, SILENCE), its smoothing restarts, and the fused
-head - which needs both - is paused. A stream stays STARTING for its first
+head and the sync head - which need both - are paused. A stream stays STARTING for its first
 `min_escalate_s` (no verdict, not even CLEAR, before a level could have been earned);
 then its overall state is:
 
@@ -31,7 +32,7 @@ CLEAR, SUSPICIOUS, ALERT = "CLEAR", "SUSPICIOUS", "ALERT"
 NO_FACE, NO_AUDIO, SILENCE = "NO_FACE", "NO_AUDIO", "SILENCE"
 STARTING, DOWN, ENDED = "STARTING", "DOWN", "ENDED"
 ALL_STATES = (STARTING, CLEAR, SUSPICIOUS, ALERT, NO_FACE, NO_AUDIO, SILENCE, DOWN, ENDED)
-HEADS = ("fused", "audio", "visual")
+HEADS = ("fused", "audio", "visual", "sync")  # sync: P(voice and mouth out of step)
 # What raised a SUSPICIOUS or ALERT verdict, in the operator's words: the voice head, the
 # face head, both, or neither of them alone (the fused head's own evidence: voice and mouth
 # out of step, or a combination no single head flags).
@@ -226,7 +227,8 @@ class StreamState:
         if modality == "visual":
             return FACE
         # The fused head decided: name each single-modality head that flags at least
-        # SUSPICIOUS; when neither does, the fused head saw what no single head sees.
+        # SUSPICIOUS; when neither does, the fused head saw what no single head sees (the
+        # sync head's own level, when the model has one, says so too).
         voice = self.heads["audio"].hysteresis.level >= Level.SUSPICIOUS
         face = self.heads["visual"].hysteresis.level >= Level.SUSPICIOUS
         if voice and face:
@@ -253,8 +255,10 @@ class StreamState:
         audio_rms: float,
         has_audio: bool,
         has_video: bool = True,
+        sync: float | None = None,
     ) -> StateChange | None:
-        """One scored window ending at stream time t; returns the change, if any."""
+        """One scored window ending at stream time t; returns the change, if any. `sync` is
+        the lip-sync head's score, None for a model without it."""
         p = self.params
         a_reason = NO_AUDIO if not has_audio else SILENCE if audio_rms < p.silence_rms else None
         v_reason = NO_FACE if not has_video or face_fraction < p.min_face_fraction else None
@@ -266,12 +270,15 @@ class StreamState:
             self.heads["visual"].reset()
         if a_gate is not None or v_gate is not None:
             self.heads["fused"].reset()
+            self.heads["sync"].reset()
         if a_ok:
             self.heads["audio"].update(audio, t)
         if v_ok:
             self.heads["visual"].update(visual, t)
         if a_ok and v_ok:
             self.heads["fused"].update(fused, t)
+            if sync is not None:
+                self.heads["sync"].update(sync, t)
         if self._first_t is None:
             self._first_t = t
         if self.state == STARTING and t - self._first_t < p.min_escalate_s - 1e-9:

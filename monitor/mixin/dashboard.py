@@ -1,6 +1,7 @@
 """The Grafana dashboard of the mixin, built with Grafana's own foundation SDK.
 
-Rows: verdicts (state and what raised it, score timelines per head with the state
+Rows: verdicts (state and what raised it, score timelines per head - fused, voice,
+face, lip sync - with the state
 machine's thresholds drawn from `deepfake_state_threshold`, alert annotations), streams
 (windows scored and dropped, media drops, source up, reconnects and stalls, frame rate)
 and the scorer (window-to-score latency quantiles, batch size, inference time, queue,
@@ -31,7 +32,19 @@ STATE_COLORS = {
     "DOWN": "dark-red",
     "ENDED": "text",
 }
-HEAD_TITLES = {"fused": "Fused score", "audio": "Voice score", "visual": "Face score"}
+HEAD_TITLES = {
+    "fused": "Fused score",
+    "audio": "Voice score",
+    "visual": "Face score",
+    "sync": "Lip-sync score",
+}
+HEAD_MEANING = {
+    "fused": "P(fake) of the fused head",
+    "audio": "P(fake) of the voice head",
+    "visual": "P(fake) of the face head",
+    "sync": "P(voice and mouth out of step) of the lip-sync head (absent for models "
+    "exported without it)",
+}
 
 
 def _sdk() -> Any:
@@ -140,7 +153,8 @@ class _Builder:
             min=0,
             max=1,
             fill=0,
-            description=f"Smoothed P(fake) of the {head} head; dashed: the state machine's "
+            span=12,
+            description=f"Smoothed {HEAD_MEANING[head]}; dashed: the state machine's "
             "thresholds to enter SUSPICIOUS and ALERT.",
         )
         m_ = self.sdk.models
@@ -181,7 +195,7 @@ def _verdict_panels(b: _Builder) -> list[Any]:
             ["–", *RAISED_BY],
             {"voice": "purple", "face": "blue", "voice_face": "red", "lip_sync": "orange"},
         ),
-        *(b.score(h) for h in ("fused", "audio", "visual")),
+        *(b.score(h) for h in HEAD_TITLES),
     ]
 
 

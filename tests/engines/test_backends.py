@@ -6,7 +6,7 @@ import json
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from engines.loader import Artifacts, SystemProbe, choose_backend, find_artifact
 from engines.manifest import manifest_path
 from engines.ort_backend import OnnxRuntimeBackend, choose_providers
 from engines.toy import make_toy_onnx, toy_scores
-from monitor.contract import InputContract
+from monitor.contract import HEAD_OUTPUTS, InputContract
 from monitor.errors import BackendUnavailableError, ContractError, ModelFormatError
 
 # A small contract keeps the toy model and its inputs tiny.
@@ -60,13 +60,28 @@ def test_onnxruntime_scores_match_the_model(toy: Path) -> None:
     audio, faces = batch(5)
     scores = backend.score(audio, faces)
     assert len(scores) == 5
-    heads = (scores.fused, scores.audio, scores.visual)
+    assert scores.sync is not None  # the contract names the sync output
+    heads = (scores.fused, scores.audio, scores.visual, scores.sync)
     for got, want in zip(heads, toy_scores(audio, faces), strict=True):
         assert got.dtype == np.float32 and got.shape == (5,)
         np.testing.assert_allclose(got, want, atol=1e-6)
     assert backend.device == "cpu" and backend.providers == ("CPUExecutionProvider",)
     one = backend.score(audio[:1], faces[:1])  # batch of one through the dynamic axis
     assert one.row(0) == pytest.approx(scores.row(0), abs=1e-6)
+    backend.close()
+
+
+def test_a_model_exported_before_the_sync_output_loads_and_reports_it_absent(
+    tmp_path: Path,
+) -> None:
+    three = replace(SMALL, output_names=HEAD_OUTPUTS)  # a manifest from before p_sync
+    assert not three.has_sync and SMALL.has_sync
+    backend = load_backend(make_toy_onnx(three, tmp_path / "old.onnx"), "onnxruntime")
+    assert backend.contract.output_names == ("p_fused", "p_audio", "p_visual")
+    audio, faces = batch(3)
+    scores = backend.score(audio, faces)
+    assert scores.sync is None and scores.sync_at(0) is None
+    np.testing.assert_allclose(scores.fused, toy_scores(audio, faces)[0], atol=1e-6)
     backend.close()
 
 

@@ -85,6 +85,7 @@ def test_onnx_graph_is_named_batched_and_checked(exported: Exported) -> None:
         "p_fused": ["batch"],
         "p_audio": ["batch"],
         "p_visual": ["batch"],
+        "p_sync": ["batch"],
     }
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [18]
 
@@ -115,7 +116,8 @@ def test_fp16_variant_keeps_io_types_and_an_fp32_front_end(exported: Exported) -
     io_types = {
         v.name: v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]
     }
-    assert io_types == {"audio": F32, "faces": U8, "p_fused": F32, "p_audio": F32, "p_visual": F32}
+    outputs = {"p_fused": F32, "p_audio": F32, "p_visual": F32, "p_sync": F32}
+    assert io_types == {"audio": F32, "faces": U8, **outputs}
     assert sum(t.data_type == F16 for t in model.graph.initializer) > 10  # weights are fp16
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
     types.update(io_types)

@@ -96,6 +96,7 @@ def test_contract_io_and_profile_shapes() -> None:
         ("p_fused", OUTPUT, "float32"),
         ("p_audio", OUTPUT, "float32"),
         ("p_visual", OUTPUT, "float32"),
+        ("p_sync", OUTPUT, "float32"),
     ]
     shapes = profile_shapes(CONTRACT, Profile.for_max_batch(64))
     assert shapes == {
@@ -117,7 +118,7 @@ def test_buffer_plan_sizes_per_tensor() -> None:
     assert bufs["faces"].nbytes == 8 * 4 * 112 * 112 * 3  # uint8: one byte per value
     assert bufs["p_fused"].shape == (8,) and bufs["p_fused"].nbytes == 32
     total = total_bytes(plan_buffers(contract_io(CONTRACT), 128))
-    assert total == 128 * (32000 * 4 + 4 * 112 * 112 * 3 + 3 * 4)  # ≈ 35.6 MiB at max batch
+    assert total == 128 * (32000 * 4 + 4 * 112 * 112 * 3 + 4 * 4)  # ≈ 35.6 MiB at max batch
     # an engine may report outputs as [B, 1]: the buffer follows the engine's shape
     odd = (TensorSpec("p", OUTPUT, "float16", (-1, 1)),)
     assert plan_buffers(odd, 3)[0].nbytes == 6

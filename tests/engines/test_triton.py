@@ -213,9 +213,8 @@ def test_triton_backend_round_trip(server: tuple[str, list[int]]) -> None:
     assert backend.name == "triton" and backend.contract == SMALL
     audio, faces = batch(5)
     scores = backend.score(audio, faces)
-    for got, want in zip(
-        (scores.fused, scores.audio, scores.visual), toy_scores(audio, faces), strict=True
-    ):
+    heads = (scores.fused, scores.audio, scores.visual, scores.sync)
+    for got, want in zip(heads, toy_scores(audio, faces), strict=True):
         assert got.shape == (5,)
         np.testing.assert_allclose(got, want, atol=1e-6)
     assert calls == [5]  # one request per batch; Triton does the cross-client batching

@@ -100,6 +100,8 @@ class RecordingRegistry:
             fused=None if rms is None else min(1.0, rms),
             audio=rms,
             visual=sink.last_luma if sink.video else None,
+            sync=None,
+            raised_by=None,
             windows_scored=len(sink.audio) // 50,
             windows_dropped=0,
             fps=float(len(sink.video)),

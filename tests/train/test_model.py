@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import torch
 import torchaudio
 
-from monitor.contract import InputContract
+from monitor.contract import HEAD_OUTPUTS, InputContract
 from monitor.errors import ConfigError, ContractError, ModelFormatError
 from train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from train.model import (
@@ -151,8 +152,9 @@ def test_instant_weights_average_a_short_span_around_each_crop() -> None:
 def test_outputs_shapes_dtypes_ranges(tiny_model: Detector) -> None:
     audio, faces = random_batch(SMALL, 3)
     with torch.no_grad():
-        logits = tiny_model(audio, faces)
+        logits = tiny_model(audio, faces, with_sync=True)  # fused, audio, visual, sync
         probs = tiny_model.export_module()(audio, faces)
+    assert len(tiny_model(audio, faces)) == 3 and len(probs) == 4 == len(SMALL.output_names)
     for logit, prob in zip(logits, probs, strict=True):
         assert logit.shape == prob.shape == (3,)
         assert logit.dtype == prob.dtype == torch.float32
@@ -303,6 +305,21 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert all(p.device.type == "cpu" for p in again.model.parameters())
     with torch.no_grad():
         assert torch.equal(again.model(audio, faces)[0], expected)
+
+
+def test_a_checkpoint_from_before_the_sync_output_gains_it(
+    tmp_path: Path, tiny_model: Detector
+) -> None:
+    old = replace(SMALL, output_names=HEAD_OUTPUTS)  # what checkpoints used to store
+    save_checkpoint(tmp_path / "old.pt", tiny_model, old, TINY_CFG)
+    ckpt = load_checkpoint(tmp_path / "old.pt", expect_contract=SMALL)
+    assert ckpt.contract == SMALL and ckpt.contract.has_sync
+    audio, faces = random_batch(SMALL, 2, seed=3)
+    with torch.no_grad():
+        probs = ckpt.model.export_module()(audio, faces)
+        sync_logit = tiny_model(audio, faces, with_sync=True)[3]
+    assert len(probs) == 4
+    torch.testing.assert_close(probs[3], torch.sigmoid(sync_logit))
 
 
 def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:

@@ -277,10 +277,15 @@ class Detector(nn.Module):
         return mean_max(self.sync_net(steps), dim=2)
 
     def forward(
-        self, audio: torch.Tensor, faces: torch.Tensor, sync_pairs: bool = False
+        self,
+        audio: torch.Tensor,
+        faces: torch.Tensor,
+        sync_pairs: bool = False,
+        with_sync: bool = False,
     ) -> tuple[torch.Tensor, ...]:
-        """(fused, audio, visual) logits [B]; with sync_pairs (training), also the sync
-        head's logits for the true pairing and for a mismatched one (see mismatch_steps)."""
+        """(fused, audio, visual) logits [B], and with with_sync the sync head's logit
+        (P(out of step) after a sigmoid); with sync_pairs (training), also the sync head's
+        logits for the true pairing and for a mismatched one (see mismatch_steps)."""
         faces = self._flip(faces)
         audio_emb, a = self.audio_features(audio)
         crops = self.visual_features(faces)
@@ -303,6 +308,8 @@ class Detector(nn.Module):
             fused_logit = self.fusion_head(self.fusion_dropout(fused_in)).squeeze(1)
             fused_logit = fused_logit + (heads * self.head_weights).sum(dim=1)
         if not sync_pairs:
+            if with_sync:
+                return fused_logit, audio_logit, visual_logit, sync_logit
             return fused_logit, audio_logit, visual_logit
         in_sync = sync_logit
         out_of_sync = self.sync_head(self.sync_embedding(a, mismatch_steps(m))).squeeze(1)
@@ -315,7 +322,8 @@ class Detector(nn.Module):
 
 
 class ProbabilityModel(nn.Module):
-    """Detector wrapper for export: (audio, faces) -> (p_fused, p_audio, p_visual) in [0, 1]."""
+    """Detector wrapper for export: (audio, faces) -> (p_fused, p_audio, p_visual[, p_sync])
+    in [0, 1], as many as the contract names."""
 
     def __init__(self, detector: Detector) -> None:
         super().__init__()
@@ -327,11 +335,9 @@ class ProbabilityModel(nn.Module):
         )
         self.output_names: tuple[str, ...] = detector.contract.output_names
 
-    def forward(
-        self, audio: torch.Tensor, faces: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        fused, a, v = self.detector(audio, faces)
-        return torch.sigmoid(fused), torch.sigmoid(a), torch.sigmoid(v)
+    def forward(self, audio: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.detector(audio, faces, with_sync=self.contract.has_sync)
+        return tuple(torch.sigmoid(x) for x in logits)
 
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-valued inputs of the contract's shapes, e.g. for tracing."""

@@ -241,7 +241,7 @@ def test_watch_prints_plain_lines_and_writes_events(
     assert table[0].split()[:3] == ["stream", "state", "fused"]
     rows = {r.split()[0]: r.split() for r in table[1:]}
     assert rows["fake"][1] == ALERT and rows["real"][1] == CLEAR
-    assert rows["fake"][7] == "4"  # windows scored
+    assert rows["fake"][8] == "4"  # windows scored
     states = [json.loads(x)["state"] for x in events.read_text().splitlines()]
     assert ALERT in states and CLEAR in states
 
@@ -251,8 +251,8 @@ def test_watch_table_renders_aligned_columns() -> None:
     from monitor.live.sink import StreamStatus
 
     rows = [
-        StreamStatus("lobby-cam", ALERT, 0.91, 0.95, None, 12, 1, 25.0, 48.2),
-        StreamStatus("x", "STARTING", None, None, None, 0, 0, 0.0, None),
+        StreamStatus("lobby-cam", ALERT, 0.91, 0.95, None, 0.12, "voice", 12, 1, 25.0, 48.2),
+        StreamStatus("x", "STARTING", None, None, None, None, None, 0, 0, 0.0, None),
     ]
     lines = render_table(rows).splitlines()
     assert lines[0].split() == [
@@ -261,6 +261,7 @@ def test_watch_table_renders_aligned_columns() -> None:
         "fused",
         "audio",
         "visual",
+        "sync",
         "fps",
         "lat_ms",
         "scored",
@@ -272,6 +273,7 @@ def test_watch_table_renders_aligned_columns() -> None:
         "0.910",
         "0.950",
         "-",
+        "0.120",
         "25.0",
         "48",
         "12",

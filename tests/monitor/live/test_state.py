@@ -202,3 +202,20 @@ def test_the_raising_modality_holds_for_the_whole_alert_and_clears_with_it() -> 
     for i in range(6):
         st2.update(float(i), 0.5, 0.5, 0.95, face_fraction=1.0, audio_rms=0.0, has_audio=False)
     assert (st2.state, st2.raised_by) == (ALERT, "face")
+
+
+def test_the_sync_head_has_its_own_level_and_pauses_with_a_gated_modality() -> None:
+    st = StreamState("s", StateParams(ema_alpha=1.0))
+    for i in range(6):  # voice and face each look real; their timing does not
+        st.update(
+            float(i), 0.9, 0.1, 0.1, face_fraction=1.0, audio_rms=LOUD, has_audio=True, sync=0.95
+        )
+    assert st.levels()["sync"] == "ALERT" and st.scores()["sync"] == pytest.approx(0.95)
+    assert (st.state, st.raised_by) == (ALERT, "lip_sync")
+    for i in range(6, 10):  # camera off: no mouth, no sync verdict
+        st.update(float(i), 0.9, 0.1, 0.1, face_fraction=0.0, audio_rms=LOUD, has_audio=True)
+    assert st.scores()["sync"] is None and st.levels()["sync"] == "CLEAR"
+    # a model without the sync output never scores the head
+    old = StreamState("old")
+    feed(old, [0.2] * 4)
+    assert old.scores()["sync"] is None
