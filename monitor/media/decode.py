@@ -209,6 +209,50 @@ class AudioConverter:
         return planes.mean(axis=0, dtype=np.float32)
 
 
+AUDIO_RESYNC_S = 0.2  # re-anchor audio time when the decoder's clock jumps more than this
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One decoded item of a stream, on the stream's clock."""
+
+    kind: str  # "audio" (mono float32 samples at the converter's rate) | "video" (av.VideoFrame)
+    data: Any
+    t: float  # stream time (s) of the first sample / of the frame
+    end: float  # stream time just after it (audio: t + duration; video: t)
+
+
+def stream_media(
+    container: Any, audio: Any, video: Any, sample_rate: int, offset: float = 0.0
+) -> Iterator[MediaItem]:
+    """One pass over a container's audio and video streams, in demux order, with stream
+    times rebased to start at `offset`. Audio keeps its own sample clock (re-anchored when
+    the decoder's clock jumps), so resampling never drifts against the video. The live
+    decode thread and `replay` both read media through this."""
+    streams = [s for s in (audio, video) if s is not None]
+    converter = AudioConverter(sample_rate) if audio is not None else None
+    t0: float | None = None
+    audio_next: float | None = None  # stream time of the next resampled sample
+    for packet in container.demux(streams):
+        for frame in packet.decode():
+            if frame.time is None:
+                continue
+            raw_t = float(frame.time)
+            if t0 is None:
+                t0 = raw_t
+            t = max(offset, raw_t - t0 + offset)
+            if isinstance(frame, av.AudioFrame) and converter is not None:
+                if audio_next is None or abs(t - audio_next) > AUDIO_RESYNC_S:
+                    audio_next = t
+                samples = converter.convert(frame)
+                if samples.size:
+                    start = audio_next
+                    audio_next += samples.shape[0] / sample_rate
+                    yield MediaItem("audio", samples, start, audio_next)
+            elif isinstance(frame, av.VideoFrame):
+                yield MediaItem("video", frame, t, t)
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode the first audio stream to mono float32 at `sample_rate` Hz."""
     src = str(path)

@@ -30,14 +30,13 @@ from monitor.errors import (
     ZeroDurationError,
 )
 from monitor.live.sink import MediaSink
-from monitor.media.decode import AudioConverter
+from monitor.media.decode import stream_media
 
 logger = logging.getLogger(__name__)
 
 STREAM_ID_MAX_CHARS = 64  # bounded label values for metrics and log lines
 STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_INFLIGHT_HANDOVERS = 256  # media items queued on the loop per stream before dropping
-AUDIO_RESYNC_S = 0.2  # re-anchor audio time when the decoder's clock jumps more than this
 REALTIME_MAX_SLEEP_S = 1.0  # never sleep longer than this per item while pacing (stop check)
 
 # Errors that a retry cannot fix for a file (a camera URL is retried whatever happens).
@@ -201,52 +200,33 @@ class DecodeThread:
         declare = getattr(self.sink, "declare_tracks", None)
         if declare is not None:
             self._handover(declare, audio is not None, video is not None, force=True)
-        streams = [s for s in (audio, video) if s is not None]
         loop_offset = self._offset
         wall0: float | None = None
         media0 = 0.0
         while not self._stop.is_set():
-            # The same conversion as training and offline scoring (equal-weight downmix).
-            converter = AudioConverter(self._sample_rate) if audio is not None else None
-            t0: float | None = None
-            audio_next: float | None = None  # stream time of the next resampled sample
             pass_max = loop_offset
-            for packet in container.demux(streams):
+            for item in stream_media(container, audio, video, self._sample_rate, loop_offset):
                 if self._stop.is_set():
                     return "stopped"
-                for frame in packet.decode():
-                    if frame.time is None:
-                        continue
-                    raw_t = float(frame.time)
-                    if t0 is None:
-                        t0 = raw_t
-                    t = max(loop_offset, raw_t - t0 + loop_offset)
-                    self.heartbeat = time.monotonic()
-                    if self.first_media_at is None:
-                        self.first_media_at = self.heartbeat
-                    if self.source.realtime:
-                        if wall0 is None:
-                            wall0, media0 = time.monotonic(), t
-                        if not self._pace(wall0 + (t - media0)):
-                            return "stopped"
-                    if isinstance(frame, av.AudioFrame) and converter is not None:
-                        if audio_next is None or abs(t - audio_next) > AUDIO_RESYNC_S:
-                            audio_next = t
-                        samples = converter.convert(frame)
-                        if samples.size:
-                            if self._handover(self.sink.push_audio, samples, audio_next):
-                                self.audio_samples.add(samples.shape[0])
-                            elif self._on_drop is not None:
-                                self._on_drop("audio", int(samples.shape[0]))
-                            audio_next += samples.shape[0] / self._sample_rate
-                        pass_max = max(pass_max, audio_next)
-                    elif isinstance(frame, av.VideoFrame):
-                        if self._handover(self.sink.push_video, frame, t):
-                            self.frames.add()
-                        elif self._on_drop is not None:
-                            self._on_drop("video", 1)
-                        pass_max = max(pass_max, t)
-                    self.max_time = max(self.max_time, pass_max)
+                self.heartbeat = time.monotonic()
+                if self.first_media_at is None:
+                    self.first_media_at = self.heartbeat
+                if self.source.realtime:
+                    if wall0 is None:
+                        wall0, media0 = time.monotonic(), item.t
+                    if not self._pace(wall0 + (item.t - media0)):
+                        return "stopped"
+                if item.kind == "audio":
+                    if self._handover(self.sink.push_audio, item.data, item.t):
+                        self.audio_samples.add(item.data.shape[0])
+                    elif self._on_drop is not None:
+                        self._on_drop("audio", int(item.data.shape[0]))
+                elif self._handover(self.sink.push_video, item.data, item.t):
+                    self.frames.add()
+                elif self._on_drop is not None:
+                    self._on_drop("video", 1)
+                pass_max = max(pass_max, item.end)
+                self.max_time = max(self.max_time, pass_max)
             if not (self.source.loop and not self.source.live):
                 return "eof" if not self._stop.is_set() else "stopped"
             # Loop a file: rewind and continue the clock one frame after this pass.

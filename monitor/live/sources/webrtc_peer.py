@@ -29,8 +29,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from monitor.live.sink import MediaSink
-from monitor.live.sources.base import AUDIO_RESYNC_S
-from monitor.media.decode import AudioConverter
+from monitor.media.decode import AUDIO_RESYNC_S, AudioConverter
 
 logger = logging.getLogger(__name__)
 
