@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "train.commands.evaluate",
     "watch": "monitor.commands.watch",
     "serve": "monitor.commands.serve",
+    "replay": "monitor.commands.replay",
     "score": "monitor.commands.score",
     "merge": "monitor.commands.merge",
     "export": "engines.commands.export",

@@ -133,6 +133,12 @@ class EventsConfig(_Section):
     webhook_backoff_s: float = Field(0.5, gt=0, le=60, description="first retry delay, doubles")
 
 
+class TimelineConfig(_Section):
+    dir: Path | None = Field(
+        None, description="write each stream's per-window timeline CSV here (<stream>.csv)"
+    )
+
+
 class StreamConfig(_Section):
     id: str = Field(pattern=STREAM_ID_PATTERN, description="stream id: [A-Za-z0-9_.-], <= 64")
     url: str = Field(min_length=1, description="rtsp://..., any URL PyAV opens, or a file path")
@@ -154,6 +160,7 @@ class MonitorConfig(_Section):
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    timeline: TimelineConfig = Field(default_factory=TimelineConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     streams: list[StreamConfig] = Field(default_factory=list, description="RTSP/file streams")
 

@@ -75,6 +75,11 @@ class CropStage:
     def idle(self) -> bool:
         return not self._queue and not self._busy
 
+    @property
+    def waiting(self) -> int:
+        """Raw windows queued for cropping."""
+        return len(self._queue)
+
     def put(self, raw: RawWindow) -> None:
         """Called on the loop by the Windower; never blocks."""
         if len(self._queue) >= self._max_waiting:

@@ -32,6 +32,7 @@ from monitor.live.scorer import BatchStats, ScoredWindow, Scorer
 from monitor.live.sink import StreamStatus
 from monitor.live.sources import RetryPolicy, Source, SourceSupervisor, sanitize_stream_id
 from monitor.live.state import DOWN, STARTING, StateChange, StreamState
+from monitor.live.timeline import TimelineRow, TimelineWriter
 from monitor.live.windowing import Window
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class StreamRuntime:
         self._frames_seen = 0
         self._fps_at = time.monotonic()
         self.ended: str | None = None  # reason the source ended (EOF), None while running
+        tdir = pipeline.cfg.timeline.dir
+        self.timeline = TimelineWriter(tdir / f"{stream_id}.csv") if tdir is not None else None
 
     # -- ingest (local streams) ----------------------------------------------------------
 
@@ -148,6 +151,19 @@ class StreamRuntime:
         )
         self.windows_scored += 1
         self.latency_s = result.latency_s
+        if self.timeline is not None:
+            self.timeline.write(
+                TimelineRow(
+                    stream_time=w.end_s,
+                    raw=(result.fused, result.audio, result.visual, result.sync),
+                    smoothed=self.state.scores(),
+                    state=self.state.state,
+                    raised_by=self.state.raised_by,
+                    face_fraction=w.face_fraction,
+                    speech=w.has_audio and w.audio_rms >= self.state.params.silence_rms,
+                    audio_rms=w.audio_rms,
+                )
+            )
         self.metrics.scored(
             (result.fused, result.audio, result.visual, result.sync),
             self.state.scores(),
@@ -319,6 +335,8 @@ class Pipeline:
             task.cancel()
         self.scorer.discard_stream(sid)
         self.metrics.remove_stream(sid)
+        if rt.timeline is not None:
+            rt.timeline.close()
         logger.info("stream %s: removed", sid)
 
     def status(self, stream_id: str) -> StreamStatus | None:
