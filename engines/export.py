@@ -256,6 +256,7 @@ def export_checkpoint(
         model_config=_config_dict(ck.model_config),
         tool_versions=versions,
         created_utc=utc_now(),
+        calibration=_calibration_of(ck.extra),
     )
     write_manifest(out, manifest)
     result = ExportResult(out, manifest)
@@ -300,9 +301,16 @@ def export_fp16(
         model_config=fp32_manifest.model_config,
         tool_versions=fp32_manifest.tool_versions,
         created_utc=utc_now(),
+        calibration=fp32_manifest.calibration,
     )
     write_manifest(out, manifest)
     return manifest
+
+
+def _calibration_of(extra: dict[str, Any]) -> dict[str, Any] | None:
+    """A checkpoint's calibrated state settings travel into its ONNX manifest."""
+    value = extra.get("calibration")
+    return value if isinstance(value, dict) else None
 
 
 def reference_scorer(path: Path, contract: InputContract) -> ScoreFn:

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from engines.manifest import load_engine_manifest, load_onnx_manifest
 from monitor.backend import Backend
@@ -280,30 +280,48 @@ def load_backend(
     logger.info(
         "backend %s on %s (%s): %s", choice.backend, choice.device, choice.path, choice.reason
     )
-    built: Backend
+    built: OnnxRuntimeBackend | TensorRTBackend | TorchBackend | TritonBackend
+    calibration: dict[str, Any] | None = None
     if choice.backend == "onnxruntime":
         from engines.ort_backend import OnnxRuntimeBackend
 
         manifest = load_onnx_manifest(choice.path)
         _check_expected(contract, manifest.contract, choice.path)
         built = OnnxRuntimeBackend(choice.path, manifest.contract, device=choice.device)
+        calibration = manifest.calibration
     elif choice.backend == "tensorrt":
         from engines.trt_backend import TensorRTBackend
 
         emanifest = load_engine_manifest(choice.path)
         _check_expected(contract, emanifest.contract, choice.path)
         built = TensorRTBackend(choice.path, emanifest, workers=workers)
+        calibration = emanifest.calibration
     elif choice.backend == "torch":
         from engines.torch_backend import TorchBackend
 
         built = TorchBackend.from_checkpoint(choice.path, device=choice.device)
         _check_expected(contract, built.contract, choice.path)
+        calibration = built.checkpoint_calibration
     else:
         from engines.triton_backend import TritonBackend
 
         built = TritonBackend.from_url(choice.path)
         _check_expected(contract, built.contract, choice.path)
+    # The state machine's calibrated settings travel with the model; the monitor reads them
+    # from the backend (monitor.backend.model_calibration).
+    built.calibration = calibration
     return built
+
+
+def model_calibration(model_path: str | Path) -> dict[str, Any] | None:
+    """The calibrated state settings of the model auto would choose on a CPU: from the ONNX
+    or engine manifest (a checkpoint's are read when torch loads it)."""
+    found = find_artifacts(model_path)
+    if found.onnx is not None:
+        return load_onnx_manifest(found.onnx).calibration
+    if found.plan is not None:
+        return load_engine_manifest(found.plan).calibration
+    return None
 
 
 def _check_expected(expected: InputContract | None, model: InputContract, where: str) -> None:

@@ -56,6 +56,20 @@ def find_manifest(model_path: str | Path) -> Path | None:
     return None
 
 
+def _with_calibration(calibration: dict[str, Any] | None, d: dict[str, Any]) -> dict[str, Any]:
+    # Absent, not null, when uncalibrated: manifests written before it read the same.
+    if calibration is not None:
+        d["calibration"] = calibration
+    return d
+
+
+def _calibration(data: dict[str, Any], where: str) -> dict[str, Any] | None:
+    value = data.get("calibration")
+    if value is not None and not isinstance(value, dict):
+        raise ModelFormatError(f"{where}: calibration must be a mapping")
+    return value
+
+
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -91,27 +105,31 @@ class OnnxManifest:
     model_config: dict[str, Any] = field(default_factory=dict)  # the detector's config
     tool_versions: dict[str, str] = field(default_factory=dict)  # torch, onnx, ...
     created_utc: str = ""
+    calibration: dict[str, Any] | None = None  # `deepfake-monitor calibrate`'s settings
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": ONNX_FORMAT,
-            "manifest_version": MANIFEST_VERSION,
-            "contract": self.contract.to_dict(),
-            "onnx": {
-                "file": self.onnx_file,
-                "sha256": self.onnx_sha256,
-                "opset": self.opset,
-                "precision": self.precision,
+        return _with_calibration(
+            self.calibration,
+            {
+                "format": ONNX_FORMAT,
+                "manifest_version": MANIFEST_VERSION,
+                "contract": self.contract.to_dict(),
+                "onnx": {
+                    "file": self.onnx_file,
+                    "sha256": self.onnx_sha256,
+                    "opset": self.opset,
+                    "precision": self.precision,
+                },
+                "source": {
+                    "checkpoint": self.source_checkpoint,
+                    "sha256": self.source_sha256,
+                    "model_config": self.model_config,
+                },
+                "parity": asdict(self.parity) if self.parity is not None else None,
+                "tool_versions": self.tool_versions,
+                "created_utc": self.created_utc,
             },
-            "source": {
-                "checkpoint": self.source_checkpoint,
-                "sha256": self.source_sha256,
-                "model_config": self.model_config,
-            },
-            "parity": asdict(self.parity) if self.parity is not None else None,
-            "tool_versions": self.tool_versions,
-            "created_utc": self.created_utc,
-        }
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "manifest") -> OnnxManifest:
@@ -131,6 +149,7 @@ class OnnxManifest:
                 model_config=dict(source.get("model_config") or {}),
                 tool_versions=dict(data.get("tool_versions") or {}),
                 created_utc=str(data.get("created_utc", "")),
+                calibration=_calibration(data, where),
             )
         except ContractError:
             raise
@@ -157,22 +176,26 @@ class EngineManifest:
     workspace_mib: int  # builder workspace limit
     io: tuple[dict[str, Any], ...] = ()  # TensorSpec.to_dict() of every I/O tensor
     created_utc: str = ""
+    calibration: dict[str, Any] | None = None  # copied from the ONNX file's manifest
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": ENGINE_FORMAT,
-            "manifest_version": MANIFEST_VERSION,
-            "contract": self.contract.to_dict(),
-            "plan": {"file": self.plan_file, "sha256": self.plan_sha256},
-            "onnx": {"file": self.onnx_file, "sha256": self.onnx_sha256},
-            "tensorrt_version": self.tensorrt_version,
-            "gpu": {"name": self.gpu_name, "compute_capability": self.compute_capability},
-            "precision": self.precision,
-            "profile": {"min": self.min_batch, "opt": self.opt_batch, "max": self.max_batch},
-            "workspace_mib": self.workspace_mib,
-            "io": list(self.io),
-            "created_utc": self.created_utc,
-        }
+        return _with_calibration(
+            self.calibration,
+            {
+                "format": ENGINE_FORMAT,
+                "manifest_version": MANIFEST_VERSION,
+                "contract": self.contract.to_dict(),
+                "plan": {"file": self.plan_file, "sha256": self.plan_sha256},
+                "onnx": {"file": self.onnx_file, "sha256": self.onnx_sha256},
+                "tensorrt_version": self.tensorrt_version,
+                "gpu": {"name": self.gpu_name, "compute_capability": self.compute_capability},
+                "precision": self.precision,
+                "profile": {"min": self.min_batch, "opt": self.opt_batch, "max": self.max_batch},
+                "workspace_mib": self.workspace_mib,
+                "io": list(self.io),
+                "created_utc": self.created_utc,
+            },
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "manifest") -> EngineManifest:
@@ -195,6 +218,7 @@ class EngineManifest:
                 workspace_mib=int(data["workspace_mib"]),
                 io=tuple(dict(t) for t in data.get("io") or ()),
                 created_utc=str(data.get("created_utc", "")),
+                calibration=_calibration(data, where),
             )
         except ContractError:
             raise

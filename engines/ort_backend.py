@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,7 @@ class OnnxRuntimeBackend:
     """Scores windows with onnxruntime on an ONNX file that follows `contract`."""
 
     name = "onnxruntime"
+    calibration: dict[str, Any] | None = None  # calibrate's state settings (manifest)
 
     def __init__(
         self,

@@ -65,6 +65,7 @@ class TorchBackend:
     """Scores windows with the torch model (its export module, which returns probabilities)."""
 
     name = "torch"
+    calibration: dict[str, Any] | None = None  # calibrate's state settings (manifest)
 
     def __init__(
         self,
@@ -77,6 +78,7 @@ class TorchBackend:
         max_graph_batch: int = DEFAULT_MAX_GRAPH_BATCH,
     ) -> None:
         self.contract = contract
+        self.checkpoint_calibration: dict[str, Any] | None = None  # from a checkpoint's extra
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(
@@ -111,7 +113,10 @@ class TorchBackend:
         from train.checkpoint import load_checkpoint
 
         ck = load_checkpoint(path)
-        return cls(ck.model.export_module(), ck.contract, device=device, **kwargs)
+        backend = cls(ck.model.export_module(), ck.contract, device=device, **kwargs)
+        calibration = ck.extra.get("calibration")
+        backend.checkpoint_calibration = calibration if isinstance(calibration, dict) else None
+        return backend
 
     def _eager(self, audio: torch.Tensor, faces: torch.Tensor) -> Any:
         # cache_enabled=False: autocast's weight-cast cache must not outlive a graph capture

@@ -89,6 +89,7 @@ class TritonBackend:
     """Sends each batch to Triton as one gRPC request; Triton batches across clients."""
 
     name = "triton"
+    calibration: dict[str, Any] | None = None  # calibrate's state settings (manifest)
 
     def __init__(
         self,

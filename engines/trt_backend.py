@@ -104,6 +104,7 @@ class TensorRTBackend:
     """Scores windows with a TensorRT engine; safe for `workers` threads at once."""
 
     name = "tensorrt"
+    calibration: dict[str, Any] | None = None  # calibrate's state settings (manifest)
 
     def __init__(
         self,

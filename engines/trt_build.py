@@ -114,6 +114,7 @@ def build_engine(
         workspace_mib=opts.workspace_mib,
         io=tuple(s.to_dict() for s in io),
         created_utc=utc_now(),
+        calibration=onnx_manifest.calibration,
     )
     write_manifest(out, manifest)
     return manifest

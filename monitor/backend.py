@@ -12,7 +12,7 @@ import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -121,3 +121,16 @@ def model_identity(backend: Backend, model: str | Path) -> str:
         while chunk := fh.read(HASH_CHUNK_BYTES):
             h.update(chunk)
     return h.hexdigest()
+
+
+def model_calibration(backend: Backend) -> dict[str, Any] | None:
+    """The calibrated settings shipped with the backend's model (`calibrate`), if any."""
+    value = getattr(backend, "calibration", None)
+    return value if isinstance(value, dict) else None
+
+
+def read_model_calibration(model: str | Path) -> dict[str, Any] | None:
+    """The same, read from the model's manifest without loading a runtime."""
+    loader = importlib.import_module(ENGINES_LOADER)
+    found: dict[str, Any] | None = loader.model_calibration(model)
+    return found

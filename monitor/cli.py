@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "probe": "monitor.commands.probe",
     "train": "train.commands.train",
     "evaluate": "train.commands.evaluate",
+    "calibrate": "train.commands.calibrate",
     "watch": "monitor.commands.watch",
     "serve": "monitor.commands.serve",
     "replay": "monitor.commands.replay",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,7 +68,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def _check_plain(obj: Any, where: str) -> None:
     """Refuse at save time what torch.load(weights_only=True) would refuse at load time."""
-    if isinstance(obj, _PLAIN_LEAVES):
+    # numpy scalars subclass float and int, but torch.load(weights_only=True) refuses them
+    if isinstance(obj, _PLAIN_LEAVES) and not isinstance(obj, np.generic):
         return
     if isinstance(obj, dict):
         for key, value in obj.items():
@@ -117,7 +119,22 @@ def save_checkpoint(
         "state_dict": state,
         "extra": extra,
     }
+    return _write_payload(Path(path), payload)
+
+
+def update_extra(path: str | Path, updates: dict[str, Any]) -> str:
+    """Merge `updates` into a checkpoint's extra (e.g. `calibrate`'s settings), rewriting
+    the file atomically; weights, contract and config stay as they are."""
     path = Path(path)
+    payload = _read_payload(path)
+    extra = dict(payload.get("extra") or {})
+    extra.update(updates)
+    _check_plain(extra, "extra")
+    payload["extra"] = extra
+    return _write_payload(path, payload)
+
+
+def _write_payload(path: Path, payload: dict[str, Any]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename: a crash mid-save never leaves a torn file
     # where the previous good checkpoint was.

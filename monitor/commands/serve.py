@@ -32,10 +32,39 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.config}: OK ({len(cfg.streams)} stream(s), model {cfg.model})")
         for line in describe_streams(cfg):
             print(f"  {line}")
+        for line in describe_state(cfg):
+            print(line)
         sys.stdout.flush()
         return 0
     asyncio.run(_serve(Service(cfg), args.table, args.duration))
     return 0
+
+
+def describe_state(cfg: Any) -> list[str]:
+    """The state machine's effective settings: the model's calibrated ones, then the config's."""
+    from monitor.backend import read_model_calibration
+    from monitor.live.config import effective_state
+    from monitor.live.state import HEADS
+
+    try:
+        calibration = read_model_calibration(cfg.model)
+    except Exception as exc:  # the model is checked again, loudly, when serving starts
+        calibration = None
+        print(f"  (cannot read the model's manifest: {exc})")
+    state, why = effective_state(cfg.state, calibration)
+    p = state.params()
+    lines = [
+        f"{why}:",
+        f"  smoothing {p.smoothing} (ema_alpha {p.ema_alpha:g}, median_windows "
+        f"{p.median_windows}); hold {p.min_escalate_s:g} s up, {p.min_deescalate_s:g} s down",
+    ]
+    for head in HEADS:
+        th = p.thresholds(head)
+        lines.append(
+            f"  {head:7s} suspicious {th.suspicious_on:g}/{th.suspicious_off:g}  "
+            f"alert {th.alert_on:g}/{th.alert_off:g} (on/off)"
+        )
+    return lines
 
 
 async def _serve(service: Any, table: bool, duration: float | None) -> None:

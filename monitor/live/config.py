@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from monitor.errors import ConfigError
 from monitor.live.sources.base import STREAM_ID_PATTERN
 from monitor.live.sources.webrtc_config import WebRTCConfig
-from monitor.live.state import StateParams
+from monitor.live.state import StateParams, Thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,13 @@ class ScorerConfig(_Section):
         return self
 
 
+class HeadThresholdsConfig(_Section):
+    suspicious_on: float = Field(ge=0, le=1, description="enter SUSPICIOUS at this score")
+    suspicious_off: float = Field(ge=0, le=1, description="leave SUSPICIOUS below this")
+    alert_on: float = Field(ge=0, le=1, description="enter ALERT at this score")
+    alert_off: float = Field(ge=0, le=1, description="leave ALERT below this")
+
+
 class StateConfig(_Section):
     smoothing: Literal["ema", "median"] = Field("ema", description="rolling score method")
     ema_alpha: float = Field(0.5, gt=0, le=1, description="EMA weight of the newest window")
@@ -111,6 +118,11 @@ class StateConfig(_Section):
     min_face_fraction: float = Field(0.5, ge=0, le=1, description="crops with a face, else NO_FACE")
     silence_rms: float = Field(0.003, ge=0, le=1, description="audio RMS floor, else SILENCE")
     min_gate_s: float = Field(2.0, ge=0, le=600, description="hold time for NO_FACE/SILENCE")
+    heads: dict[Literal["fused", "audio", "visual", "sync"], HeadThresholdsConfig] = Field(
+        default_factory=dict,
+        description="thresholds of single heads, overriding the shared four (calibrate "
+        "writes them into the model)",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> StateConfig:
@@ -121,7 +133,37 @@ class StateConfig(_Section):
         return self
 
     def params(self) -> StateParams:
-        return StateParams(**self.model_dump())
+        data = self.model_dump(exclude={"heads"})
+        per_head = tuple(
+            (head, Thresholds(**th.model_dump())) for head, th in sorted(self.heads.items())
+        )
+        return StateParams(**data, per_head=per_head)
+
+
+def effective_state(
+    state: StateConfig, calibration: dict[str, Any] | None
+) -> tuple[StateConfig, str]:
+    """The state machine's settings: the model's calibrated ones (when it has them) with
+    every key the config file sets on top; and one line saying which were used."""
+    if not calibration or not isinstance(calibration.get("state"), dict):
+        return state, "state machine: the configuration's settings (the model is not calibrated)"
+    merged = dict(calibration["state"])
+    own = state.model_dump(include=state.model_fields_set)
+    heads = {**dict(merged.get("heads") or {}), **dict(own.pop("heads", None) or {})}
+    merged.update(own)
+    if heads:
+        merged["heads"] = heads
+    try:
+        effective = StateConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"the model's calibrated state settings are invalid: {exc}") from exc
+    budget = calibration.get("false_alerts_per_hour")
+    why = "state machine: the model's calibrated settings"
+    if budget is not None:
+        why += f" (false-alarm budget {budget:g} per stream-hour)"
+    if own:
+        why += f", overridden by the configuration's {', '.join(sorted(own))}"
+    return effective, why
 
 
 class EventsConfig(_Section):

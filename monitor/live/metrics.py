@@ -191,8 +191,9 @@ class MonitorMetrics:
 
     def set_thresholds(self, params: StateParams) -> None:
         for head in HEADS:
+            th = params.thresholds(head)
             for name in THRESHOLDS:
-                self.threshold.labels(head, name).set(getattr(params, name))
+                self.threshold.labels(head, name).set(getattr(th, name))
 
     def set_build_info(self, version: str, model_sha256: str, contract: str, backend: str) -> None:
         self.build_info.clear()

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from monitor.backend import Backend
+from monitor.backend import Backend, model_calibration
 from monitor.errors import ConfigError
 from monitor.live.buffers import StreamBuffers
-from monitor.live.config import MonitorConfig
+from monitor.live.config import MonitorConfig, effective_state
 from monitor.live.crops import Cropper
 from monitor.live.events import EventDispatcher
 from monitor.live.ingest import IngestChain, IngestSettings
@@ -70,7 +70,7 @@ class StreamRuntime:
         self.stream_id = stream_id
         self.kind = kind
         self.metrics: StreamMetrics = pipeline.metrics.stream(stream_id)
-        self.state = StreamState(stream_id, pipeline.cfg.state.params())
+        self.state = StreamState(stream_id, pipeline.state_params)
         self.ingest: IngestChain | None = None  # None: ingested by a worker process
         self.supervisor: SourceSupervisor | None = None
         self.supervised = False  # a supervisor (here or in an ingest worker) runs its source
@@ -223,7 +223,10 @@ class Pipeline:
         self.contract = backend.contract
         self.cfg = cfg
         self.metrics = metrics or MonitorMetrics()
-        self.metrics.set_thresholds(cfg.state.params())
+        state_cfg, self.state_source = effective_state(cfg.state, model_calibration(backend))
+        logger.info("%s", self.state_source)
+        self.state_params = state_cfg.params()
+        self.metrics.set_thresholds(self.state_params)
         self.events = events or EventDispatcher()
         self.cropper_factory = cropper_factory or self._default_cropper
         self.streams: dict[str, StreamRuntime] = {}

@@ -100,8 +100,6 @@ async def replay_files(
 ) -> list[ReplayResult]:
     """Replay each file into `out/<stream id>/`; see the module docstring."""
     results = []
-    params = cfg.state.params()
-    thresholds = {"alert_on": params.alert_on, "suspicious_on": params.suspicious_on}
     for path, sid in zip(files, _unique_ids(files), strict=True):
         folder = out / sid
         try:
@@ -123,6 +121,8 @@ async def replay_files(
             continue
         finally:
             await pipeline.stop()
+        th = pipeline.state_params.thresholds("fused")
+        thresholds = {"alert_on": th.alert_on, "suspicious_on": th.suspicious_on}
         (folder / f"{sid}.csv").replace(timeline)
         rows = read_timeline(timeline)
         result = ReplayResult(str(path), sid, folder, windows=len(rows))

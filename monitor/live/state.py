@@ -47,8 +47,25 @@ class Level(IntEnum):
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    """Where one head enters and leaves each level (smoothed score)."""
+
+    suspicious_on: float = 0.5
+    suspicious_off: float = 0.4
+    alert_on: float = 0.8
+    alert_off: float = 0.65
+
+    def check(self, where: str = "") -> None:
+        if not self.suspicious_off <= self.suspicious_on <= self.alert_on:
+            raise ValueError(f"{where}need suspicious_off <= suspicious_on <= alert_on")
+        if not self.suspicious_off <= self.alert_off <= self.alert_on:
+            raise ValueError(f"{where}need suspicious_off <= alert_off <= alert_on")
+
+
+@dataclass(frozen=True)
 class StateParams:
-    """Thresholds and durations of the state machine (from `StateConfig` in the YAML)."""
+    """Thresholds and durations of the state machine (from `StateConfig` in the YAML, or
+    the model's calibrated settings). `per_head` overrides the thresholds of some heads."""
 
     smoothing: str = "ema"  # "ema" | "median"
     ema_alpha: float = 0.5  # weight of the newest window in the EMA
@@ -62,14 +79,26 @@ class StateParams:
     min_face_fraction: float = 0.5  # fewer crops with a face than this = no usable face
     silence_rms: float = 0.003  # audio RMS below this (about -50 dBFS) = silence
     min_gate_s: float = 2.0  # gate (NO_FACE / SILENCE / NO_AUDIO) after this long
+    per_head: tuple[tuple[str, Thresholds], ...] = ()  # (head, thresholds) overrides
 
     def __post_init__(self) -> None:
         if self.smoothing not in ("ema", "median"):
             raise ValueError(f"smoothing must be 'ema' or 'median', got {self.smoothing!r}")
-        if not self.suspicious_off <= self.suspicious_on <= self.alert_on:
-            raise ValueError("need suspicious_off <= suspicious_on <= alert_on")
-        if not self.suspicious_off <= self.alert_off <= self.alert_on:
-            raise ValueError("need suspicious_off <= alert_off <= alert_on")
+        self._shared().check()
+        for head, th in self.per_head:
+            if head not in HEADS:
+                raise ValueError(f"per-head thresholds for unknown head {head!r}")
+            th.check(f"{head}: ")
+
+    def _shared(self) -> Thresholds:
+        return Thresholds(self.suspicious_on, self.suspicious_off, self.alert_on, self.alert_off)
+
+    def thresholds(self, head: str) -> Thresholds:
+        """The thresholds `head` uses: its own override, else the shared ones."""
+        for name, th in self.per_head:
+            if name == head:
+                return th
+        return self._shared()
 
 
 class Smoother:
@@ -99,8 +128,9 @@ class Smoother:
 class Hysteresis:
     """Level of one head: thresholds with a dead band plus minimum durations."""
 
-    def __init__(self, params: StateParams) -> None:
+    def __init__(self, params: StateParams, head: str = "fused") -> None:
         self.params = params
+        self.th = params.thresholds(head)
         self.level = Level.CLEAR
         self._direction = 0  # +1 escalating, -1 de-escalating, 0 steady
         self._since = 0.0  # stream time the pending change was first seen
@@ -110,7 +140,7 @@ class Hysteresis:
         self._direction = 0
 
     def target(self, score: float) -> Level:
-        p = self.params
+        p = self.th
         alert_at = p.alert_off if self.level == Level.ALERT else p.alert_on
         susp_at = p.suspicious_off if self.level >= Level.SUSPICIOUS else p.suspicious_on
         if score >= alert_at:
@@ -135,9 +165,9 @@ class Hysteresis:
 
 
 class _Head:
-    def __init__(self, params: StateParams) -> None:
+    def __init__(self, params: StateParams, head: str) -> None:
         self.smoother = Smoother(params)
-        self.hysteresis = Hysteresis(params)
+        self.hysteresis = Hysteresis(params, head)
 
     def reset(self) -> None:
         self.smoother.reset()
@@ -192,7 +222,7 @@ class StreamState:
     def __init__(self, stream_id: str, params: StateParams | None = None) -> None:
         self.stream_id = stream_id
         self.params = params or StateParams()
-        self.heads = {h: _Head(self.params) for h in HEADS}
+        self.heads = {h: _Head(self.params, h) for h in HEADS}
         self.audio_gate = _Gate(self.params)
         self.visual_gate = _Gate(self.params)
         self.state = STARTING

@@ -324,6 +324,8 @@ def test_a_checkpoint_from_before_the_sync_output_gains_it(
 
 def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:
     path = tmp_path / "model.pt"
+    with pytest.raises(ModelFormatError, match=r"extra\['auc'\] is a numpy.float64"):
+        save_checkpoint(path, tiny_model, SMALL, TINY_CFG, extra={"auc": np.float64(0.9)})
     save_checkpoint(path, tiny_model, SMALL, TINY_CFG)
     with pytest.raises(ContractError, match="k_crops"):
         load_checkpoint(path, expect_contract=dataclasses.replace(SMALL, k_crops=8))
