@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ DEFAULT_WEBHOOK_RETRIES = 3  # extra attempts after the first failed POST
 DEFAULT_WEBHOOK_TIMEOUT_S = 5.0  # per POST
 DEFAULT_WEBHOOK_BACKOFF_S = 0.5  # first retry delay; doubles per retry
 WEBHOOK_BACKOFF_MAX_S = 30.0
+RECENT_EVENTS = 100  # kept in memory for the operator page
 
 
 def event_record(change: StateChange) -> dict[str, Any]:
@@ -183,10 +185,12 @@ class EventDispatcher:
         self.log = log
         self.webhook = webhook
         self.emitted = 0
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)  # operator page
 
     def emit(self, change: StateChange) -> dict[str, Any]:
         record = event_record(change)
         self.emitted += 1
+        self.recent.append(record)
         logger.info(
             "stream %s: %s -> %s (%s)",
             change.stream_id,

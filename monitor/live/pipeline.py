@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,6 +39,7 @@ from monitor.live.windowing import Window
 logger = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 1.0  # fps and queue gauges refresh period
+HISTORY_WINDOWS = 600  # smoothed scores kept per stream for the operator page (10 min at 1 s)
 STREAM_KINDS = ("webrtc", "rtsp", "file", "remote")
 
 CropperFactory = Callable[[str], Cropper]  # stream id -> that stream's own cropper
@@ -82,6 +84,10 @@ class StreamRuntime:
         self._frames_seen = 0
         self._fps_at = time.monotonic()
         self.ended: str | None = None  # reason the source ended (EOF), None while running
+        # (wall time, smoothed fused, audio, visual, sync, state) per scored window
+        self.history: deque[
+            tuple[float, float | None, float | None, float | None, float | None, str]
+        ] = deque(maxlen=HISTORY_WINDOWS)
         tdir = pipeline.cfg.timeline.dir
         self.timeline = TimelineWriter(tdir / f"{stream_id}.csv") if tdir is not None else None
 
@@ -151,6 +157,10 @@ class StreamRuntime:
         )
         self.windows_scored += 1
         self.latency_s = result.latency_s
+        s = self.state.scores()
+        self.history.append(
+            (time.time(), s["fused"], s["audio"], s["visual"], s["sync"], self.state.state)
+        )
         if self.timeline is not None:
             self.timeline.write(
                 TimelineRow(

@@ -34,6 +34,7 @@ from monitor.errors import ContractError
 from monitor.live.config import MonitorConfig
 from monitor.live.events import EventDispatcher, EventLog, Webhook
 from monitor.live.metrics import CONTENT_TYPE, MonitorMetrics
+from monitor.live.operator import add_operator_routes
 from monitor.live.pipeline import CropperFactory, Pipeline
 from monitor.live.scorer import warm_up
 from monitor.live.sink import StreamStatus
@@ -255,6 +256,7 @@ class Service:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/streams", self._streams)
+        add_operator_routes(app, lambda: self.pipeline, self._authorized)
         self._add_webrtc(app)
         return app
 

@@ -58,8 +58,12 @@ def write_clip(
     face: bool = True,
     black: bool = False,
     gop: int = 10,
+    then: Look | None = None,
+    turn_at: float | None = None,
 ) -> Path:
-    """An H.264 (+ AAC) MP4 with a still talking head and a tone, packets interleaved."""
+    """An H.264 (+ AAC) MP4 with a still talking head and a tone, packets interleaved; with
+    `then` and `turn_at`, the look changes to `then` at `turn_at` seconds (a call that
+    turns fake mid-way)."""
     w, h = FRAME_SIZE
     with av.open(str(path), "w", format="mp4") as out:
         vs = out.add_stream("libx264", rate=fps)
@@ -77,10 +81,16 @@ def write_clip(
         still = np.zeros((h, w, 3), np.uint8) if black else face_frame(gain, face)
         n_frames = round(seconds * fps)
         t = np.arange(round(seconds * AUDIO_RATE)) / AUDIO_RATE
-        tone = (tone_amp * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        amp = np.full(t.shape, tone_amp)
+        turned = still
+        if then is not None and turn_at is not None:
+            amp[t >= turn_at] = then["tone_amp"]
+            turned = face_frame(then["gain"], face)
+        tone = (amp * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
         a_pos = 0
         for i in range(n_frames):
-            vf = av.VideoFrame.from_ndarray(still, format="rgb24")
+            picture = turned if turn_at is not None and i / fps >= turn_at else still
+            vf = av.VideoFrame.from_ndarray(picture, format="rgb24")
             vf.pts, vf.time_base = i, Fraction(1, fps)
             for pkt in vs.encode(vf):
                 out.mux(pkt)

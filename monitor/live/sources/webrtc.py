@@ -27,7 +27,6 @@ import json
 import logging
 import re
 import secrets
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -38,13 +37,13 @@ from pydantic import SecretStr
 
 from monitor.contract import SAMPLE_RATE
 from monitor.errors import ConfigError
+from monitor.live.pages import PAGE_HEADERS, STATIC_DIR
 from monitor.live.sink import StreamRegistry
 from monitor.live.sources.webrtc_config import WebRTCConfig
 from monitor.live.sources.webrtc_peer import TRACK_KINDS, PeerSession
 
 logger = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STREAM_KIND = "webrtc"
 MEDIA_KINDS = (*TRACK_KINDS, "application")  # SDP sections aiortc can answer
 DEFAULT_NAME = "peer"
@@ -53,17 +52,6 @@ STREAM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # any stream id t
 STREAM_SUFFIX_BYTES = 3  # random suffix: 6 hex characters
 NEGOTIATION_TIMEOUT_S = 10.0  # setRemoteDescription + createAnswer + ICE gathering
 READ_CHUNK_BYTES = 16 * 1024  # body read granularity while enforcing the size limit
-PAGE_HEADERS = {
-    # the page runs only its own script; the token lives in the fragment and in memory
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; "
-        "base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
 
 
 class OfferRejected(Exception):

@@ -5,23 +5,20 @@ camera and microphone fed from files opens the join page, is received, and shows
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import ClientSession
 from pydantic import SecretStr
 
 from monitor.live.sources.webrtc import WebRTCConfig
+from tests.support.browser import (
+    chromium,
+    needs_chromium,
+    text_of,
+    wait_until_async,
+)
 from tests.support.webrtc_peers import (
     CLIP_SIZE,
     TOKEN,
@@ -33,107 +30,7 @@ from tests.support.webrtc_peers import (
     write_y4m,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-
-
-# --- the DevTools protocol, just enough to click and read the page -----------------------
-
-
-class DevTools:
-    """Just enough of the Chrome DevTools protocol to click and read the page."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.next_id = 0
-
-    async def evaluate(self, expression: str) -> Any:
-        self.next_id += 1
-        my_id = self.next_id
-        params = {"expression": expression, "returnByValue": True, "awaitPromise": True}
-        await self.ws.send_json({"id": my_id, "method": "Runtime.evaluate", "params": params})
-        while True:
-            msg = await self.ws.receive_json()
-            if msg.get("id") == my_id:
-                return msg["result"]["result"].get("value")
-
-
-def _devtools_port(port_file: Path) -> str | None:
-    """The port Chromium wrote, once it has written it all ("PORT\n/devtools/browser/ID").
-
-    The file can exist before its text does: a loaded machine read it empty once.
-    """
-    try:
-        lines = port_file.read_text().split()
-    except FileNotFoundError:
-        return None
-    return lines[0] if len(lines) >= 2 else None
-
-
-async def devtools_page_url(user_data_dir: Path, http: ClientSession) -> str:
-    port_file = user_data_dir / "DevToolsActivePort"
-    await wait_until(lambda: _devtools_port(port_file) is not None, 30, "Chromium's DevTools port")
-    port = _devtools_port(port_file)
-    for _ in range(100):
-        async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
-            pages = [t for t in await resp.json() if t["type"] == "page"]
-        if pages:
-            return str(pages[0]["webSocketDebuggerUrl"])
-        await asyncio.sleep(0.1)
-    raise AssertionError("Chromium shows no page")
-
-
-needs_chromium = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"
-)
-
-
-@contextlib.asynccontextmanager
-async def chromium(
-    url: str, y4m: Path, wav: Path, http: ClientSession, scratch: Path
-) -> AsyncIterator[DevTools]:
-    """Headless Chromium on `url` with a fake camera and microphone; yields its page once
-    the page's script has run (the fragment is read and gone)."""
-    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=scratch))
-    browser = subprocess.Popen(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={y4m}",
-            f"--use-file-for-fake-audio-capture={wav}",
-            "--remote-debugging-port=0",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its helper processes die with the group below
-    )
-    try:
-        ws_url = await devtools_page_url(profile, http)
-        async with http.ws_connect(ws_url, max_msg_size=0) as ws:
-            page = DevTools(ws)
-            phases = "['idle', 'starting', 'live', 'ended', 'error']"  # set by app.js only
-            ready = f"{phases}.includes(document.body && document.body.dataset.phase)"
-            await wait_until_async(lambda: page.evaluate(ready), True, 15)  # not about:blank
-            yield page
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(browser.pid, signal.SIGKILL)
-        browser.wait()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def text_of(*ids: str) -> str:
-    return f"{list(ids)!r}.map(id => document.getElementById(id).textContent)"
+CALLER = ("idle", "starting", "live", "ended", "error")  # phases app.js sets
 
 
 @pytest.mark.slow
@@ -147,7 +44,7 @@ def test_headless_chromium_joins_and_shows_the_score(tmp_path: Path) -> None:
         cfg = WebRTCConfig(token=SecretStr(TOKEN), status_interval_ms=200)
         async with serve(registry, cfg) as (base, server), ClientSession() as http:
             url = f"{base}/#token={TOKEN}&name=chromium"
-            async with chromium(url, y4m, wav, http, tmp_path) as page:
+            async with chromium(url, http, tmp_path, phases=CALLER, y4m=y4m, wav=wav) as page:
                 # the token left the address bar as soon as the page read it
                 assert TOKEN not in await page.evaluate("location.href")
                 await page.evaluate("document.getElementById('start').click()")
@@ -213,7 +110,7 @@ def test_chromium_through_the_service_shows_an_alert(tmp_path: Path) -> None:
             base = f"http://127.0.0.1:{service.port}"
             async with ClientSession() as http:
                 url = f"{base}/#token={TOKEN}&name=browser&autostart=1"
-                async with chromium(url, y4m, wav, http, tmp_path) as page:
+                async with chromium(url, http, tmp_path, phases=CALLER, y4m=y4m, wav=wav) as page:
                     # (with Chromium's default audio processing the steady tone was
                     # suppressed and this stayed CLEAR: the page turns it off)
                     await wait_until_async(
@@ -240,14 +137,3 @@ def test_chromium_through_the_service_shows_an_alert(tmp_path: Path) -> None:
     asyncio.run(scenario())
     assert shown[0].startswith("webrtc-browser-")
     assert float(shown[1]) > 0.8 and int(shown[2]) >= 2, shown
-
-
-async def wait_until_async(get: Callable[[], Any], want: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    got = None
-    while time.monotonic() < deadline:
-        got = await get()
-        if got == want:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"wanted {want!r}, last saw {got!r}")
