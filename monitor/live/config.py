@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from monitor.errors import ConfigError
+from monitor.live.evidence import EvidenceSettings
 from monitor.live.sources.base import STREAM_ID_PATTERN
 from monitor.live.sources.webrtc_config import WebRTCConfig
 from monitor.live.state import StateParams, Thresholds
@@ -181,6 +182,19 @@ class TimelineConfig(_Section):
     )
 
 
+class EvidenceConfig(_Section):
+    enabled: bool = Field(
+        False, description="on ALERT, save the stream's last seconds of audio and video"
+    )
+    dir: Path = Field(Path("evidence"), description="folder for the evidence files")
+    seconds: float = Field(10.0, ge=1, le=120, description="how much before the ALERT to keep")
+    max_files: int = Field(100, ge=1, le=100_000, description="oldest files beyond are deleted")
+    max_age_hours: float = Field(72.0, gt=0, le=24 * 365, description="older files are deleted")
+
+    def settings(self) -> EvidenceSettings:
+        return EvidenceSettings(self.dir, self.seconds, self.max_files, self.max_age_hours * 3600)
+
+
 class StreamConfig(_Section):
     id: str = Field(pattern=STREAM_ID_PATTERN, description="stream id: [A-Za-z0-9_.-], <= 64")
     url: str = Field(min_length=1, description="rtsp://..., any URL PyAV opens, or a file path")
@@ -203,6 +217,7 @@ class MonitorConfig(_Section):
     state: StateConfig = Field(default_factory=StateConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     timeline: TimelineConfig = Field(default_factory=TimelineConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     streams: list[StreamConfig] = Field(default_factory=list, description="RTSP/file streams")
 

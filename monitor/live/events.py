@@ -38,7 +38,7 @@ RECENT_EVENTS = 100  # kept in memory for the operator page
 
 def event_record(change: StateChange) -> dict[str, Any]:
     """The JSON object written for one state change."""
-    return {
+    record = {
         "stream": change.stream_id,
         "time": datetime.fromtimestamp(change.wall_time, tz=UTC).isoformat(timespec="milliseconds"),
         "state": change.state,
@@ -48,6 +48,9 @@ def event_record(change: StateChange) -> dict[str, Any]:
         "scores": {k: (None if v is None else round(v, 4)) for k, v in change.scores.items()},
         "stream_time": None if change.stream_t is None else round(change.stream_t, 3),
     }
+    if change.evidence is not None:
+        record["evidence"] = change.evidence
+    return record
 
 
 class EventLog:

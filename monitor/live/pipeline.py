@@ -14,6 +14,7 @@ processes (see `monitor.live.ingest_workers`) enter the scorer; those streams ar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -27,12 +28,13 @@ from monitor.live.buffers import StreamBuffers
 from monitor.live.config import MonitorConfig, effective_state
 from monitor.live.crops import Cropper
 from monitor.live.events import EventDispatcher
+from monitor.live.evidence import PacketRing
 from monitor.live.ingest import IngestChain, IngestSettings
 from monitor.live.metrics import MonitorMetrics, StreamMetrics
 from monitor.live.scorer import BatchStats, ScoredWindow, Scorer
 from monitor.live.sink import StreamStatus
 from monitor.live.sources import RetryPolicy, Source, SourceSupervisor, sanitize_stream_id
-from monitor.live.state import DOWN, STARTING, StateChange, StreamState
+from monitor.live.state import ALERT, DOWN, STARTING, StateChange, StreamState
 from monitor.live.timeline import TimelineRow, TimelineWriter
 from monitor.live.windowing import Window
 
@@ -74,6 +76,7 @@ class StreamRuntime:
         self.metrics: StreamMetrics = pipeline.metrics.stream(stream_id)
         self.state = StreamState(stream_id, pipeline.state_params)
         self.ingest: IngestChain | None = None  # None: ingested by a worker process
+        self.evidence: PacketRing | None = None  # opt-in: last seconds of packets
         self.supervisor: SourceSupervisor | None = None
         self.supervised = False  # a supervisor (here or in an ingest worker) runs its source
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -365,6 +368,9 @@ class Pipeline:
         """Open a stream and keep `source` running into it under a supervisor."""
         sink = self.open_stream(stream_id, source.kind)
         rt = self.streams[sink.stream_id]
+        if self.cfg.evidence.enabled:
+            rt.evidence = PacketRing(rt.stream_id, self.cfg.evidence.settings())
+            self.cfg.evidence.dir.mkdir(parents=True, exist_ok=True)
         rt.supervisor = SourceSupervisor(
             rt.stream_id,
             source,
@@ -372,6 +378,7 @@ class Pipeline:
             retry_policy(self.cfg),
             rt,
             sample_rate=self.contract.sample_rate,
+            ring=rt.evidence,
         )
         rt.supervised = True
         self._spawn(rt.supervisor.run(), f"source-{rt.stream_id}", rt)
@@ -418,6 +425,10 @@ class Pipeline:
     def record_change(self, rt: StreamRuntime, change: StateChange | None) -> None:
         if change is None:
             return
+        if change.state == ALERT and rt.evidence is not None:
+            path = rt.evidence.request(change.wall_time)
+            if path is not None:
+                change = dataclasses.replace(change, evidence=path.name)
         rt.metrics.set_state(change.state, change.raised_by)
         self.metrics.events.labels(change.state).inc()
         self.events.emit(change)

@@ -137,6 +137,11 @@ class Service:
         """Configured streams: in ingest worker processes, or supervised in this one."""
         streams = list(self.cfg.streams)
         if self.cfg.ingest_workers > 0 and streams:
+            if self.cfg.evidence.enabled:
+                logger.warning(
+                    "evidence is saved only for streams read in the service process; "
+                    "with ingest_workers > 0 the configured streams get none"
+                )
             from monitor.live.ingest_workers import IngestWorkers
 
             self.workers = IngestWorkers(pipeline, self.cfg, self.cfg.ingest_workers)

@@ -214,6 +214,7 @@ class StateChange:
     stream_t: float | None  # stream time of the window that caused it
     wall_time: float = field(default_factory=time.time)  # epoch seconds
     raised_by: str | None = None  # one of RAISED_BY for SUSPICIOUS / ALERT, else None
+    evidence: str | None = None  # evidence file saved for this ALERT (opt-in), by name
 
 
 class StreamState:

@@ -9,7 +9,7 @@ scoring never holds a whole clip's frames in memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,17 +223,25 @@ class MediaItem:
 
 
 def stream_media(
-    container: Any, audio: Any, video: Any, sample_rate: int, offset: float = 0.0
+    container: Any,
+    audio: Any,
+    video: Any,
+    sample_rate: int,
+    offset: float = 0.0,
+    on_packet: Callable[[Any], None] | None = None,
 ) -> Iterator[MediaItem]:
     """One pass over a container's audio and video streams, in demux order, with stream
     times rebased to start at `offset`. Audio keeps its own sample clock (re-anchored when
     the decoder's clock jumps), so resampling never drifts against the video. The live
-    decode thread and `replay` both read media through this."""
+    decode thread and `replay` both read media through this. `on_packet` sees every
+    demuxed packet before it is decoded (the evidence ring keeps them)."""
     streams = [s for s in (audio, video) if s is not None]
     converter = AudioConverter(sample_rate) if audio is not None else None
     t0: float | None = None
     audio_next: float | None = None  # stream time of the next resampled sample
     for packet in container.demux(streams):
+        if on_packet is not None:
+            on_packet(packet)
         for frame in packet.decode():
             if frame.time is None:
                 continue

@@ -29,6 +29,7 @@ from monitor.errors import (
     NotMediaError,
     ZeroDurationError,
 )
+from monitor.live.evidence import PacketRing
 from monitor.live.sink import MediaSink
 from monitor.media.decode import stream_media
 
@@ -118,8 +119,10 @@ class DecodeThread:
         time_offset: float = 0.0,
         sample_rate: int = SAMPLE_RATE,
         on_drop: Any = None,
+        ring: PacketRing | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self._ring = ring  # evidence: the stream's last seconds of packets (opt-in)
         self.source = source
         self.sink = sink
         self._loop = loop
@@ -182,6 +185,8 @@ class DecodeThread:
         except RuntimeError as exc:  # the event loop closed under us: nothing to report to
             self.outcome, self.error = "stopped", redact(str(exc))
         finally:
+            if self._ring is not None:
+                self._ring.flush()  # while the container (and its stream templates) lives
             if container is not None:
                 try:
                     container.close()
@@ -205,7 +210,11 @@ class DecodeThread:
         media0 = 0.0
         while not self._stop.is_set():
             pass_max = loop_offset
-            for item in stream_media(container, audio, video, self._sample_rate, loop_offset):
+            on_packet = self._ring.add if self._ring is not None else None
+            items = stream_media(
+                container, audio, video, self._sample_rate, loop_offset, on_packet=on_packet
+            )
+            for item in items:
                 if self._stop.is_set():
                     return "stopped"
                 self.heartbeat = time.monotonic()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from monitor.contract import SAMPLE_RATE
+from monitor.live.evidence import PacketRing
 from monitor.live.sink import MediaSink
 from monitor.live.sources.base import DecodeThread, Source
 
@@ -91,8 +92,10 @@ class SourceSupervisor:
         *,
         sample_rate: int = SAMPLE_RATE,
         rng: random.Random | None = None,
+        ring: PacketRing | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self.ring = ring
         self.source = source
         self.sink = sink
         self.policy = policy
@@ -127,6 +130,7 @@ class SourceSupervisor:
                     time_offset=offset,
                     sample_rate=self.sample_rate,
                     on_drop=self.events.media_dropped,
+                    ring=self.ring,
                 )
                 self._thread = thread
                 thread.start()
