@@ -8,6 +8,7 @@ The shipped files in deploy/monitoring/ are its output for deploy/monitoring/mix
     alertmanager/alertmanager.yaml                route, receivers, inhibit rules (example)
     grafana/dashboards/deepfake-monitor.json      the dashboard
     grafana/provisioning/datasources/prometheus.yaml, .../dashboards/deepfake-monitor.yaml
+    kubernetes/prometheusrule.yaml                the rules as a prometheus-operator resource
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import yaml
 
 from monitor.mixin.alertmanager import render_alertmanager
 from monitor.mixin.dashboard import render_dashboard
-from monitor.mixin.rules import GENERATED_BY, dump, render_rules
+from monitor.mixin.rules import GENERATED_BY, dump, render_rules, rule_groups
 from monitor.mixin.settings import MixinConfig, load_mixin_config
 
 RULES_FILE = "prometheus/deepfake-monitor.rules.yaml"
@@ -27,6 +28,7 @@ ALERTMANAGER_FILE = "alertmanager/alertmanager.yaml"
 DASHBOARD_FILE = "grafana/dashboards/deepfake-monitor.json"
 DATASOURCE_FILE = "grafana/provisioning/datasources/prometheus.yaml"
 DASHBOARD_PROVIDER_FILE = "grafana/provisioning/dashboards/deepfake-monitor.yaml"
+PROMETHEUS_RULE_FILE = "kubernetes/prometheusrule.yaml"  # the same rules for the Operator
 GRAFANA_DASHBOARDS_DIR = "/var/lib/grafana/dashboards/deepfake-monitor"  # in the container
 PROMETHEUS_URL = "http://prometheus:9090"  # the compose stack's service name
 
@@ -65,10 +67,24 @@ def _provisioning() -> dict[str, str]:
     }
 
 
+def _prometheus_rule(cfg: MixinConfig) -> str:
+    resource = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "deepfake-monitor",
+            "labels": {"app.kubernetes.io/name": "deepfake-monitor", "role": "alert-rules"},
+        },
+        "spec": {"groups": rule_groups(cfg)},
+    }
+    return GENERATED_BY + dump(resource)
+
+
 def render_all(cfg: MixinConfig) -> dict[str, str]:
     """Relative path -> file text, for every file of the mixin."""
     return {
         RULES_FILE: render_rules(cfg),
+        PROMETHEUS_RULE_FILE: _prometheus_rule(cfg),
         ALERTMANAGER_FILE: render_alertmanager(cfg),
         DASHBOARD_FILE: render_dashboard(cfg),
         **_provisioning(),

@@ -138,3 +138,12 @@ def test_the_dashboard_is_grafana_json_with_a_query_on_every_panel() -> None:
     queries = dashboard_queries(dashboard)
     assert any("ALERTS{" in q for _, q in queries)  # alert annotations
     assert all('job="deepfake-monitor"' in q for t, q in queries if not t.startswith("annot"))
+
+
+def test_the_prometheus_rule_resource_holds_exactly_the_mixin_rules() -> None:
+    from monitor.mixin import PROMETHEUS_RULE_FILE
+
+    resource = yaml.safe_load((MONITORING / PROMETHEUS_RULE_FILE).read_text())
+    rules = yaml.safe_load((MONITORING / RULES_FILE).read_text())
+    assert resource["kind"] == "PrometheusRule"
+    assert resource["spec"]["groups"] == rules["groups"]  # one source, two packagings
