@@ -19,6 +19,12 @@ HELP = "run the monitor service from a YAML config (RTSP/file/WebRTC streams, /m
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="YAML", help="monitor configuration file")
     p.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="take the configured streams whose stable hash mod N is I (overrides shard:)",
+    )
     p.add_argument("--table", action="store_true", help="print a live table of stream states")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
 
@@ -28,10 +34,18 @@ def run(args: argparse.Namespace) -> int:
     from monitor.live.service import Service, describe_streams
 
     cfg = load_config(args.config)  # ConfigError -> "error: ..." and exit 2 (monitor.cli)
+    if args.shard is not None:
+        from monitor.shard import Shard
+
+        cfg = cfg.model_copy(update={"shard": str(Shard.parse(args.shard))})
     if args.check_config:
         print(f"{args.config}: OK ({len(cfg.streams)} stream(s), model {cfg.model})")
-        for line in describe_streams(cfg):
-            print(f"  {line}")
+        own = {s.id for s in cfg.own_streams()}
+        for line, s in zip(describe_streams(cfg), cfg.streams, strict=True):
+            mark = "" if cfg.shard == "0/1" else ("  [this shard]" if s.id in own else "")
+            print(f"  {line}{mark}")
+        if cfg.shard != "0/1":
+            print(f"shard {cfg.shard}: {len(own)} of {len(cfg.streams)} stream(s)")
         for line in describe_state(cfg):
             print(line)
         sys.stdout.flush()

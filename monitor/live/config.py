@@ -32,6 +32,7 @@ from monitor.live.evidence import EvidenceSettings
 from monitor.live.sources.base import STREAM_ID_PATTERN
 from monitor.live.sources.webrtc_config import WebRTCConfig
 from monitor.live.state import StateParams, Thresholds
+from monitor.shard import Shard
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +210,11 @@ class MonitorConfig(_Section):
     ingest_workers: int = Field(
         0, ge=0, le=256, description="processes decoding the configured streams (0: this one)"
     )
+    shard: str = Field(
+        "0/1",
+        description="i/n: this replica takes the configured streams whose stable hash of the "
+        "stream id mod n is i (N replicas of one config cover every stream once)",
+    )
     server: ServerConfig = Field(default_factory=ServerConfig)
     sources: SourceConfig = Field(default_factory=SourceConfig)
     buffers: BufferConfig = Field(default_factory=BufferConfig)
@@ -221,8 +227,20 @@ class MonitorConfig(_Section):
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     streams: list[StreamConfig] = Field(default_factory=list, description="RTSP/file streams")
 
+    def shard_spec(self) -> Shard:
+        return Shard.parse(self.shard)
+
+    def own_streams(self) -> list[StreamConfig]:
+        """The configured streams this replica's shard takes."""
+        spec = self.shard_spec()
+        return [s for s in self.streams if spec.takes_name(s.id)]
+
     @model_validator(mode="after")
     def _streams_fit(self) -> MonitorConfig:
+        try:
+            self.shard_spec()
+        except ConfigError as exc:
+            raise ValueError(f"shard: {exc}") from None
         seen: set[str] = set()
         for s in self.streams:
             if s.id in seen:

@@ -134,8 +134,24 @@ class Service:
         self.ready = True
 
     def _start_streams(self, pipeline: Pipeline) -> None:
-        """Configured streams: in ingest worker processes, or supervised in this one."""
-        streams = list(self.cfg.streams)
+        """Configured streams (this replica's shard of them): in ingest worker processes,
+        or supervised in this one."""
+        streams = self.cfg.own_streams()
+        if self.cfg.shard_spec().count > 1:
+            logger.info(
+                "shard %s: %d of %d configured streams: %s",
+                self.cfg.shard,
+                len(streams),
+                len(self.cfg.streams),
+                ", ".join(s.id for s in streams) or "none",
+            )
+            if not streams and self.cfg.streams:
+                logger.warning(
+                    "shard %s holds none of the %d configured streams; serving WebRTC "
+                    "callers and /metrics only",
+                    self.cfg.shard,
+                    len(self.cfg.streams),
+                )
         if self.cfg.ingest_workers > 0 and streams:
             if self.cfg.evidence.enabled:
                 logger.warning(

@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.errors import ConfigError, DatasetError
 from monitor.offline.predictions import read_name_list
+from monitor.shard import Shard as BaseShard
 
 logger = logging.getLogger(__name__)
 
 # Suffixes of files taken from a folder (case-insensitive); other files are ignored.
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".ts"})
 LIST_SUFFIXES = ("_nolabel", "_label", "_labels", "_names")  # stripped to find the video folder
-_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -40,32 +39,20 @@ class VideoInput:
 
 
 @dataclass(frozen=True)
-class Shard:
+class Shard(BaseShard):
     """Slice `index` of `count`: the inputs whose position modulo `count` is `index`.
 
     Round-robin rather than contiguous blocks, so a list sorted by name (and so by
     whatever correlates with names) spreads evenly over the shards.
     """
 
-    index: int = 0
-    count: int = 1
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise ConfigError(f"shard {self.index}/{self.count}: need 0 <= i < n")
-
     @classmethod
     def parse(cls, text: str) -> Shard:
-        m = _SHARD.match(text)
-        if not m:
-            raise ConfigError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/4")
-        return cls(int(m.group(1)), int(m.group(2)))
+        base = BaseShard.parse(text)
+        return cls(base.index, base.count)
 
     def select(self, inputs: Sequence[VideoInput]) -> list[VideoInput]:
-        return [v for v in inputs if v.index % self.count == self.index]
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
+        return [v for v in inputs if self.takes_position(v.index)]
 
 
 def list_folder(folder: Path) -> list[VideoInput]:
