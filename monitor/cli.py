@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from monitor.errors import DeepfakeMonitorError
+from monitor.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +74,27 @@ def _unavailable(name: str, exc: ImportError) -> Callable[[argparse.Namespace], 
     return run
 
 
+class RedactingFilter(logging.Filter):
+    """Strips credentials from every log line, whoever wrote it (libraries too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message or record.exc_info:
+            if record.exc_info:  # a traceback may quote a URL too: render it, then redact
+                clean = redact(
+                    message + "\n" + logging.Formatter().formatException(record.exc_info)
+                )
+                record.exc_info, record.exc_text = None, None
+            record.msg, record.args = clean, None
+        return True
+
+
 def configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

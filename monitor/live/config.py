@@ -32,6 +32,7 @@ from monitor.live.evidence import EvidenceSettings
 from monitor.live.sources.base import STREAM_ID_PATTERN
 from monitor.live.sources.webrtc_config import WebRTCConfig
 from monitor.live.state import StateParams, Thresholds
+from monitor.redaction import register_url
 from monitor.shard import Shard
 
 logger = logging.getLogger(__name__)
@@ -296,9 +297,21 @@ def format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _register_secrets(data: dict[str, Any]) -> None:
+    """Register the config's URLs' credentials before anything can quote them."""
+    streams = data.get("streams")
+    for s in streams if isinstance(streams, list) else []:
+        if isinstance(s, dict) and isinstance(s.get("url"), str):
+            register_url(s["url"])
+    events = data.get("events")
+    if isinstance(events, dict) and isinstance(events.get("webhook_url"), str):
+        register_url(events["webhook_url"])
+
+
 def parse_config(data: Any, source: str = "<config>") -> MonitorConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the configuration must be a YAML mapping")
+    _register_secrets(data)
     try:
         return MonitorConfig.model_validate(data)
     except ValidationError as exc:

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from monitor.live.sources.base import redact
 from monitor.live.state import StateChange
+from monitor.redaction import redact, register_url
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class Webhook:
         headers: dict[str, str] | None = None,
         on_outcome: Callable[[str], None] | None = None,
     ) -> None:
+        register_url(url)
         self.url = url
         self.retries = retries
         self.timeout_s = timeout_s

@@ -21,6 +21,7 @@ from monitor.live.sources.rtsp import (
     is_url,
 )
 from monitor.live.sources.supervisor import RetryPolicy, SourceEvents, SourceSupervisor
+from monitor.redaction import register_url
 
 __all__ = [
     "DecodeThread",
@@ -49,6 +50,7 @@ def make_source(
 ) -> Source:
     """A URL (rtsp://, rtmp://, http(s):// HLS ...) becomes a live source; anything else a file."""
     if is_url(location) and not location.startswith("file://"):
+        register_url(location)
         return UrlSource(
             location,
             transport=transport,

@@ -32,6 +32,7 @@ from monitor.errors import (
 from monitor.live.evidence import PacketRing
 from monitor.live.sink import MediaSink
 from monitor.media.decode import stream_media
+from monitor.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -43,23 +44,7 @@ REALTIME_MAX_SLEEP_S = 1.0  # never sleep longer than this per item while pacing
 # Errors that a retry cannot fix for a file (a camera URL is retried whatever happens).
 PERMANENT_ERRORS = (MediaNotFoundError, NotMediaError, ZeroDurationError, BadDimensionsError)
 
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
-_SECRET_QUERY = re.compile(
-    r"(?P<key>[?&;](?:password|passwd|pass|pwd|token|access_token|auth|key|secret|signature)=)"
-    r"(?P<value>[^&;#\s]+)",
-    re.IGNORECASE,
-)
 _ID_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def redact(text: str) -> str:
-    """Remove credentials from a URL or from any text that embeds URLs (error messages).
-
-    `rtsp://user:pass@cam/x?token=abc` -> `rtsp://***@cam/x?token=***`. This is the one
-    place credentials are stripped; logs, metrics, events and errors all go through it.
-    """
-    out = _URL_USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
-    return _SECRET_QUERY.sub(lambda m: m.group("key") + "***", out)
 
 
 def sanitize_stream_id(raw: str) -> str:

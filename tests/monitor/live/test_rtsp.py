@@ -106,3 +106,49 @@ def test_rtsp_camera_is_scored_and_reconnected_after_a_restart(
     for text in (caplog.text, metrics, events.read_text(), str(seen["down_reason"])):
         assert SECRET not in text and "admin" not in text
     assert "rtsp://***@127.0.0.1" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "creds",
+    [
+        "admin:p@ss word!@",  # "@" and a space in the password
+        "",  # credentials as query parameters instead
+    ],
+)
+def test_credentials_with_odd_characters_never_leave_the_process(
+    camera: RtspServer, tmp_path: Path, creds: str
+) -> None:
+    """Through the CLI (its log filter included): logs, /metrics, /streams and events."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.support.rtsp import free_port
+
+    secrets = ["p@ss word!", "q5ecr3t-pw", "t0k3n-abc"]
+    url = f"rtsp://{creds}127.0.0.1:{camera.port}/live?user=admin&pw=q5ecr3t-pw&token=t0k3n-abc"
+    port = free_port()
+    events = tmp_path / "events.jsonl"
+    cmd = [
+        sys.executable, "-m", "monitor.cli", "-vv", "watch", url,
+        "--model", str(toy_model(tmp_path / "model")), "--metrics-port", str(port),
+        "--events", str(events), "--duration", "12",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    answers = []
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        for path in ("/metrics", "/streams"):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                    answers.append(r.read().decode())
+            except OSError:
+                pass
+        time.sleep(1.0)
+    out, err = proc.communicate(timeout=60)
+    assert answers and any("deepfake_" in a for a in answers)
+    texts = [out, err, events.read_text() if events.exists() else "", *answers]
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text, (secret, text[:2000])
+    assert "***" in err  # the URL was logged, masked
