@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = cfg.model_copy(update={"shard": str(Shard.parse(args.shard))})
     if args.check_config:
+        model_line = check_model(cfg)  # ModelFormatError etc.: one line, exit 2
         print(f"{args.config}: OK ({len(cfg.streams)} stream(s), model {cfg.model})")
         own = {s.id for s in cfg.own_streams()}
         for line, s in zip(describe_streams(cfg), cfg.streams, strict=True):
@@ -46,12 +47,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {line}{mark}")
         if cfg.shard != "0/1":
             print(f"shard {cfg.shard}: {len(own)} of {len(cfg.streams)} stream(s)")
+        print(model_line)
         for line in describe_state(cfg):
             print(line)
         sys.stdout.flush()
         return 0
     asyncio.run(_serve(Service(cfg), args.table, args.duration))
     return 0
+
+
+def check_model(cfg: Any) -> str:
+    """Load the configured model with its backend (a missing or unloadable model is an
+    error here, not when the service starts); one line saying what loaded."""
+    from monitor.backend import load_backend
+
+    backend = load_backend(cfg.model, cfg.backend)
+    try:
+        return f"model {cfg.model}: loads (backend {backend.name}, {backend.contract.summary()})"
+    finally:
+        backend.close()
 
 
 def describe_state(cfg: Any) -> list[str]:

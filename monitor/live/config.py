@@ -51,6 +51,13 @@ class ServerConfig(_Section):
         None, description=f"bearer token for the WebRTC routes and page (env {TOKEN_ENV} wins)"
     )
     shutdown_timeout_s: float = Field(10.0, gt=0, le=120, description="graceful shutdown limit")
+    idle_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="close a connection that sends no complete request for this long "
+        "(slow or stuck clients; idle keep-alive)",
+    )
 
     def bearer_token(self) -> str | None:
         env = os.environ.get(TOKEN_ENV)

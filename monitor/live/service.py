@@ -19,6 +19,7 @@ import hmac
 import importlib
 import importlib.metadata
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from pydantic import SecretStr
 from monitor.backend import Backend, model_identity
 from monitor.backend import load_backend as backend_for_model
 from monitor.contract import SAMPLE_RATE
-from monitor.errors import ContractError
+from monitor.errors import ConfigError, ContractError
 from monitor.live.config import MonitorConfig
 from monitor.live.events import EventDispatcher, EventLog, Webhook
 from monitor.live.metrics import CONTENT_TYPE, MonitorMetrics
@@ -43,6 +44,27 @@ from monitor.live.sources import make_source, redact
 logger = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _OneLineHttpErrors(logging.Filter):
+    """A malformed request (an over-long URL or header, garbage on the port) is the
+    client's fault: one warning line for it, not a traceback in the monitor's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            reason = " ".join(str(exc.message or type(exc).__name__).split())[:200]
+            record.msg, record.args = "bad HTTP request from %s refused: %s", (remote, reason)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_HTTP_FILTER = _OneLineHttpErrors()
+logging.getLogger("aiohttp.server").addFilter(_HTTP_FILTER)
 
 
 def package_version() -> str:
@@ -314,10 +336,23 @@ class Service:
                 "open WebRTC streams and read stream status; set server.token",
                 server.host,
             )
-        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.build_app(),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=server.idle_timeout_s,  # also ends a trickled request head
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, server.host, server.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError(
+                f"cannot listen on {server.host}:{server.port}: "
+                f"{os.strerror(exc.errno) if exc.errno else exc}; set server.port to a free port"
+            ) from None
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else server.port
         logger.info("HTTP on http://%s:%s (/metrics /healthz /readyz)", server.host, self.port)

@@ -119,6 +119,7 @@ class DecodeThread:
         self._inflight_lock = threading.Lock()
         self.started_at = time.monotonic()
         self.heartbeat = self.started_at  # monotonic time of the last decoded item
+        self.ended_at: float | None = None  # monotonic time the thread finished
         self.first_media_at: float | None = None
         self.connected = False
         self.max_time = time_offset  # latest stream time handed over
@@ -179,6 +180,7 @@ class DecodeThread:
                     logger.debug("stream %s: closing container: %s", self.stream_id, exc)
             if self._stop.is_set() and self.outcome != "error":
                 self.outcome = "stopped"
+            self.ended_at = time.monotonic()
 
     def _decode(self, container: Any) -> str:
         audio = container.streams.audio[0] if container.streams.audio else None

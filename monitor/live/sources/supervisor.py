@@ -23,6 +23,8 @@ from monitor.live.sources.base import DecodeThread, Source
 logger = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 0.1  # how often the supervisor looks at its thread
+FILE_MAX_FAILURES = 3  # attempts in a row after which a file source gives up
+FROZEN_SHARE = 0.9  # an open that failed after this share of its timeout met a frozen server
 ABANDON_JOIN_S = 0.5  # how long to wait for a stopped thread before abandoning it
 
 
@@ -144,14 +146,23 @@ class SourceSupervisor:
                     logger.info("stream %s: %s ended", self.stream_id, self.source.describe())
                     self.sink.close("eof")
                     return
+                if outcome == "error" and self._frozen(thread):
+                    # The server accepted the connection and then sent nothing until the
+                    # open timeout: a frozen camera is a stall, not just a failed attempt.
+                    self.stalls += 1
+                    self.events.stall()
+                    outcome = "stall"
                 reason = outcome if thread.error is None else f"{outcome}: {thread.error}"
                 self.last_error = reason
                 self.events.source_down(reason)
-                if thread.permanent and not self.source.live:
-                    logger.error("stream %s: giving up: %s", self.stream_id, reason)
-                    self.sink.close(reason)
-                    return
                 failures = 0 if healthy else failures + 1
+                if not self.source.live and (thread.permanent or failures >= FILE_MAX_FAILURES):
+                    # A file does not heal by waiting: after a few failed attempts in a row
+                    # (a truncated or corrupt file) the stream ends, and says why.
+                    why = reason if thread.permanent else f"{failures} failed attempts: {reason}"
+                    logger.error("stream %s: giving up: %s", self.stream_id, why)
+                    self.sink.close(f"gave up: {why}")
+                    return
                 delay = self.policy.delay(max(0, failures - 1), self.rng)
                 logger.warning(
                     "stream %s: %s (%s); retrying in %.1f s",
@@ -164,6 +175,13 @@ class SourceSupervisor:
         finally:
             if self._thread is not None:
                 self._thread.stop()
+
+    def _frozen(self, thread: DecodeThread) -> bool:
+        """Never connected, and the attempt lasted about the open timeout (a refused or
+        unknown address fails at once)."""
+        end = thread.ended_at if thread.ended_at is not None else time.monotonic()
+        waited = end - thread.started_at
+        return not thread.connected and waited >= FROZEN_SHARE * self.policy.open_timeout_s
 
     async def _watch(self, thread: DecodeThread) -> str:
         """Wait for the thread to end or stall; returns "eof" | "error" | "stall"."""

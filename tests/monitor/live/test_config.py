@@ -9,6 +9,7 @@ import pytest
 from monitor.cli import main
 from monitor.errors import ConfigError
 from monitor.live.config import TOKEN_ENV, MonitorConfig, ServerConfig, load_config, parse_config
+from tests.support.live_media import toy_model
 
 GOOD = """
 model: runs/demo/model.onnx
@@ -86,11 +87,28 @@ def test_missing_model_and_not_a_mapping(tmp_path: Path) -> None:
 def test_check_config_ok_and_redacts_credentials(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = main(["serve", "--config", str(write(tmp_path, GOOD)), "--check-config"])
+    model = toy_model(tmp_path / "model")
+    text = GOOD.replace("runs/demo/model.onnx", str(model))
+    rc = main(["serve", "--config", str(write(tmp_path, text)), "--check-config"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "OK (2 stream(s)" in out and "lobby: rtsp://***@10.0.0.5:554/stream1" in out
     assert "hunter2" not in out and "admin" not in out
+    assert f"model {model}: loads (backend onnxruntime, v1 16000Hz" in out
+
+
+def test_check_config_refuses_a_model_that_is_missing_or_does_not_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["serve", "--config", str(write(tmp_path, GOOD)), "--check-config"])
+    captured = capsys.readouterr()
+    assert rc == 2 and "OK" not in captured.out
+    assert "error: runs/demo/model.onnx: no such model file or folder" in captured.err
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx file")
+    rc = main(["serve", "--config", str(write(tmp_path, f"model: {broken}\n")), "--check-config"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_check_config_reports_the_bad_key(

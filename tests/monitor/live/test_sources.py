@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import socket
 import threading
@@ -257,3 +258,31 @@ def test_a_missing_file_is_given_up_not_retried(tmp_path: Path) -> None:
     )
     assert sup.attempts == 1 and events.log == ["down:error"]
     assert sink.closed_reason is not None and "file not found" in sink.closed_reason
+
+
+def test_watch_gives_up_on_a_truncated_file_and_exits(tmp_path: Path) -> None:
+    """A file that keeps failing ends its stream with the reason; `watch` then exits."""
+    import subprocess
+    import sys
+
+    from tests.support.live_media import FAKE, toy_model, write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", seconds=4.0, **FAKE)
+    data = clip.read_bytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(data[: len(data) // 2])  # the index (moov) at the end is gone
+    events = tmp_path / "events.jsonl"
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "monitor.cli", "-v", "watch", str(broken),
+            "--model", str(toy_model(tmp_path / "model")), "--events", str(events),
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert time.monotonic() - t0 < 60  # it did not retry forever
+    assert "giving up: 3 failed attempts" in done.stderr
+    assert "Traceback" not in done.stderr
+    states = [json.loads(x)["state"] for x in events.read_text().splitlines()]
+    assert states and states[-1] == "DOWN"
