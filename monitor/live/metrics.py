@@ -23,8 +23,9 @@ LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # 
 INFER_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # windows per backend call
 # where a window was dropped: the crop stage fell behind, the queue from an ingest worker
-# process to the scorer process was full, or the scorer's own queue was
-DROP_STAGES = ("crop", "queue", "scorer")
+# process to the scorer process was full, the scorer's own queue was, or the backend failed
+# to score its batch
+DROP_STAGES = ("crop", "queue", "scorer", "backend")
 WEBHOOK_OUTCOMES = ("sent", "failed", "dropped")
 THRESHOLDS = ("suspicious_on", "suspicious_off", "alert_on", "alert_off")  # StateParams fields
 
@@ -149,6 +150,16 @@ class MonitorMetrics:
         self.webhook = Counter(
             "webhook_events", "Webhook deliveries by outcome", ["outcome"], namespace=ns, registry=r
         )
+        self.scorer_errors = Counter(
+            "scorer_errors", "Batches the backend failed to score", namespace=ns, registry=r
+        )
+        self.degraded = Gauge(
+            "stream_degraded",
+            "1 while the stream's latest window could not be scored (backend error)",
+            ["stream"],
+            namespace=ns,
+            registry=r,
+        )
         self.backend_ready = Gauge(
             "backend_ready", "1 once the backend is loaded and warm", namespace=ns, registry=r
         )
@@ -224,6 +235,7 @@ class StreamMetrics:
         self._reconnects = parent.reconnects.labels(s)
         self._stalls = parent.stalls.labels(s)
         self._up = parent.source_up.labels(s)
+        self._degraded = parent.degraded.labels(s)
         self.set_state(ALL_STATES[0])
 
     def scored(
@@ -273,6 +285,9 @@ class StreamMetrics:
     def set_up(self, up: bool) -> None:
         self._up.set(1.0 if up else 0.0)
 
+    def set_degraded(self, degraded: bool) -> None:
+        self._degraded.set(1.0 if degraded else 0.0)
+
     def remove(self) -> None:
         p, s = self.parent, self.stream_id
         for h in HEADS:
@@ -293,7 +308,7 @@ class StreamMetrics:
             p.audio_dropped,
         ):
             _remove(counter, s)
-        for gauge in (p.fps, p.source_up):
+        for gauge in (p.fps, p.source_up, p.degraded):
             _remove(gauge, s)
 
 

@@ -77,6 +77,7 @@ class StreamRuntime:
         self.state = StreamState(stream_id, pipeline.state_params)
         self.ingest: IngestChain | None = None  # None: ingested by a worker process
         self.evidence: PacketRing | None = None  # opt-in: last seconds of packets
+        self.degraded = False  # the latest window could not be scored (backend error)
         self.supervisor: SourceSupervisor | None = None
         self.supervised = False  # a supervisor (here or in an ingest worker) runs its source
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -213,6 +214,7 @@ class StreamRuntime:
             visual=scores["visual"],
             sync=scores["sync"],
             raised_by=self.state.raised_by,
+            degraded=self.degraded,
             windows_scored=self.windows_scored,
             windows_dropped=self.windows_dropped,
             fps=self.fps,
@@ -252,6 +254,7 @@ class Pipeline:
             on_drop=self._on_scorer_drop,
             on_batch=self._on_batch,
             more_coming=self._windows_in_flight,
+            on_failed=self._on_failed,
         )
         self._executor = ThreadPoolExecutor(
             max_workers=cfg.windows.crop_workers, thread_name_prefix="crop"
@@ -416,10 +419,28 @@ class Pipeline:
         self.metrics.infer.observe(stats.infer_s)
         self.metrics.scorer_queue.set(stats.queued)
 
+    def _on_failed(self, batch: list[Window], reason: str) -> None:
+        """The backend failed a batch: its windows are counted as dropped and their streams
+        marked degraded until one of their windows is scored again."""
+        self.metrics.scorer_errors.inc()
+        for window in batch:
+            rt = self.streams.get(window.stream_id)
+            if rt is None:
+                continue
+            rt.window_dropped("backend")
+            if not rt.degraded:
+                logger.warning("stream %s: degraded: window not scored (%s)", rt.stream_id, reason)
+            rt.degraded = True
+            rt.metrics.set_degraded(True)
+
     def _on_result(self, result: ScoredWindow) -> None:
         rt = self.streams.get(result.window.stream_id)
         if rt is None:
             return  # removed while its window was being scored
+        if rt.degraded:
+            logger.info("stream %s: scoring again", rt.stream_id)
+            rt.degraded = False
+            rt.metrics.set_degraded(False)
         self.record_change(rt, rt.scored(result))
 
     def record_change(self, rt: StreamRuntime, change: StateChange | None) -> None:

@@ -71,6 +71,7 @@ class Scorer:
         on_drop: Callable[[Window], None] | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
         more_coming: Callable[[], bool] | None = None,
+        on_failed: Callable[[list[Window], str], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_pending < max_batch:
             raise ValueError(f"need 1 <= max_batch ({max_batch}) <= max_pending ({max_pending})")
@@ -78,6 +79,7 @@ class Scorer:
         self.contract = backend.contract
         self.on_result = on_result
         self.on_drop = on_drop
+        self.on_failed = on_failed  # a batch the backend failed to score, and why
         self.on_batch = on_batch
         # Whether another window is about to arrive (a crop is under way). When nothing is,
         # waiting out max_delay_s cannot grow the batch: flush at once.
@@ -156,7 +158,10 @@ class Scorer:
                 except Exception as exc:  # boundary: a failed batch must not stop scoring
                     self.errors += 1
                     self._busy = False
-                    logger.exception("scorer: batch of %d windows failed: %s", len(batch), exc)
+                    reason = f"{type(exc).__name__}: {exc}"
+                    logger.error("scorer: batch of %d windows failed: %s", len(batch), reason)
+                    if self.on_failed is not None:
+                        self.on_failed(batch, reason)
                     continue
                 done = time.monotonic()
                 self.batches += 1

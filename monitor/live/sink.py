@@ -25,6 +25,7 @@ class StreamStatus:
     visual: float | None
     sync: float | None  # smoothed P(voice and mouth out of step); None without a sync output
     raised_by: str | None  # voice | face | voice_face | lip_sync for SUSPICIOUS / ALERT
+    degraded: bool  # the latest window could not be scored (the backend failed its batch)
     windows_scored: int
     windows_dropped: int
     fps: float  # video frames per second received

@@ -320,11 +320,16 @@ def _scorer_panels(b: _Builder) -> list[Any]:
             ],
         ),
         b.series(
-            "Backend ready",
-            "bool",
-            [(m("deepfake_backend_ready"), "{{instance}}")],
+            "Backend ready and failed batches",
+            "short",
+            [
+                (m("deepfake_backend_ready"), "{{instance}} ready"),
+                (
+                    f"sum by (instance) (increase({m('deepfake_scorer_errors_total')}[{RATE}]))",
+                    "{{instance}} failed batches",
+                ),
+            ],
             min=0,
-            max=1,
         ),
         b.series(
             "Webhook deliveries",

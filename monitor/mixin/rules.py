@@ -270,6 +270,18 @@ def alerting_rules(cfg: MixinConfig) -> list[Rule]:
             extra_annotations=target_link,
         ),
         Rule(
+            "DeepfakeScoringErrors",
+            f"sum by ({TARGET_KEYS}) (increase({m('deepfake_scorer_errors_total')}[5m])) > 0",
+            "The backend failed to score batches: their streams are marked degraded "
+            "(deepfake_stream_degraded) and their windows counted as dropped at stage "
+            "backend. Read the error in the log (GPU memory, a driver or engine problem); "
+            "the monitor keeps scoring the other batches and recovers by itself.",
+            severity="warning",
+            summary="{{ $labels.instance }} failed to score batches",
+            description='{{ $value | printf "%.0f" }} failed batches in the last 5 minutes.',
+            extra_annotations=target_link,
+        ),
+        Rule(
             "DeepfakeBackendNotReady",
             f"max by ({TARGET_KEYS}) ({m('deepfake_backend_ready')}) == 0",
             "The model is not loaded: nothing is scored. Check the log for the model or "

@@ -102,6 +102,7 @@ class RecordingRegistry:
             visual=sink.last_luma if sink.video else None,
             sync=None,
             raised_by=None,
+            degraded=False,
             windows_scored=len(sink.audio) // 50,
             windows_dropped=0,
             fps=float(len(sink.video)),

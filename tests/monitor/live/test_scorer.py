@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -192,3 +195,82 @@ def test_a_failing_batch_does_not_stop_the_scorer() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         Scorer(RecordingBackend(), lambda r: None, max_batch=8, max_pending=4)
+
+
+def test_a_backend_that_fails_a_batch_degrades_those_streams_and_recovers(
+    tmp_path: Path,
+) -> None:
+    """Real pipeline, real ONNX backend wrapped to fail for a while: the windows of the
+    failed batches are counted (stage backend), their streams marked degraded, the others
+    keep scoring, and everything scores again once the backend recovers."""
+    from monitor.backend import load_backend
+    from monitor.live.config import MonitorConfig
+    from monitor.live.pipeline import Pipeline
+    from monitor.live.sources import make_source
+    from tests.support.live_media import FAKE, REAL, toy_model, write_clip
+
+    inner = load_backend(toy_model(tmp_path / "model"), "onnxruntime")
+
+    class Flaky:
+        name, contract = "flaky", inner.contract
+        failing = False
+
+        def score(self, audio: np.ndarray, faces: np.ndarray) -> Scores:
+            if self.failing:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return inner.score(audio, faces)
+
+        def close(self) -> None:
+            inner.close()
+
+    flaky = Flaky()
+    cfg = MonitorConfig.model_validate(
+        {"model": "x", "scorer": {"max_batch": 4, "max_delay_ms": 20}, "webrtc": {"enabled": False}}
+    )
+    pipeline = Pipeline(flaky, cfg)  # type: ignore[arg-type]
+    clips = {
+        "a": write_clip(tmp_path / "a.mp4", seconds=30.0, **FAKE),
+        "b": write_clip(tmp_path / "b.mp4", seconds=30.0, **REAL),
+    }
+    seen: dict[str, object] = {}
+
+    async def scenario() -> None:
+        await pipeline.start()
+        for sid, clip in clips.items():
+            pipeline.add_source(sid, make_source(str(clip), loop=True))
+        rts = [pipeline.streams[s] for s in clips]
+        await _until(lambda: all(rt.windows_scored >= 3 for rt in rts), 40)
+        flaky.failing = True
+        await _until(lambda: all(rt.degraded for rt in rts), 20)
+        seen["during"] = pipeline.metrics.exposition().decode()
+        scored_during = [rt.windows_scored for rt in rts]
+        flaky.failing = False
+        await _until(
+            lambda: all(not rt.degraded and rt.windows_scored > n
+                        for rt, n in zip(rts, scored_during, strict=True)),
+            20,
+        )  # fmt: skip
+        seen["after"] = pipeline.metrics.exposition().decode()
+        seen["statuses"] = pipeline.statuses()
+        await pipeline.stop()
+
+    asyncio.run(scenario())
+    during, after = str(seen["during"]), str(seen["after"])
+    for sid in clips:
+        assert f'deepfake_stream_degraded{{stream="{sid}"}} 1.0' in during
+        assert f'deepfake_stream_degraded{{stream="{sid}"}} 0.0' in after
+        dropped = re.search(
+            rf'deepfake_windows_dropped_total{{stage="backend",stream="{sid}"}} (\d+)', after
+        )
+        assert dropped is not None and int(dropped.group(1)) >= 1
+    errors = re.search(r"deepfake_scorer_errors_total (\d+)", after)
+    assert errors is not None and int(errors.group(1)) >= 1
+    assert all(not s.degraded for s in seen["statuses"])  # type: ignore[attr-defined]
+    inner.close()
+
+
+async def _until(pred: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)

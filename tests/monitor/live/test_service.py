@@ -251,8 +251,8 @@ def test_watch_table_renders_aligned_columns() -> None:
     from monitor.live.sink import StreamStatus
 
     rows = [
-        StreamStatus("lobby-cam", ALERT, 0.91, 0.95, None, 0.12, "voice", 12, 1, 25.0, 48.2),
-        StreamStatus("x", "STARTING", None, None, None, None, None, 0, 0, 0.0, None),
+        StreamStatus("lobby-cam", ALERT, 0.91, 0.95, None, 0.12, "voice", False, 12, 1, 25.0, 48.2),
+        StreamStatus("x", "STARTING", None, None, None, None, None, False, 0, 0, 0.0, None),
     ]
     lines = render_table(rows).splitlines()
     assert lines[0].split() == [
