@@ -183,6 +183,16 @@ class EventsConfig(_Section):
     webhook_retries: int = Field(3, ge=0, le=20, description="retries after a failed POST")
     webhook_timeout_s: float = Field(5.0, gt=0, le=120, description="per POST")
     webhook_backoff_s: float = Field(0.5, gt=0, le=60, description="first retry delay, doubles")
+    spool_dir: Path | None = Field(
+        None,
+        description="keep undelivered webhook events here across restarts (default: "
+        "<events.path folder>/webhook-spool when events.path is set)",
+    )
+
+    def spool_folder(self) -> Path | None:
+        if self.spool_dir is not None:
+            return self.spool_dir
+        return self.path.parent / "webhook-spool" if self.path is not None else None
 
 
 class TimelineConfig(_Section):

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ RECENT_EVENTS = 100  # kept in memory for the operator page
 def event_record(change: StateChange) -> dict[str, Any]:
     """The JSON object written for one state change."""
     record = {
+        "id": change.event_id,
         "stream": change.stream_id,
         "time": datetime.fromtimestamp(change.wall_time, tz=UTC).isoformat(timespec="milliseconds"),
         "state": change.state,
@@ -78,8 +80,72 @@ class EventLog:
             self._fh = None
 
 
+class Spool:
+    """The webhook's queue on disk: events wait in `pending.jsonl` (appended and fsynced
+    as they happen) and `offset` says how far delivery got, so events survive a receiver
+    that is down for hours and a monitor that restarts meanwhile. Delivery is
+    at-least-once: an event being sent when the process stops is sent again after, with
+    the same `id`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.pending = folder / "pending.jsonl"
+        self.offset_file = folder / "offset"
+        self.offset = self._read_offset()
+
+    def _read_offset(self) -> int:
+        try:
+            value = int(self.offset_file.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+        size = self.pending.stat().st_size if self.pending.exists() else 0
+        return value if 0 <= value <= size else 0
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self.pending.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def peek(self) -> tuple[dict[str, Any], int] | None:
+        """The next undelivered event and the offset just after it."""
+        if not self.pending.exists():
+            return None
+        with self.pending.open("rb") as fh:
+            fh.seek(self.offset)
+            while line := fh.readline():
+                end = fh.tell()
+                if not line.endswith(b"\n"):
+                    return None  # a torn last line (killed mid-write): not an event yet
+                try:
+                    return json.loads(line), end
+                except ValueError:
+                    logger.error("webhook spool %s: skipping a damaged line", self.pending)
+                    self.offset = end
+        return None
+
+    def ack(self, end: int) -> None:
+        self.offset = end
+        if self.pending.stat().st_size == end:  # all delivered: start the files afresh
+            self.pending.write_bytes(b"")
+            self.offset = 0
+        tmp = self.offset_file.with_suffix(".tmp")
+        tmp.write_text(str(self.offset))
+        os.replace(tmp, self.offset_file)
+
+    def waiting(self) -> int:
+        if not self.pending.exists():
+            return 0
+        with self.pending.open("rb") as fh:
+            fh.seek(self.offset)
+            return sum(1 for line in fh if line.endswith(b"\n"))
+
+
 class Webhook:
-    """POSTs events as JSON to a URL from one background task, bounded and retrying."""
+    """POSTs events as JSON to a URL from one background task, retrying. With a spool the
+    queue is on disk and nothing is given up; without one it is bounded in memory and an
+    event is given up after `retries`."""
 
     def __init__(
         self,
@@ -91,6 +157,7 @@ class Webhook:
         backoff_s: float = DEFAULT_WEBHOOK_BACKOFF_S,
         headers: dict[str, str] | None = None,
         on_outcome: Callable[[str], None] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         register_url(url)
         self.url = url
@@ -101,6 +168,8 @@ class Webhook:
         self.on_outcome = on_outcome  # "sent" | "failed" | "dropped"
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
+        self.spool = spool
+        self._wake = asyncio.Event()
         self.sent = 0
         self.failed = 0
         self.dropped = 0
@@ -110,7 +179,16 @@ class Webhook:
             self.on_outcome(outcome)
 
     def post(self, record: dict[str, Any]) -> None:
-        """Queue an event without waiting; the oldest waiting one goes when full."""
+        """Queue an event without waiting; the oldest waiting one goes when full (in
+        memory; a spool keeps every one)."""
+        if self.spool is not None:
+            try:
+                self.spool.append(record)
+            except OSError as exc:  # a full disk: keep the event in memory at least
+                logger.error("webhook spool %s: %s; event kept in memory", self.spool.folder, exc)
+            else:
+                self._wake.set()
+                return
         if self._queue.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._queue.get_nowait()
@@ -124,9 +202,15 @@ class Webhook:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook")
 
     async def drain(self, timeout_s: float) -> None:
-        """Wait (bounded) until every queued event was sent or given up."""
+        """Wait (bounded) until every queued event was sent or given up (a spool keeps
+        what is left for the next start)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout_s)
+            await asyncio.wait_for(self._idle(), timeout_s)
+
+    async def _idle(self) -> None:
+        await self._queue.join()
+        while self.spool is not None and self.spool.peek() is not None:
+            await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -141,13 +225,26 @@ class Webhook:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         async with aiohttp.ClientSession(timeout=timeout, headers=self.headers) as session:
             while True:
+                if self.spool is not None:
+                    nxt = self.spool.peek()
+                    if nxt is not None:
+                        record, end = nxt
+                        if await self._deliver(session, record, give_up=False):
+                            self.spool.ack(end)
+                        continue
+                if self._queue.empty() and self.spool is not None:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
                 record = await self._queue.get()
                 try:
                     await self._deliver(session, record)
                 finally:
                     self._queue.task_done()
 
-    async def _deliver(self, session: Any, record: dict[str, Any]) -> None:
+    async def _deliver(self, session: Any, record: dict[str, Any], give_up: bool = True) -> bool:
+        """POST one event with retries; False when it was not delivered (then, with
+        give_up=False, after a pause so the caller can try the same event again)."""
         import aiohttp
 
         delay = self.backoff_s
@@ -157,7 +254,7 @@ class Webhook:
                     if resp.status < 300:
                         self.sent += 1
                         self._count("sent")
-                        return
+                        return True
                     problem = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 problem = redact(f"{type(exc).__name__}: {exc}")
@@ -173,6 +270,17 @@ class Webhook:
                 delay = min(WEBHOOK_BACKOFF_MAX_S, delay * 2)
         self.failed += 1
         self._count("failed")
+        if not give_up:
+            logger.warning(
+                "webhook %s: %s; the %s event for stream %s stays spooled, next try in %.0f s",
+                redact(self.url),
+                problem,
+                record.get("state"),
+                record.get("stream"),
+                WEBHOOK_BACKOFF_MAX_S,
+            )
+            await asyncio.sleep(WEBHOOK_BACKOFF_MAX_S)
+            return False
         logger.warning(
             "webhook %s: gave up on a %s event for stream %s after %d attempts",
             redact(self.url),
@@ -180,6 +288,7 @@ class Webhook:
             record.get("stream"),
             self.retries + 1,
         )
+        return False
 
 
 class EventDispatcher:

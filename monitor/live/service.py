@@ -33,7 +33,7 @@ from monitor.backend import load_backend as backend_for_model
 from monitor.contract import SAMPLE_RATE
 from monitor.errors import ConfigError, ContractError
 from monitor.live.config import MonitorConfig
-from monitor.live.events import EventDispatcher, EventLog, Webhook
+from monitor.live.events import EventDispatcher, EventLog, Spool, Webhook
 from monitor.live.metrics import CONTENT_TYPE, MonitorMetrics
 from monitor.live.operator import add_operator_routes
 from monitor.live.pipeline import CropperFactory, Pipeline
@@ -202,6 +202,15 @@ class Service:
         log = EventLog(ev.path) if ev.path is not None else None
         webhook = None
         if ev.webhook_url:
+            folder = ev.spool_folder()
+            spool = Spool(folder) if folder is not None else None
+            if spool is None:
+                logger.warning(
+                    "webhook events wait in memory only and are lost on a restart; set "
+                    "events.path or events.spool_dir to keep them on disk"
+                )
+            elif spool.waiting():
+                logger.info("webhook: %d events from before are still to deliver", spool.waiting())
             webhook = Webhook(
                 ev.webhook_url,
                 queue_size=ev.webhook_queue,
@@ -209,6 +218,7 @@ class Service:
                 timeout_s=ev.webhook_timeout_s,
                 backoff_s=ev.webhook_backoff_s,
                 on_outcome=lambda outcome: self.metrics.webhook.labels(outcome).inc(),
+                spool=spool,
             )
         return EventDispatcher(log, webhook)
 

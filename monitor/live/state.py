@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -213,6 +214,7 @@ class StateChange:
     scores: dict[str, float | None]  # smoothed fused / audio / visual
     stream_t: float | None  # stream time of the window that caused it
     wall_time: float = field(default_factory=time.time)  # epoch seconds
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # receivers dedupe on it
     raised_by: str | None = None  # one of RAISED_BY for SUSPICIOUS / ALERT, else None
     evidence: str | None = None  # evidence file saved for this ALERT (opt-in), by name
 

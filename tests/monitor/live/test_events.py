@@ -24,12 +24,14 @@ def change(state: str, previous: str = "CLEAR", stream: str = "cam") -> StateCha
         scores={"fused": 0.912345, "audio": 0.5, "visual": None},
         stream_t=12.0,
         wall_time=1_700_000_000.25,
+        event_id="e1",
     )
 
 
 def test_event_record_is_one_self_describing_json_object(tmp_path: Path) -> None:
     rec = event_record(change("ALERT", "SUSPICIOUS"))
     assert rec == {
+        "id": "e1",
         "stream": "cam",
         "time": "2023-11-14T22:13:20.250+00:00",
         "state": "ALERT",
