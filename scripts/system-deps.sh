@@ -12,6 +12,8 @@ if [ "${1:-test}" != "demo" ]; then
   PKGS+=(chromium)                         # a real browser as a WebRTC caller in the tests
   # a real Prometheus (+ promtool) and Alertmanager (+ amtool) for the alert-feed tests
   PKGS+=(prometheus prometheus-alertmanager)
+  PKGS+=(docker-compose)                   # `docker-compose config` validates deploy/compose.yaml (no daemon)
+  PKGS+=(shellcheck)                       # lints deploy/docker/gpu-entrypoint.sh
 fi
 missing=()
 for p in "${PKGS[@]}"; do
