@@ -1,0 +1,227 @@
+"""Capacity on this machine's CPU: real-time streams kept with no window dropped.
+
+    .venv/bin/python bench/capacity.py --model MODEL.onnx [--sizes 480p30,720p25] [--step-s 40]
+
+For each stream size, a synthetic talking-head clip (moving head, sensor noise, a voice
+tone) loops at real time in N file streams of the live service; N grows until a window
+is dropped, the window-to-score p99 passes 300 ms, or the streams fall behind real time.
+The stage costs (CPU ms per stream-second: decode, colour conversion, face detection and
+crops, inference, and everything else) are measured on the same clip, and the capacity is
+given as a share of decode-only capacity (all cores decoding, nothing else). Prints
+markdown tables for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monitor.backend import load_backend  # noqa: E402
+from monitor.live.config import MonitorConfig  # noqa: E402
+from monitor.live.crops import to_rgb  # noqa: E402
+from monitor.live.service import Service  # noqa: E402
+from monitor.media.decode import open_media, stream_media  # noqa: E402
+from monitor.media.faces import FaceCropper  # noqa: E402
+from monitor.windows import frame_times  # noqa: E402
+from tests.support.live_media import HEAD  # noqa: E402
+
+SIZES = {"480p30": (854, 480, 30), "720p25": (1280, 720, 25), "360p25": (640, 360, 25)}
+CLIP_S = 20.0
+P99_LIMIT_S = 0.3
+WARM_UP_S = 8.0
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def make_clip(path: Path, width: int, height: int, fps: int) -> Path:
+    """A head that moves and talks-ish over a noisy background; AAC voice tone."""
+    rng = np.random.default_rng(0)
+    head = cv2.resize(HEAD, None, fx=height / 480, fy=height / 480)
+    base = np.full((height, width, 3), 110, np.uint8)
+    with av.open(str(path), "w", format="mp4") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"preset": "veryfast", "crf": "23"}
+        a_s = out.add_stream("aac", rate=16000)
+        a_s.layout = "mono"
+        n = round(CLIP_S * fps)
+        for i in range(n):
+            frame = base.copy()
+            x = int(width * 0.3 + 40 * np.sin(i / fps))
+            y = int(height * 0.15 + 10 * np.cos(i / fps * 1.3))
+            hh, hw = head.shape[:2]
+            frame[y : y + hh, x : x + hw] = head
+            noise = rng.integers(-6, 7, frame.shape, dtype=np.int16)
+            frame = np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = i, Fraction(1, fps)
+            for pkt in vs.encode(vf):
+                out.mux(pkt)
+        t = np.arange(round(CLIP_S * 16000)) / 16000
+        tone = 0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+        tone = tone.astype(np.float32)
+        for a in range(0, tone.size, 1024):
+            af = av.AudioFrame.from_ndarray(tone[None, a : a + 1024], format="fltp", layout="mono")
+            af.sample_rate, af.pts, af.time_base = 16000, a, Fraction(1, 16000)
+            for pkt in a_s.encode(af):
+                out.mux(pkt)
+        for s in (vs, a_s):
+            for pkt in s.encode(None):
+                out.mux(pkt)
+    return path
+
+
+def stage_costs(clip: Path, model: str) -> dict[str, float]:
+    """CPU ms per stream-second of each stage, measured one by one on `clip`."""
+    backend = load_backend(model, "onnxruntime")
+    contract = backend.contract
+    frames, t0 = [], cpu_s()
+    with open_media(str(clip)) as c:
+        audio = c.streams.audio[0] if c.streams.audio else None
+        video = c.streams.video[0]
+        for item in stream_media(c, audio, video, contract.sample_rate):
+            if item.kind == "video":
+                frames.append((item.t, item.data))
+    decode = cpu_s() - t0
+    # what the live path samples: K frame times per window, one window per hop
+    times = []
+    start = 0.0
+    while start + contract.window_seconds <= CLIP_S:
+        times += list(frame_times(start, contract))
+        start += contract.hop_seconds
+    ft = np.array([t for t, _ in frames])
+    picked = [frames[int(np.abs(ft - t).argmin())][1] for t in times]
+    t0 = cpu_s()
+    rgbs = [to_rgb(f) for f in picked]
+    convert = cpu_s() - t0
+    cropper = FaceCropper.from_contract(contract, name="bench")
+    t0 = cpu_s()
+    crops = [np.asarray(cropper.crop(r).image) for r in rgbs]
+    detect = cpu_s() - t0
+    k = contract.k_crops
+    n_windows = len(crops) // k
+    faces = np.stack(crops[: n_windows * k]).reshape(n_windows, *contract.faces_shape)
+    audio_w = np.zeros((n_windows, contract.window_samples), np.float32)
+    backend.score(audio_w[:1], faces[:1])
+    t0 = cpu_s()
+    for i in range(n_windows):  # one window per call, as a lone live stream would
+        backend.score(audio_w[i : i + 1], faces[i : i + 1])
+    infer = cpu_s() - t0
+    backend.close()
+    per_s = 1000.0 / CLIP_S
+    return {
+        "decode": decode * per_s,
+        "colour conversion": convert * per_s,
+        "face detection + crops": detect * per_s,
+        "inference": infer * per_s,
+    }
+
+
+async def run_streams(clip: Path, model: str, n: int, step_s: float) -> dict[str, float]:
+    cfg = MonitorConfig.model_validate(
+        {
+            "model": model,
+            "backend": "onnxruntime",
+            "max_streams": 256,
+            "webrtc": {"enabled": False},
+            "streams": [{"id": f"s{i}", "url": str(clip), "loop": True} for i in range(n)],
+        }
+    )
+    service = Service(cfg, serve_http=False)
+    task = asyncio.create_task(service.run(install_signals=False, duration_s=step_s))
+    await asyncio.sleep(WARM_UP_S)
+    m = service.metrics
+    lat0 = _buckets(m)
+    cpu0, wall0 = cpu_s(), time.monotonic()
+    p = service.pipeline
+    assert p is not None
+    drop0 = sum(rt.windows_dropped for rt in p.streams.values())
+    await task
+    wall = time.monotonic() - wall0
+    dropped = sum(s.windows_dropped for s in service.final_statuses) - drop0
+    lat = {le: c - lat0.get(le, 0.0) for le, c in _buckets(m).items()}
+    fps = sum(s.fps for s in service.final_statuses) / max(1, n)
+    return {
+        "dropped": float(dropped),
+        "p99_s": _quantile(lat, 0.99),
+        "fps": fps,
+        "cpu_ms_per_stream_s": (cpu_s() - cpu0) * 1000.0 / (n * wall),
+    }
+
+
+def _buckets(metrics: object) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for fam in metrics.latency.collect():  # type: ignore[attr-defined]
+        for s in fam.samples:
+            if s.name.endswith("_bucket"):
+                out[float(s.labels["le"])] = s.value
+    return out
+
+
+def _quantile(buckets: dict[float, float], q: float) -> float:
+    total = buckets.get(float("inf"), 0.0)
+    if total <= 0:
+        return float("nan")
+    for le in sorted(buckets):
+        if buckets[le] >= q * total:
+            return le
+    return float("inf")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--sizes", default="480p30,720p25")
+    ap.add_argument("--step-s", type=float, default=40.0)
+    ap.add_argument("--max-streams", type=int, default=16)
+    args = ap.parse_args()
+    cores = os.cpu_count() or 1
+    work = Path(tempfile.mkdtemp(prefix="capacity-"))
+    for size in args.sizes.split(","):
+        w, h, fps = SIZES[size]
+        clip = make_clip(work / f"{size}.mp4", w, h, fps)
+        costs = stage_costs(clip, args.model)
+        decode_only = cores * 1000.0 / costs["decode"]
+        best, last = 0, {}
+        for n in range(1, args.max_streams + 1):
+            r = asyncio.run(run_streams(clip, args.model, n, args.step_s))
+            ok = r["dropped"] == 0 and r["p99_s"] <= P99_LIMIT_S and r["fps"] >= 0.95 * fps
+            print(
+                f"{size} N={n}: dropped {r['dropped']:.0f}, p99 <= {r['p99_s']:.3g} s, "
+                f"{r['fps']:.1f} fps/stream, {r['cpu_ms_per_stream_s']:.0f} CPU ms per "
+                f"stream-second -> {'ok' if ok else 'over'}",
+                flush=True,
+            )
+            if not ok:
+                break
+            best, last = n, r
+        total = last.get("cpu_ms_per_stream_s", float("nan"))
+        other = total - sum(costs.values())
+        print(f"\n{size} ({w}x{h} @ {fps} fps), {cores} cores: capacity {best} streams, "
+              f"decode-only {decode_only:.1f}, ratio {best / decode_only:.2f}")  # fmt: skip
+        print("| stage | CPU ms per stream-second |\n|---|---|")
+        for stage, ms in costs.items():
+            print(f"| {stage} | {ms:.0f} |")
+        print(f"| everything else | {other:.0f} |\n| total (live, at capacity) | {total:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
