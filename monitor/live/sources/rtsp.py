@@ -17,6 +17,7 @@ import av.error
 
 from monitor.errors import StreamError
 from monitor.live.sources.base import redact
+from monitor.media.decode import MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,14 @@ DEFAULT_OPEN_TIMEOUT_S = 10.0  # connect + handshake
 DEFAULT_READ_TIMEOUT_S = 5.0  # one blocked read before PyAV gives up
 RTSP_SCHEMES = ("rtsp://", "rtsps://")
 # Demuxer options that keep latency low on live input (no long probing, no reordering wait).
-LOW_LATENCY_OPTIONS = {"fflags": "nobuffer", "analyzeduration": "1000000", "probesize": "500000"}
+LOW_LATENCY_OPTIONS = {
+    "fflags": "nobuffer",
+    "analyzeduration": "1000000",
+    "probesize": "500000",
+    # passed to the decoders too: a camera (or an attacker) declaring absurd frame sizes
+    # gets an error, not gigabytes of frame buffers
+    "max_pixels": str(MAX_PIXELS),
+}
 
 
 def is_url(location: str) -> bool:
