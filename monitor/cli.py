@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 COMMANDS: dict[str, str] = {
     "synth": "train.commands.synth",
     "probe": "monitor.commands.probe",
+    "faces": "monitor.commands.faces",
     "train": "train.commands.train",
     "evaluate": "train.commands.evaluate",
     "calibrate": "train.commands.calibrate",

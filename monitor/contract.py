@@ -23,6 +23,13 @@ DEFAULT_HOP_SECONDS = 1.0  # a new window every second on a live stream
 DEFAULT_K_CROPS = 4  # face crops sampled evenly inside each window
 DEFAULT_CROP_SIZE = 112  # pixels, square RGB crops
 DEFAULT_CROP_MARGIN = 0.25  # fraction of the face box added on every side
+# Face croppers (monitor/media/faces.py), by name and version: the same frames give other
+# crops under each, so a model runs only with the one it was trained with.
+CROPPER_HAAR = "haar-2"  # OpenCV Haar cascades, upright square crops around the box
+CROPPER_CNN = "centerface-1"  # CenterFace CNN with landmarks: roll-aligned crops
+CROPPERS = (CROPPER_HAAR, CROPPER_CNN)
+DEFAULT_CROPPER = CROPPER_CNN  # what new models are trained with
+LEGACY_CROPPER = CROPPER_HAAR  # what a contract without the field was made with
 HEAD_OUTPUTS = ("p_fused", "p_audio", "p_visual")  # P(fake) per head, float32 [B]
 SYNC_OUTPUT = "p_sync"  # P(voice and mouth out of step), float32 [B]; models exported
 # before it existed have only the three head outputs, and runtimes report sync as absent
@@ -45,6 +52,10 @@ class InputContract:
     # the cap is shrunk to its box). Left out of to_dict() when None, so contracts
     # that do not use it read as before (older runtimes, cache keys).
     max_crop_downscale: float | None = None
+    # The face cropper the crops come from (CROPPERS). Contracts saved before the field
+    # existed read as LEGACY_CROPPER, and to_dict() leaves it out for that one, so their
+    # checkpoints, manifests and cache keys read as before.
+    cropper: str = DEFAULT_CROPPER
     audio_input: str = "audio"  # float32 [B, window_samples], range about [-1, 1]
     faces_input: str = "faces"  # uint8 [B, k_crops, crop_size, crop_size, 3], RGB
     output_names: tuple[str, ...] = field(default=(*HEAD_OUTPUTS, SYNC_OUTPUT))
@@ -65,6 +76,11 @@ class InputContract:
             problems.append(f"crop_margin={self.crop_margin} outside 0..1")
         if self.max_crop_downscale is not None and not 0.5 <= self.max_crop_downscale <= 8.0:
             problems.append(f"max_crop_downscale={self.max_crop_downscale} outside 0.5..8")
+        if self.cropper not in CROPPERS:
+            problems.append(
+                f"cropper={self.cropper!r} is not a face cropper this runtime has "
+                f"({', '.join(CROPPERS)}); upgrade deepfake-monitor"
+            )
         if len(self.output_names) not in (3, 4):
             problems.append(
                 f"output_names must name 3 outputs (fused, audio, visual) or 4 (and sync), "
@@ -104,7 +120,7 @@ class InputContract:
         cap = "" if self.max_crop_downscale is None else f" cap{self.max_crop_downscale:g}"
         return (
             f"v{self.version} {self.sample_rate}Hz {self.window_seconds:g}s/"
-            f"{self.hop_seconds:g}s K{self.k_crops}x{self.crop_size}px{cap}"
+            f"{self.hop_seconds:g}s K{self.k_crops}x{self.crop_size}px{cap} {self.cropper}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +128,8 @@ class InputContract:
         d["output_names"] = list(self.output_names)
         if self.max_crop_downscale is None:
             del d["max_crop_downscale"]
+        if self.cropper == LEGACY_CROPPER:
+            del d["cropper"]
         return d
 
     @classmethod
@@ -134,6 +152,7 @@ class InputContract:
                 "the model was made by a newer deepfake-monitor"
             )
         kwargs = dict(data)
+        kwargs.setdefault("cropper", LEGACY_CROPPER)  # saved before croppers had names
         if "output_names" in kwargs:
             kwargs["output_names"] = tuple(kwargs["output_names"])
         return cls(**kwargs)

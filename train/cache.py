@@ -56,6 +56,9 @@ class CacheSpec:
     def key(self) -> str:
         spec = {
             "format": CACHE_FORMAT,
+            # the Haar cropper's version; a CNN contract's dict names its own cropper
+            # (`cropper: centerface-1`), a Haar one leaves it out, so Haar caches keep
+            # their keys and crops of two croppers never share a folder
             "cropper": CROPPER_VERSION,
             # the outputs do not change the crops: keys stay those of 3-output contracts
             "contract": {**self.contract.to_dict(), "output_names": list(HEAD_OUTPUTS)},

@@ -1,104 +1,115 @@
 """Face detection, tracking and crops: the one path from a video frame to a face crop.
 
 Training caches, offline scoring and the live monitor all crop faces with `FaceCropper`,
-so the detector sees identical crops wherever it runs.
+so the detector sees identical crops wherever it runs. The model's input contract names
+the cropper (`InputContract.cropper`) and `FaceCropper.from_contract` builds that one, so
+a model is always fed the crops it was trained on.
 
-Per stream, frames arrive in time order. A full face detection (OpenCV's Haar frontal-face
-cascade, shipped inside opencv-python-headless, nothing downloaded) runs on a downscaled
-grayscale copy every `detect_every` frames or when tracking is lost; when it finds nothing,
-a second cascade trained differently (OpenCV's "alt2" frontal-face cascade) gets a second
-chance on the same image, its box rescaled to the first one's framing. In between, the face
-is tracked by normalised cross-correlation of the last detected face patch inside a search
-region around the last box. Boxes are smoothed (a speed-adaptive EMA) so crops do not
-jitter. The crop is a square around the face plus `margin` (fraction of the box size per
-side), padded with zeros (or edge pixels) where it leaves the frame, so the face stays
-centred and at the same scale. With `max_downscale` (the contract's max_crop_downscale),
-a face so big that its square would shrink more than that is cut tighter around its
-centre instead, so the pixels keep their detail: the margin goes, down to the face box
-itself and never into it. A face bigger than crop_size * max_downscale is shrunk to fit
-its box, or the mouth (about three quarters down the box, which the mouth branch reads),
-the jaw line and the edges a pasted face leaves would fall outside the crop.
-When no face is found the crop is the frame's centre square, flagged `found=False`, counted
-and logged (rate-limited) with the stream's name; while no face is tracked, detection runs
-on every frame, or every `idle_detect_every` frames to save CPU on faceless streams.
+`centerface-1` (the default): every `detect_every` frames, or when tracking is lost, the
+CNN detector (CenterFace through onnxruntime, monitor/media/centerface.py) runs on a copy
+of the frame downscaled to `detect_long_side`, and gives the faces with five landmarks.
+From the landmarks a pose is fitted (monitor/media/landmarks.py): the roll from the eye
+line, centre and size from all five points, so the crop is a square turned upright
+around the face, with the landmarks at the same place in every crop. A face the CNN
+scores under its threshold but above CNN_WEAK_SCORE is accepted when a Haar cascade finds
+it too (the last fallback, counted in `stats.haar_fallback`); Haar alone never adds a
+face. In between detections, optical flow follows the landmarks and corners of the face.
+
+`haar-2` (models trained before the CNN): OpenCV's Haar cascades and patch correlation
+(monitor/media/haar.py), upright crops around the box; its crops are unchanged.
+
+Both: poses are smoothed (a speed-adaptive EMA) so crops do not jitter. The crop is a
+square around the face plus `margin` (fraction of the face size per side), padded with
+zeros (or edge pixels) where it leaves the frame, so the face stays centred and at the
+same scale. With `max_downscale` (the contract's max_crop_downscale), a face so big that
+its square would shrink more than that is cut tighter around its centre instead, so the
+pixels keep their detail: the margin goes, down to the face itself and never into it.
+When no face is found the crop is the frame's centre square, flagged `found=False`,
+counted and logged (rate-limited) with the stream's name; while no face is tracked,
+detection runs on every frame, or every `idle_detect_every` frames on faceless streams.
 
 A cropper holds one stream's state and is not itself thread-safe; use one per stream. The
-cascade is loaded once per process and shared; detection on it is serialised by a lock.
+detectors are loaded once per process and shared.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import cv2
-import cv2.data
 import numpy as np
 
-from monitor.contract import DEFAULT_CROP_MARGIN, DEFAULT_CROP_SIZE, InputContract
-from monitor.errors import ModelFormatError
+from monitor.contract import (
+    CROPPER_CNN,
+    CROPPER_HAAR,
+    CROPPERS,
+    DEFAULT_CROP_MARGIN,
+    DEFAULT_CROP_SIZE,
+    DEFAULT_CROPPER,
+    InputContract,
+)
+from monitor.media.centerface import SCORE_THRESHOLD, CenterFace, Faces
+from monitor.media.haar import (
+    JITTER_FRACTION,
+    JUMP_RESET_FRACTION,
+    MIN_FACE_SIDE,
+    MIN_NEIGHBORS,
+    SCALE_FACTOR,
+    SIZE_RESET_RATIO,
+    TRACK_MIN_SCORE,
+    HaarDetector,
+    HaarLocator,
+    load_cascade,
+    pick_face,
+)
+from monitor.media.landmarks import (
+    FacePose,
+    PointTracker,
+    crop_rotated,
+    fit_pose,
+    pose_from_box,
+)
+
+__all__ = [
+    "CROPPER_VERSION",
+    "CropResult",
+    "CropStats",
+    "FaceCropper",
+    "FoundFace",
+    "as_rgb_frame",
+    "centre_crop",
+    "crop_square",
+    "load_cascade",
+]
 
 logger = logging.getLogger(__name__)
 
-CASCADE_FILE = "haarcascade_frontalface_default.xml"  # in cv2.data.haarcascades
-SECOND_CASCADE_FILE = "haarcascade_frontalface_alt2.xml"  # second chance when the first
-# finds nothing: on the synthetic val set it finds faces in clips where the first found
-# none in any frame (curly hair, beards), and those centre crops were the detector's worst
-# false alarms (docs/experiments.md, 2026-11-24)
-SECOND_CASCADE_SCALE = 1.06  # alt2's boxes are 6 % smaller than the default cascade's on the
-# same faces, centred alike (29 synthetic frames: ratio 0.943 +- 0.055, centre within 0.01
-# box side); scaling them keeps the crop's framing the same whichever cascade found it
 DETECT_LONG_SIDE = 320  # px; frames are downscaled to this longest side for detection
 DEFAULT_DETECT_EVERY = 5  # frames; full detection this often while tracking holds
-SCALE_FACTOR = 1.1  # Haar pyramid step between scales
-MIN_NEIGHBORS = 5  # Haar overlapping hits needed to accept a face (fewer = more false faces)
-MIN_FACE_SIDE = 24  # px at detection scale; the cascade's own window size
-TRACK_SEARCH_FRACTION = 0.5  # search region = last box grown by this x box side per side
-TRACK_MIN_SCORE = 0.6  # normalised cross-correlation below this = tracking failed
-MIN_TEMPLATE_STD = 4.0  # grey levels; a flatter face patch cannot be tracked by correlation
 DEFAULT_MAX_MISSES = 3  # detector runs in a row not confirming the face before it is dropped
-DEFAULT_SMOOTHING = 0.5  # EMA weight kept from the previous box (0 = raw boxes)
-JUMP_RESET_FRACTION = 0.5  # centre moved more than this x box side: snap, do not smooth
-SIZE_RESET_RATIO = 1.5  # box side changed by more than this factor: snap, do not smooth
-NEAR_TRACK_FRACTION = 1.0  # a detection within this x box side of the track is the same face
-CENTRALITY_WEIGHT = 0.5  # how much a central face beats an off-centre one of the same size
-MIN_HIT_FRACTION = 0.5  # candidates with fewer cascade hits than this x the best one are dropped
-JITTER_FRACTION = 0.05  # box moves of about this x box side are detector jitter, smoothed hard
+DEFAULT_SMOOTHING = 0.5  # EMA weight kept from the previous pose (0 = raw poses)
 MIN_IMAGE_SIDE = 16  # px; smaller frames cannot hold a face worth scoring
 FALLBACK_LOG_INTERVAL_S = 30.0  # seconds between "no face" log lines of one cropper
+CNN_WEAK_SCORE = 0.2  # a CNN face scored between this and SCORE_THRESHOLD needs Haar to agree
+ROLL_RESET_RAD = math.radians(20)  # roll changed more than this: snap, do not smooth
+REFINE_ROLL_RAD = math.radians(12)  # a face rolled more is detected again, turned upright
+REFINE_REGION = 2.0  # x the face size: the region turned upright for the second look
+REFINE_PX = 128  # px, side of that region (a multiple of the CNN's 32)
 
-CROPPER_VERSION = 2  # bump when the same frames give other crops (caches key on it);
-# 2: the second-chance cascade
+CROPPER_VERSION = 2  # the Haar cropper's version (contract cropper "haar-2"); caches of
+# Haar contracts key on it. 2: the second-chance cascade. The CNN cropper's version is its
+# name in the contract (CROPPER_CNN): bump that when the same frames give other crops.
 CROP_CAP_VERSION = 2  # bump when crops under a max_downscale cap change (only capped
 # contracts' caches key on it); 2: the cap stops at the face box
 Box = tuple[int, int, int, int]  # x, y, w, h in image pixels
 Source = Literal["detected", "tracked", "fallback"]
 PadMode = Literal["constant", "edge"]
-
-_CASCADES: dict[str, cv2.CascadeClassifier] = {}
-_CASCADE_LOAD_LOCK = threading.Lock()
-_DETECT_LOCK = threading.Lock()  # CascadeClassifier.detectMultiScale is not thread-safe
-
-
-def load_cascade(path: str | None = None) -> cv2.CascadeClassifier:
-    """The process-wide Haar cascade at `path` (default: OpenCV's frontal-face cascade)."""
-    path = path or cv2.data.haarcascades + CASCADE_FILE
-    with _CASCADE_LOAD_LOCK:
-        cascade = _CASCADES.get(path)
-        if cascade is None:
-            cascade = cv2.CascadeClassifier(path)
-            if cascade.empty():
-                raise ModelFormatError(
-                    f"cannot load the face detector cascade {path}; reinstall "
-                    "opencv-python-headless 4.x (it ships cv2.data.haarcascades)"
-                )
-            _CASCADES[path] = cascade
-            logger.debug("loaded face cascade %s", path)
-        return cascade
+Detector = Literal["cnn", "haar", "haar-alt2"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,9 @@ class CropResult:
     found: bool  # a face was detected or tracked in this frame (False = fallback crop)
     box: Box | None  # the (smoothed) face box the crop is built on; None for the fallback
     source: Source  # how the box was obtained
+    roll_deg: float = 0.0  # the crop is turned by this much to make the face upright
+    landmarks: np.ndarray | None = None  # float [5, 2] frame pixels (CNN cropper), or None
+    pose: FacePose | None = None  # the smoothed pose the crop is cut at (CNN cropper)
 
 
 @dataclass
@@ -121,21 +135,33 @@ class CropStats:
     fallback: int = 0  # centre crops, no face found
     detector_runs: int = 0  # full-frame detections run (the expensive part)
     second_chance: int = 0  # detections that only the second cascade made
+    haar_fallback: int = 0  # CNN cropper: faces the CNN scored low, accepted as Haar found them
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
-@dataclass
-class _Track:
-    """The face being followed, in detection-scale pixels of frames of one size."""
+@dataclass(frozen=True)
+class FoundFace:
+    """One face of a frame (FaceCropper.find_faces), in frame pixels."""
 
-    frame_shape: tuple[int, int]  # (H, W) of the full-size frames this track belongs to
-    box: tuple[int, int, int, int]  # last raw box at detection scale
-    template: np.ndarray | None  # grey face patch from the last detection (None: untrackable)
-    smooth: np.ndarray = field(default_factory=lambda: np.zeros(4))  # cx, cy, w, h, full size
-    since_detect: int = 0  # frames since the detector last ran
-    misses: int = 0  # consecutive frames the face was not confirmed
+    box: tuple[float, float, float, float]  # x, y, w, h
+    score: float  # the CNN's score (a Haar-only face: the CNN's weak score there, or 0)
+    detector: Detector  # which detector accepted it
+    landmarks: np.ndarray | None  # float [5, 2] (eyes, nose, mouth corners), None for Haar
+    pose: FacePose  # centre, size and roll the crop is built on
+
+
+@dataclass
+class _CnnTrack:
+    """The face being followed by the CNN cropper, in frames of one size."""
+
+    frame_shape: tuple[int, int]  # (H, W) of the full-size frames
+    pose: FacePose  # last raw pose at detection scale
+    tracker: PointTracker
+    smooth: np.ndarray = field(default_factory=lambda: np.zeros(4))  # cx, cy, size, roll (full)
+    since_detect: int = 0
+    misses: int = 0
 
 
 def as_rgb_frame(image: np.ndarray) -> np.ndarray:
@@ -209,8 +235,9 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
 class FaceCropper:
     """Face crops for the frames of ONE stream, given in time order.
 
-    crop(image) returns a CropResult; `stats` counts detected / tracked / fallback crops
-    and detector runs; reset() forgets the tracked face (new stream, reconnect).
+    crop(image) returns a CropResult; `stats` counts detected / tracked / fallback crops,
+    detector runs and fallbacks; reset() forgets the tracked face (new stream, reconnect).
+    `cropper` picks the cropper (a contract's `cropper`; from_contract passes it).
     """
 
     def __init__(
@@ -218,6 +245,7 @@ class FaceCropper:
         crop_size: int = DEFAULT_CROP_SIZE,
         margin: float = DEFAULT_CROP_MARGIN,
         *,
+        cropper: str = DEFAULT_CROPPER,
         max_downscale: float | None = None,
         name: str = "stream",
         detect_every: int = DEFAULT_DETECT_EVERY,
@@ -232,8 +260,12 @@ class FaceCropper:
         cascade_path: str | None = None,
         second_cascade_path: str | None = None,
         second_chance: bool = True,
+        face_model: str | Path | None = None,
+        cnn_threshold: float = SCORE_THRESHOLD,
     ) -> None:
         problems = []
+        if cropper not in CROPPERS:
+            problems.append(f"cropper={cropper!r} not in {CROPPERS}")
         if not 8 <= crop_size <= 2048:
             problems.append(f"crop_size={crop_size} outside 8..2048 px")
         if not 0.0 <= margin <= 2.0:
@@ -258,8 +290,11 @@ class FaceCropper:
             problems.append(f"scale_factor={scale_factor} must be > 1")
         if min_neighbors < 0:
             problems.append(f"min_neighbors={min_neighbors} must be >= 0")
+        if not 0.0 < cnn_threshold < 1.0:
+            problems.append(f"cnn_threshold={cnn_threshold} outside (0, 1)")
         if problems:
             raise ValueError("invalid FaceCropper settings: " + "; ".join(problems))
+        self.cropper = cropper
         self.crop_size = crop_size
         self.margin = margin
         self.max_downscale = max_downscale
@@ -273,14 +308,24 @@ class FaceCropper:
         self.pad_mode: PadMode = pad_mode
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
-        self._cascade = load_cascade(cascade_path)
-        self._second: cv2.CascadeClassifier | None = None
-        if second_chance:
-            self._second = load_cascade(
-                second_cascade_path or cv2.data.haarcascades + SECOND_CASCADE_FILE
-            )
         self.stats = CropStats()
-        self._track: _Track | None = None
+        # The CNN cropper asks Haar only to confirm weak faces: one cascade is enough.
+        self._haar = HaarDetector(
+            scale_factor,
+            min_neighbors,
+            cascade_path,
+            second_cascade_path,
+            second_chance and cropper == CROPPER_HAAR,
+        )
+        self._cnn: CenterFace | None = None
+        self._legacy: HaarLocator | None = None
+        if cropper == CROPPER_CNN:
+            self._cnn = CenterFace(face_model, threshold=cnn_threshold)
+        else:
+            self._legacy = HaarLocator(
+                self._haar, self.stats, detect_every, max_misses, track_min_score, smoothing, name
+            )
+        self._track: _CnnTrack | None = None
         self._idle_skip = 0  # frames left to skip detection while no face is tracked
         self._fallbacks_unlogged = 0
         self._frames_unlogged = 0
@@ -293,13 +338,19 @@ class FaceCropper:
             crop_size=contract.crop_size,
             margin=contract.crop_margin,
             max_downscale=contract.max_crop_downscale,
+            cropper=contract.cropper,
             **kwargs,
         )
 
     def reset(self) -> None:
         """Forget the tracked face; the next frame runs a full detection. Stats are kept."""
         self._track = None
+        if self._legacy is not None:
+            self._legacy.track = None
         self._idle_skip = 0
+
+    def _tracking(self) -> bool:
+        return (self._legacy.track if self._legacy is not None else self._track) is not None
 
     def crop(self, image: np.ndarray) -> CropResult:
         """Detect or track the face in one RGB uint8 frame and return its crop."""
@@ -307,188 +358,255 @@ class FaceCropper:
         h, w = rgb.shape[:2]
         self.stats.frames += 1
         self._frames_unlogged += 1
-        if self._track is None and self._idle_skip > 0:
+        if not self._tracking() and self._idle_skip > 0:
             self._idle_skip -= 1  # no face lately: detect only every idle_detect_every frames
             return self._fallback(rgb)
-        if self._track is not None and self._track.frame_shape != (h, w):
+        legacy = self._legacy
+        shape = legacy.track.frame_shape if legacy and legacy.track else None
+        if self._track is not None:
+            shape = self._track.frame_shape
+        if shape is not None and shape != (h, w):
             logger.info("%s: frame size changed to %dx%d, re-detecting the face", self.name, w, h)
-            self._track = None
+            self.reset()
         scale = min(1.0, self.detect_long_side / max(h, w))
-        grey = self._grey(rgb, scale)
-        found = self._locate(grey, (h, w))
-        if found is None:
-            return self._fallback(rgb)
-        box, source = found
-        assert self._track is not None
-        smooth = self._smooth(self._track, np.asarray(box, dtype=np.float64) / scale)
-        cx, cy, bw, bh = smooth
-        side = self.crop_side(max(bw, bh))
-        crop = crop_square(rgb, (cx, cy), side, self.crop_size, self.pad_mode)
-        out_box = _to_box(smooth, (h, w))
-        if source == "detected":
-            self.stats.detected += 1
-        else:
-            self.stats.tracked += 1
-        return CropResult(image=crop, found=True, box=out_box, source=source)
+        if legacy is not None:
+            return self._crop_haar(rgb, legacy, scale)
+        return self._crop_cnn(rgb, scale)
 
     def crop_side(self, face_side: float) -> float:
-        """Side, in frame pixels, of the square cropped around a face box of `face_side`:
-        the box plus its margin, cut to crop_size * max_downscale when that is smaller, but
-        never smaller than the box itself."""
+        """Side, in frame pixels, of the square cropped around a face of `face_side`:
+        the face plus its margin, cut to crop_size * max_downscale when that is smaller, but
+        never smaller than the face itself."""
         side = face_side * (1.0 + 2.0 * self.margin)
         if self.max_downscale is not None:
             side = min(side, max(self.crop_size * self.max_downscale, face_side))
         return side
 
-    # -- steps ------------------------------------------------------------------------
+    # -- the Haar cropper (haar-2) ------------------------------------------------------
 
-    def _locate(
-        self, grey: np.ndarray, frame_shape: tuple[int, int]
-    ) -> tuple[tuple[int, int, int, int], Source] | None:
-        """This frame's face box at detection scale and how it was found, or None."""
+    def _crop_haar(self, rgb: np.ndarray, legacy: HaarLocator, scale: float) -> CropResult:
+        h, w = rgb.shape[:2]
+        found = legacy.locate(_grey(rgb, scale), (h, w))
+        if found is None:
+            if legacy.nothing_tracked:
+                self._idle_skip = self.idle_detect_every - 1
+            return self._fallback(rgb)
+        box, how = found
+        source: Source = "detected" if how == "detected" else "tracked"
+        smooth = legacy.smooth(np.asarray(box, dtype=np.float64) / scale)
+        cx, cy, bw, bh = smooth
+        side = self.crop_side(max(bw, bh))
+        crop = crop_square(rgb, (cx, cy), side, self.crop_size, self.pad_mode)
+        self._count(source)
+        return CropResult(image=crop, found=True, box=_to_box(smooth, (h, w)), source=source)
+
+    # -- the CNN cropper (centerface-1) -------------------------------------------------
+
+    def _crop_cnn(self, rgb: np.ndarray, scale: float) -> CropResult:
+        h, w = rgb.shape[:2]
+        small = _shrink(rgb, scale)
+        grey = np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
+        found = self._locate_cnn(small, grey, (h, w))
+        if found is None:
+            return self._fallback(rgb)
+        pose, landmarks, source = found
+        assert self._track is not None
+        smooth = self._smooth(self._track, pose.scaled(1.0 / scale))
+        cx, cy, size, roll = smooth
+        side = self.crop_side(size)
+        border = cv2.BORDER_CONSTANT if self.pad_mode == "constant" else cv2.BORDER_REPLICATE
+        crop = crop_rotated(rgb, (cx, cy), side, roll, self.crop_size, border)
+        self._count(source)
+        box = _to_box(np.array([cx, cy, size, size]), (h, w))
+        return CropResult(
+            image=crop,
+            found=True,
+            box=box,
+            source=source,
+            roll_deg=math.degrees(roll),
+            landmarks=landmarks / scale,
+            pose=FacePose.from_array(smooth),
+        )
+
+    def _locate_cnn(
+        self, small: np.ndarray, grey: np.ndarray, frame_shape: tuple[int, int]
+    ) -> tuple[FacePose, np.ndarray, Source] | None:
+        """This frame's pose and landmarks at detection scale, and how found, or None."""
         track = self._track
         may_follow = track is not None
         if track is not None:
             track.since_detect += 1
             if track.since_detect < self.detect_every:
-                box = self._follow(grey)
-                if box is not None:
-                    return box, "tracked"
+                got = self._follow(track, grey)
+                if got is not None:
+                    return (*got, "tracked")
                 may_follow = False  # it just failed: detect, and do not follow again
-        box = self._detect(grey)
-        if box is not None:
-            self._start_track(grey, box, frame_shape)
-            return box, "detected"
-        if self._track is None:
+        near = None
+        if track is not None:
+            near = (track.pose.cx, track.pose.cy, track.pose.size)
+            track.since_detect = 0
+        face = self._detect(small, grey, near)
+        if face is not None:
+            landmarks = face.landmarks if face.landmarks is not None else face.pose.landmarks()
+            if track is None or track.frame_shape != frame_shape:
+                track = _CnnTrack(frame_shape, face.pose, PointTracker())
+                self._track = track
+            track.pose, track.misses = face.pose, 0
+            track.tracker.start(grey, landmarks, face.pose)
+            return face.pose, landmarks, "detected"
+        if track is None:
             self._idle_skip = self.idle_detect_every - 1
             return None
-        # The detector did not confirm the tracked face: it may still be there (turned,
-        # blurred), so follow it, but give it up after max_misses such frames in a row.
-        self._track.misses += 1
-        if self._track.misses > self.max_misses:
-            logger.debug("%s: face not confirmed for %d frames", self.name, self._track.misses)
-            self._track = None  # lost: the next frame detects over the whole frame
+        track.misses += 1
+        if track.misses > self.max_misses:
+            logger.debug("%s: face not confirmed for %d frames", self.name, track.misses)
+            self._track = None
             return None
         if may_follow:
-            box = self._follow(grey)
-            if box is not None:
-                return box, "tracked"
+            got = self._follow(track, grey)
+            if got is not None:
+                return (*got, "tracked")
         return None
 
-    @staticmethod
-    def _grey(rgb: np.ndarray, scale: float) -> np.ndarray:
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            h, w = grey.shape
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-        return np.asarray(grey, dtype=np.uint8)
+    def _follow(self, track: _CnnTrack, grey: np.ndarray) -> tuple[FacePose, np.ndarray] | None:
+        moved = track.tracker.follow(grey, track.pose.size)
+        if moved is None:
+            return None
+        track.pose = fit_pose(moved)
+        return track.pose, moved
 
-    def _detect(self, grey: np.ndarray) -> tuple[int, int, int, int] | None:
-        """Full-frame detection; the face nearest the track, else the largest central one."""
+    def _detect(
+        self, small: np.ndarray, grey: np.ndarray, near: tuple[float, float, float] | None
+    ) -> FoundFace | None:
+        """The face to crop in a detection-scale frame, or None (one detector run)."""
         self.stats.detector_runs += 1
-        if self._track is not None:
-            self._track.since_detect = 0
-        boxes, hit_counts = self._cascade_boxes(self._cascade, grey)
-        if len(boxes) == 0 and self._second is not None:
-            boxes, hit_counts = self._cascade_boxes(self._second, grey)
-            if len(boxes) == 0:
-                return None
-            self.stats.second_chance += 1
-            centres = boxes[:, :2] + boxes[:, 2:] / 2
-            boxes[:, 2:] *= SECOND_CASCADE_SCALE
-            boxes[:, :2] = np.maximum(centres - boxes[:, 2:] / 2, 0.0)
-            gh, gw = grey.shape
-            boxes[:, 2] = np.minimum(boxes[:, 2], gw - boxes[:, 0])
-            boxes[:, 3] = np.minimum(boxes[:, 3], gh - boxes[:, 1])
-        if len(boxes) == 0:
+        faces = self.find_in(small, grey)
+        if not faces:
             return None
-        centres = boxes[:, :2] + boxes[:, 2:] / 2
-        if self._track is not None:
-            tx, ty, tw, th = self._track.box
-            dist = np.hypot(*(centres - (tx + tw / 2, ty + th / 2)).T) / max(tw, th)
-            best = int(np.argmin(dist))
-            if dist[best] <= NEAR_TRACK_FRACTION:
-                return _int_box(boxes[best])
-        # A real face is hit at many neighbouring positions and scales; a big false face in
-        # textured background at few. Drop weak candidates before preferring the largest.
-        strong = hit_counts >= MIN_HIT_FRACTION * hit_counts.max()
-        gh, gw = grey.shape
-        off_centre = np.hypot(*(centres - (gw / 2, gh / 2)).T) / (np.hypot(gw, gh) / 2)
-        score = boxes[:, 2] * boxes[:, 3] * (1.0 - CENTRALITY_WEIGHT * off_centre)
-        score[~strong] = -np.inf
-        return _int_box(boxes[int(np.argmax(score))])
+        boxes = np.array([f.pose.box() for f in faces])
+        face = faces[pick_face(boxes, np.ones(len(faces)), grey.shape, near)]
+        if face.detector != "cnn":
+            self.stats.haar_fallback += 1
+        return face
 
-    def _cascade_boxes(
-        self, cascade: cv2.CascadeClassifier, grey: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes [n, 4] (x, y, w, h, float) and their hit counts [n] from one cascade."""
-        with _DETECT_LOCK:
-            found, hits = cascade.detectMultiScale2(
-                grey,
-                scaleFactor=self.scale_factor,
-                minNeighbors=self.min_neighbors,
-                minSize=(MIN_FACE_SIDE, MIN_FACE_SIDE),
-            )
-        boxes = np.asarray(found, dtype=np.float64).reshape(-1, 4)
-        return boxes, np.asarray(hits, dtype=np.float64).reshape(-1)
+    def _refine(self, small: np.ndarray, face: FoundFace) -> FoundFace:
+        """Landmarks of a rolled face, found again on its region turned upright.
 
-    def _start_track(
-        self, grey: np.ndarray, box: tuple[int, int, int, int], frame_shape: tuple[int, int]
-    ) -> None:
-        x, y, w, h = box
-        patch = grey[y : y + h, x : x + w]
-        template = patch.copy() if float(patch.std()) >= MIN_TEMPLATE_STD else None
-        old = self._track
-        if old is None or old.frame_shape != frame_shape:
-            self._track = _Track(frame_shape=frame_shape, box=box, template=template)
-        else:
-            old.box, old.template, old.since_detect, old.misses = box, template, 0, 0
-
-    def _follow(self, grey: np.ndarray) -> tuple[int, int, int, int] | None:
-        """Find the last detected face patch near the last box, or None if it is gone."""
-        track = self._track
-        if track is None or track.template is None:
-            return None
-        x, y, w, h = track.box
-        pad = round(TRACK_SEARCH_FRACTION * max(w, h))
-        gh, gw = grey.shape
-        rx0, ry0 = max(0, x - pad), max(0, y - pad)
-        rx1, ry1 = min(gw, x + w + pad), min(gh, y + h + pad)
-        th, tw = track.template.shape
-        if rx1 - rx0 < tw or ry1 - ry0 < th:
-            return None
-        scores = cv2.matchTemplate(grey[ry0:ry1, rx0:rx1], track.template, cv2.TM_CCOEFF_NORMED)
-        _, best, _, loc = cv2.minMaxLoc(scores)
-        if not math.isfinite(best) or best < self.track_min_score:
-            return None
-        track.box = (rx0 + int(loc[0]), ry0 + int(loc[1]), w, h)
-        return track.box
-
-    def _smooth(self, track: _Track, box: np.ndarray) -> np.ndarray:
-        """Smooth the box (centre and size, full-frame pixels) against jitter.
-
-        A speed-adaptive EMA, in the spirit of the 1-euro filter: moves of the order of the
-        detector's jitter are averaged with weight `smoothing` on the previous box, faster
-        moves are followed with little lag, and jumps (a cut, another face) snap at once.
+        CenterFace's landmarks of a head rolled 40 degrees read about 10 degrees too level
+        (they lean towards the upright faces it learnt from); on the turned region the
+        face is near upright, and the second reading is within a few degrees.
         """
-        meas = np.array([box[0] + box[2] / 2, box[1] + box[3] / 2, box[2], box[3]])
+        assert self._cnn is not None
+        pose = face.pose
+        side = REFINE_REGION * pose.size
+        patch = crop_rotated(small, (pose.cx, pose.cy), side, pose.roll, REFINE_PX)
+        got = self._cnn.detect(patch, threshold=CNN_WEAK_SCORE)
+        if not len(got):
+            return face
+        centres = got.boxes[:, :2] + got.boxes[:, 2:] / 2
+        best = int(np.argmin(np.hypot(*(centres - REFINE_PX / 2).T)))
+        c, s = math.cos(pose.roll), math.sin(pose.roll)
+        # patch = k * R(-roll) (frame - centre) + REFINE_PX / 2, inverted
+        back = np.array([[c, -s], [s, c]])
+        points = (got.landmarks[best] - REFINE_PX / 2) * (side / REFINE_PX) @ back.T
+        points += (pose.cx, pose.cy)
+        return FoundFace(face.box, face.score, face.detector, points, fit_pose(points))
+
+    def find_in(self, small: np.ndarray, grey: np.ndarray) -> list[FoundFace]:
+        """Every face in a detection-scale frame: the CNN's, then weak ones Haar confirms."""
+        assert self._cnn is not None
+        got = self._cnn.detect(small, threshold=CNN_WEAK_SCORE)
+        strong = got.scores >= self._cnn.threshold
+        faces = [
+            FoundFace(_xywh(b), float(s), "cnn", lm, fit_pose(lm))
+            for b, s, lm in zip(
+                got.boxes[strong], got.scores[strong], got.landmarks[strong], strict=True
+            )
+        ]
+        faces = [self._refine(small, f) if abs(f.pose.roll) > REFINE_ROLL_RAD else f for f in faces]
+        weak = got.take(np.nonzero(~strong)[0])
+        if len(weak):
+            faces += self._confirm_with_haar(weak, grey, faces)
+        return faces
+
+    def _confirm_with_haar(
+        self, weak: Faces, grey: np.ndarray, accepted: list[FoundFace]
+    ) -> list[FoundFace]:
+        """Haar boxes that hold a weak CNN face's centre and no accepted face's."""
+        boxes, _, _ = self._haar.detect(grey)
+        out: list[FoundFace] = []
+        for b in boxes:
+            x, y, bw, bh = (float(v) for v in b)
+
+            def inside(cx: float, cy: float) -> bool:
+                return x <= cx <= x + bw and y <= cy <= y + bh  # noqa: B023
+
+            if any(inside(f.pose.cx, f.pose.cy) for f in accepted + out):
+                continue
+            centres = weak.boxes[:, :2] + weak.boxes[:, 2:] / 2
+            hits = [i for i, (cx, cy) in enumerate(centres) if inside(cx, cy)]
+            if not hits:
+                continue
+            score = float(weak.scores[hits].max())
+            out.append(
+                FoundFace((x, y, bw, bh), score, "haar", None, pose_from_box((x, y, bw, bh)))
+            )
+        return out
+
+    def find_faces(self, image: np.ndarray) -> list[FoundFace]:
+        """Every face in one frame, in frame pixels, without tracking (`faces` command)."""
+        rgb = as_rgb_frame(image)
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.detect_long_side / max(h, w))
+        small = _shrink(rgb, scale)
+        grey = np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
+        k = 1.0 / scale
+        if self._cnn is None:  # the Haar cropper: what its detector finds
+            boxes, _, second = self._haar.detect(grey)
+            det: Detector = "haar-alt2" if second else "haar"
+            return [
+                FoundFace(_xywh(b * k), 0.0, det, None, pose_from_box(_xywh(b)).scaled(k))
+                for b in boxes
+            ]
+        return [
+            FoundFace(
+                (f.box[0] * k, f.box[1] * k, f.box[2] * k, f.box[3] * k),
+                f.score,
+                f.detector,
+                None if f.landmarks is None else f.landmarks * k,
+                f.pose.scaled(k),
+            )
+            for f in self.find_in(small, grey)
+        ]
+
+    def _smooth(self, track: _CnnTrack, pose: FacePose) -> np.ndarray:
+        """Smooth the pose (full-frame pixels) against jitter: the Haar cropper's speed-
+        adaptive EMA on the centre, plain EMA on size and roll, snapping on jumps."""
+        meas = pose.as_array()
         prev = track.smooth
-        side, prev_side = max(meas[2], meas[3]), max(prev[2], prev[3])
         move = float(np.hypot(*(meas[:2] - prev[:2])))
         if (
-            prev_side <= 0
-            or move > JUMP_RESET_FRACTION * prev_side
-            or max(side / prev_side, prev_side / side) > SIZE_RESET_RATIO
+            prev[2] <= 0
+            or move > JUMP_RESET_FRACTION * prev[2]
+            or max(meas[2] / prev[2], prev[2] / meas[2]) > SIZE_RESET_RATIO
+            or abs(meas[3] - prev[3]) > ROLL_RESET_RAD
         ):
             track.smooth = meas
             return meas
-        keep_pos = self.smoothing / (1.0 + (move / (JITTER_FRACTION * prev_side)) ** 2)
+        keep_pos = self.smoothing / (1.0 + (move / (JITTER_FRACTION * prev[2])) ** 2)
         out = np.empty(4)
         out[:2] = keep_pos * prev[:2] + (1.0 - keep_pos) * meas[:2]
         out[2:] = self.smoothing * prev[2:] + (1.0 - self.smoothing) * meas[2:]
         track.smooth = out
         return out
+
+    # -- both ---------------------------------------------------------------------------
+
+    def _count(self, source: Source) -> None:
+        if source == "detected":
+            self.stats.detected += 1
+        else:
+            self.stats.tracked += 1
 
     def _fallback(self, rgb: np.ndarray) -> CropResult:
         self.stats.fallback += 1
@@ -508,8 +626,26 @@ class FaceCropper:
         return CropResult(image=crop, found=False, box=None, source="fallback")
 
 
-def _int_box(b: np.ndarray) -> tuple[int, int, int, int]:
-    return (int(b[0]), int(b[1]), int(b[2]), int(b[3]))
+def _shrink(rgb: np.ndarray, scale: float) -> np.ndarray:
+    if scale >= 1.0:
+        return rgb
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+
+
+def _grey(rgb: np.ndarray, scale: float) -> np.ndarray:
+    # The Haar cropper's order (grey first, then shrink) keeps its crops bit for bit.
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    if scale < 1.0:
+        h, w = grey.shape
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    return np.asarray(grey, dtype=np.uint8)
+
+
+def _xywh(b: np.ndarray) -> tuple[float, float, float, float]:
+    return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
 
 
 def _to_box(smooth: np.ndarray, frame_shape: tuple[int, int]) -> Box:

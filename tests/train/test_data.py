@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.contract import InputContract
+from monitor.contract import CROPPER_HAAR, InputContract
 from monitor.errors import DatasetError
 from monitor.media.faces import CROPPER_VERSION
 from tests.support.tiny_dataset import TINY_CONTRACT, write_clip, write_corrupt, write_dataset
@@ -248,8 +248,8 @@ def test_cache_keys_move_only_for_contracts_whose_crops_changed() -> None:
     # The cap's rule changed (it stops at the face box): capped contracts' caches are
     # re-made, while an uncapped contract's key, and so every cache it already has,
     # stays what it was before the cap existed.
-    assert CacheSpec(root, InputContract()).key == "acc1f4ac37f95ef0"
-    capped = InputContract(crop_size=224, max_crop_downscale=1.0)
+    assert CacheSpec(root, InputContract(cropper=CROPPER_HAAR)).key == "acc1f4ac37f95ef0"
+    capped = InputContract(crop_size=224, max_crop_downscale=1.0, cropper=CROPPER_HAAR)
     assert CacheSpec(root, capped).key not in {"cbcf78e31f70007c", "acc1f4ac37f95ef0"}
     assert (
         CacheSpec(root, capped).key != CacheSpec(root, replace(capped, max_crop_downscale=2.0)).key

@@ -26,11 +26,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, fraction of 255
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # A resnet10t with a quarter of the usual widths: 0.3 M parameters, fast on a laptop CPU.
 TINY_RESNET_KWARGS: dict[str, Any] = {"channels": [16, 32, 64, 128], "stem_width": 8}
-# (top, bottom, left, right) of a crop holding the mouth: a crop is the face box plus 25 %
-# on every side, so the mouth (box rows 0.65-0.92, columns 0.25-0.75) lands at crop rows
-# 0.60-0.78 and columns 0.33-0.67; the band adds room for a detector box that is off by
-# a tenth of the crop either way.
-MOUTH_BOX = (0.42, 0.94, 0.18, 0.82)
+# (top, bottom, left, right) of a crop holding the mouth. The CNN cropper turns each face
+# upright and puts its landmarks at canonical places (monitor/media/landmarks.py
+# TEMPLATE): the mouth corners at row 0.65 and columns 0.40-0.60 of a crop with 25 %
+# margin, at row 0.725 and columns 0.35-0.65 when a big face's margin is cut
+# (max_crop_downscale). The band is centred there, with room for an open jaw and for
+# landmarks off by a twentieth of the crop; it is half the crop high and wide because the
+# mouth CNN needs 16 x 16 px of the smallest (32-px) crops. Models trained with the Haar
+# cropper keep the band they were saved with (mouth there at rows 0.60-0.78, columns
+# 0.33-0.67: inside this band too).
+MOUTH_BOX = (0.45, 0.95, 0.25, 0.75)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Face detection, tracking and crops on a real face photograph (skimage's astronaut)."""
+"""Face detection, tracking and crops on a real face photograph (skimage's astronaut).
+
+Most behaviour holds for both croppers (the CNN default and the Haar cropper older
+models were trained with) and is tested on both; roll alignment, landmarks and the
+cropper's version are in test_face_align.py and test_face_cropper_version.py."""
 
 from __future__ import annotations
 
@@ -14,11 +18,12 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from monitor.contract import InputContract
+from monitor.contract import CROPPER_CNN, CROPPER_HAAR, LEGACY_CROPPER, InputContract
 from monitor.errors import ContractError, ModelFormatError
 from monitor.media.clip import extract_windows
 from monitor.media.faces import (
     FALLBACK_LOG_INTERVAL_S,
+    CropResult,
     CropStats,
     FaceCropper,
     as_rgb_frame,
@@ -26,6 +31,7 @@ from monitor.media.faces import (
     crop_square,
     load_cascade,
 )
+from monitor.media.landmarks import crop_rotated, pose_from_box
 
 # The astronaut photograph's face (Eileen Collins, frontal), cut to a head-and-shoulders
 # patch; FACE is the face box inside HEAD (x, y, w, h), found once by eye and cascade.
@@ -33,6 +39,15 @@ ASTRONAUT = skdata.astronaut()
 HEAD = np.ascontiguousarray(ASTRONAUT[0:300, 100:360])  # 300 x 260 px
 FACE = (77, 66, 95, 95)
 MIN_IOU = 0.5  # a box this close to the true face is the face
+BOTH = pytest.mark.parametrize("cropper", [CROPPER_CNN, CROPPER_HAAR])
+
+
+def like(
+    res: CropResult, frame: np.ndarray, centre: tuple[float, float], side: float
+) -> np.ndarray:
+    """The crop `res` should be near: a `side` square at `centre`, turned as `res` was."""
+    size = res.image.shape[0]
+    return crop_rotated(frame, centre, side, np.radians(res.roll_deg), size)
 
 
 def background(h: int, w: int, kind: str = "flat", seed: int = 0) -> np.ndarray:
@@ -84,6 +99,7 @@ def moving(n: int, h: int = 360, w: int = 480, step: tuple[int, int] = (8, 3)):
         yield scene(h, w, x0 + i * step[0], y0 + i * step[1], "gradient")
 
 
+@BOTH
 @pytest.mark.parametrize(
     ("h", "w", "x", "y", "kind", "scale"),
     [
@@ -94,54 +110,62 @@ def moving(n: int, h: int = 360, w: int = 480, step: tuple[int, int] = (8, 3)):
     ],
 )
 def test_crop_is_centred_on_the_face(
-    h: int, w: int, x: int, y: int, kind: str, scale: float
+    cropper: str, h: int, w: int, x: int, y: int, kind: str, scale: float
 ) -> None:
     frame, truth = scene(h, w, x, y, kind, scale)
-    res = FaceCropper(crop_size=112, margin=0.25).crop(frame)
+    res = FaceCropper(crop_size=112, margin=0.25, cropper=cropper).crop(frame)
     assert res.found and res.source == "detected"
     assert res.image.shape == (112, 112, 3) and res.image.dtype == np.uint8
     assert iou(res.box, truth) >= MIN_IOU, (res.box, truth)
-    # the crop shows the face with its margin: it matches a crop around the true face box
-    # far better than one shifted by a third of a face
+    # the crop shows the face with its margin: it matches a crop around the true face
+    # (turned as the cropper turned it) far better than one shifted by a third of a face
+    assert res.box is not None
     tx, ty, tw, th = truth
+    side = res.box[2] * 1.5
     centre = (tx + tw / 2, ty + th / 2)
-    true_crop = crop_square(frame, centre, tw * 1.5, 112)
-    shifted = crop_square(frame, (centre[0] + tw / 3, centre[1]), tw * 1.5, 112)
+    if cropper == CROPPER_CNN:  # the CNN frames a face a little lower (chin included)
+        pose = pose_from_box(truth)
+        centre = (pose.cx, pose.cy)
+    true_crop = like(res, frame, centre, side)
+    shifted = like(res, frame, (centre[0] + tw / 3, centre[1]), side)
     assert ncc(res.image, true_crop) > 0.8
     assert ncc(res.image, true_crop) > ncc(res.image, shifted) + 0.2
 
 
-def test_tracking_follows_motion_and_skips_detections() -> None:
-    cropper = FaceCropper(crop_size=96, margin=0.25, detect_every=5, name="cam-1")
+@BOTH
+def test_tracking_follows_motion_and_skips_detections(cropper: str) -> None:
+    cropper_ = FaceCropper(crop_size=96, margin=0.25, detect_every=5, name="cam-1", cropper=cropper)
     sources = []
     for frame, truth in moving(20):
-        res = cropper.crop(frame)
+        res = cropper_.crop(frame)
         assert res.found, f"lost the face at {truth}"
         assert iou(res.box, truth) >= MIN_IOU, (res.box, truth)
         sources.append(res.source)
-    s = cropper.stats
+    s = cropper_.stats
     assert s == CropStats(frames=20, detected=4, tracked=16, fallback=0, detector_runs=4)
     assert sources[:6] == ["detected", "tracked", "tracked", "tracked", "tracked", "detected"]
     assert s.as_dict()["detector_runs"] == 4
 
 
-def test_detect_every_frame_when_asked() -> None:
-    cropper = FaceCropper(detect_every=1, smoothing=0.0)
+@BOTH
+def test_detect_every_frame_when_asked(cropper: str) -> None:
+    faces = FaceCropper(detect_every=1, smoothing=0.0, cropper=cropper)
     for frame, truth in moving(4):
-        res = cropper.crop(frame)
-        assert res.source == "detected" and iou(res.box, truth) >= 0.7
-    assert cropper.stats.detector_runs == 4 and cropper.stats.tracked == 0
+        res = faces.crop(frame)
+        assert res.source == "detected" and iou(res.box, truth) >= 0.6
+    assert faces.stats.detector_runs == 4 and faces.stats.tracked == 0
 
 
-def test_smoothing_reduces_jitter() -> None:
+@BOTH
+def test_smoothing_reduces_jitter(cropper: str) -> None:
     # the head shakes by up to 2 px and the detector adds its own jitter
     rng = np.random.default_rng(0)
     shakes = rng.integers(-2, 3, (8, 2)).tolist()
     frames = [scene(360, 480, 100 + dx, 50 + dy, "gradient")[0] for dx, dy in shakes]
 
     def jitter(smoothing: float) -> float:
-        cropper = FaceCropper(detect_every=1, smoothing=smoothing)
-        boxes = np.array([cropper.crop(f).box for f in frames], dtype=np.float64)
+        faces = FaceCropper(detect_every=1, smoothing=smoothing, cropper=cropper)
+        boxes = np.array([faces.crop(f).box for f in frames], dtype=np.float64)
         return float(np.abs(np.diff(boxes, axis=0)).mean())
 
     assert jitter(0.5) < 0.75 * jitter(0.0)
@@ -149,11 +173,12 @@ def test_smoothing_reduces_jitter() -> None:
 
 def test_second_cascade_finds_the_face_the_first_misses_with_the_same_framing() -> None:
     frame, truth = scene(360, 480, 120, 40, "texture")
-    first = FaceCropper(crop_size=112).crop(frame)  # the default cascade finds it itself
+    haar = {"cropper": CROPPER_HAAR, "crop_size": 112}
+    first = FaceCropper(**haar).crop(frame)  # the default cascade finds it itself
     # A first cascade that finds no face here (a number-plate one) stands in for a face
     # the default cascade misses; the second chance then finds it.
     plate = cv2.data.haarcascades + "haarcascade_license_plate_rus_16stages.xml"
-    rescued = FaceCropper(crop_size=112, cascade_path=plate)
+    rescued = FaceCropper(**haar, cascade_path=plate)
     res = rescued.crop(frame)
     assert res.found and res.source == "detected"
     assert rescued.stats.second_chance == 1 and rescued.stats.detector_runs == 1
@@ -161,12 +186,13 @@ def test_second_cascade_finds_the_face_the_first_misses_with_the_same_framing() 
     assert first.box is not None and res.box is not None
     assert abs(res.box[2] / first.box[2] - 1.0) < 0.15  # boxes rescaled to the same framing
     assert ncc(res.image, first.image) > 0.8
-    without = FaceCropper(crop_size=112, cascade_path=plate, second_chance=False)
+    without = FaceCropper(**haar, cascade_path=plate, second_chance=False)
     assert without.crop(frame).source == "fallback" and without.stats.second_chance == 0
 
 
+@BOTH
 def test_fallback_on_blank_and_noise_is_counted_and_logged(
-    caplog: pytest.LogCaptureFixture,
+    cropper: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     rng = np.random.default_rng(1)
     frames = [
@@ -175,71 +201,76 @@ def test_fallback_on_blank_and_noise_is_counted_and_logged(
         rng.integers(0, 256, (240, 320, 3), dtype=np.uint8),
         rng.integers(0, 256, (300, 200, 3), dtype=np.uint8),
     ]
-    cropper = FaceCropper(crop_size=64, name="lobby-cam")
+    faces = FaceCropper(crop_size=64, name="lobby-cam", cropper=cropper)
     with caplog.at_level(logging.INFO, logger="monitor.media.faces"):
         for frame in frames:
-            res = cropper.crop(frame)
+            res = faces.crop(frame)
             assert not res.found and res.source == "fallback" and res.box is None
             assert np.array_equal(res.image, centre_crop(frame, 64))
-    assert cropper.stats.fallback == 4 and cropper.stats.frames == 4
-    assert cropper.stats.detector_runs == 4  # nothing to track: detect every frame
-    assert cropper.stats.second_chance == 0  # the second cascade invents no face either
+    assert faces.stats.fallback == 4 and faces.stats.frames == 4
+    assert faces.stats.detector_runs == 4  # nothing to track: detect every frame
+    assert faces.stats.second_chance == 0  # the second cascade invents no face either
+    assert faces.stats.haar_fallback == 0
     lines = [r.getMessage() for r in caplog.records if "no face" in r.getMessage()]
     assert len(lines) == 1, f"not rate-limited to one line per {FALLBACK_LOG_INTERVAL_S}s"
     assert "lobby-cam" in lines[0]
 
 
-def test_idle_detect_every_backs_off_without_a_face() -> None:
-    cropper = FaceCropper(idle_detect_every=3)
+@BOTH
+def test_idle_detect_every_backs_off_without_a_face(cropper: str) -> None:
+    faces = FaceCropper(idle_detect_every=3, cropper=cropper)
     blank = background(360, 480, "gradient")
-    assert not any(cropper.crop(blank).found for _ in range(7))
-    assert cropper.stats.detector_runs == 3  # frames 1, 4 and 7
-    assert cropper.stats.fallback == 7
+    assert not any(faces.crop(blank).found for _ in range(7))
+    assert faces.stats.detector_runs == 3  # frames 1, 4 and 7
+    assert faces.stats.fallback == 7
     frames = [f for f, _ in moving(3)]
-    found = [cropper.crop(f).found for f in frames]
+    found = [faces.crop(f).found for f in frames]
     assert found == [False, False, True]  # the face is looked for again on frame 10
 
 
-def test_face_leaves_then_returns() -> None:
-    cropper = FaceCropper(max_misses=2)
+@BOTH
+def test_face_leaves_then_returns(cropper: str) -> None:
+    faces = FaceCropper(max_misses=2, cropper=cropper)
     frames = [f for f, _ in moving(3)]
     for f in frames:
-        assert cropper.crop(f).found
+        assert faces.crop(f).found
     blank = background(360, 480, "gradient")
-    results = [cropper.crop(blank) for _ in range(4)]
+    results = [faces.crop(blank) for _ in range(4)]
     assert [r.source for r in results] == ["fallback"] * 4
-    runs = cropper.stats.detector_runs
-    cropper.crop(blank)
-    assert cropper.stats.detector_runs == runs + 1  # lost: full detection on every frame
+    runs = faces.stats.detector_runs
+    faces.crop(blank)
+    assert faces.stats.detector_runs == runs + 1  # lost: full detection on every frame
     frame, truth = scene(360, 480, 200, 40, "gradient")
-    res = cropper.crop(frame)
+    res = faces.crop(frame)
     assert res.source == "detected" and iou(res.box, truth) >= MIN_IOU
 
 
-def test_prefers_the_tracked_face_over_a_newcomer() -> None:
-    cropper = FaceCropper(detect_every=2)
+@BOTH
+def test_prefers_the_tracked_face_over_a_newcomer(cropper: str) -> None:
+    faces = FaceCropper(detect_every=2, cropper=cropper)
     h, w = 480, 720
     for i in range(4):
         frame, truth = scene(h, w, 10 + 2 * i, 20, "flat")
         if i >= 2:  # a second face enters, bigger and more central
             big = cv2.resize(HEAD, None, fx=1.3, fy=1.3, interpolation=cv2.INTER_AREA)
             frame[60 : 60 + big.shape[0], 330 : 330 + big.shape[1]] = big
-        res = cropper.crop(frame)
+        res = faces.crop(frame)
         assert iou(res.box, truth) >= MIN_IOU, (i, res.box, truth)
-    assert cropper.stats.detector_runs >= 2
+    assert faces.stats.detector_runs >= 2
     # a fresh cropper picks the larger, central face
-    fresh = FaceCropper().crop(frame)
+    fresh = FaceCropper(cropper=cropper).crop(frame)
     assert fresh.box is not None and fresh.box[0] > 330
 
 
-def test_border_padding_keeps_the_face_centred() -> None:
+@BOTH
+def test_border_padding_keeps_the_face_centred(cropper: str) -> None:
     # face right at the top-left corner: the margin square sticks out of the frame
     frame, truth = scene(360, 480, -60, -50, "flat")
-    zero = FaceCropper(crop_size=100, margin=0.5).crop(frame)
+    zero = FaceCropper(crop_size=100, margin=0.5, cropper=cropper).crop(frame)
     assert zero.found and iou(zero.box, truth) >= MIN_IOU
     assert zero.image.shape == (100, 100, 3)
     assert not zero.image[:8, :8].any()  # zero padding outside the frame
-    edge = FaceCropper(crop_size=100, margin=0.5, pad_mode="edge").crop(frame)
+    edge = FaceCropper(crop_size=100, margin=0.5, pad_mode="edge", cropper=cropper).crop(frame)
     assert edge.image[:8, :8].min() > 0
     assert np.array_equal(zero.image[40:60, 40:60], edge.image[40:60, 40:60])
 
@@ -258,38 +289,43 @@ def test_crop_square_geometry() -> None:
     assert np.array_equal(cc, img[:, 50:150])
 
 
-def test_bad_input_raises_clear_errors() -> None:
-    cropper = FaceCropper()
+@BOTH
+def test_bad_input_raises_clear_errors(cropper: str) -> None:
+    faces = FaceCropper(cropper=cropper)
     frame, _ = scene(240, 320, 20, 0)
     with pytest.raises(ValueError, match="uint8"):
-        cropper.crop(frame.astype(np.float32) / 255)
+        faces.crop(frame.astype(np.float32) / 255)
     with pytest.raises(ValueError, match="shape"):
-        cropper.crop(frame[:, :, :2])
+        faces.crop(frame[:, :, :2])
     with pytest.raises(ValueError, match="shape"):
-        cropper.crop(np.zeros(100, np.uint8))
+        faces.crop(np.zeros(100, np.uint8))
     with pytest.raises(ValueError, match="too small"):
-        cropper.crop(np.zeros((8, 300, 3), np.uint8))
+        faces.crop(np.zeros((8, 300, 3), np.uint8))
     with pytest.raises(ValueError, match="numpy"):
-        cropper.crop(frame.tolist())
+        faces.crop(frame.tolist())
     with pytest.raises(ValueError, match="detect_every"):
         FaceCropper(detect_every=0)
     with pytest.raises(ValueError, match="margin"):
         FaceCropper(margin=-0.1)
-    assert cropper.stats.frames == 0
-    assert not cropper.crop(np.full((20, 20, 3), 128, np.uint8)).found  # tiny but valid
+    with pytest.raises(ValueError, match="cropper="):
+        FaceCropper(cropper="dlib-1")
+    assert faces.stats.frames == 0
+    assert not faces.crop(np.full((20, 20, 3), 128, np.uint8)).found  # tiny but valid
     # convertible inputs: greyscale, [H, W, 1], RGBA, a non-contiguous view
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     assert as_rgb_frame(grey).shape == (240, 320, 3)
-    res = cropper.crop(grey[:, :, None])
+    res = faces.crop(grey[:, :, None])
     assert res.found and res.image.shape == (112, 112, 3)
     rgba = np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)])
-    assert cropper.crop(rgba).found
-    assert cropper.crop(frame[:, ::-1]).image.shape == (112, 112, 3)
+    assert faces.crop(rgba).found
+    assert faces.crop(frame[:, ::-1]).image.shape == (112, 112, 3)
 
 
-def test_deterministic_and_reset() -> None:
+@BOTH
+def test_deterministic_and_reset(cropper: str) -> None:
     frames = [f for f, _ in moving(7)]
-    a, b = FaceCropper(name="a"), FaceCropper(name="b")
+    a = FaceCropper(name="a", cropper=cropper)
+    b = FaceCropper(name="b", cropper=cropper)
     ra = [a.crop(f) for f in frames]
     rb = [b.crop(f) for f in frames]
     for x, y in zip(ra, rb, strict=True):
@@ -303,17 +339,18 @@ def test_deterministic_and_reset() -> None:
     assert a.stats.frames == 9 and a.stats.detector_runs == 3  # reset keeps the counters
 
 
-def test_shared_cascade_is_safe_across_threads(tmp_path: Path) -> None:
+@BOTH
+def test_shared_detectors_are_safe_across_threads(cropper: str, tmp_path: Path) -> None:
     assert load_cascade() is load_cascade()  # loaded once per process
     with pytest.raises(ModelFormatError, match="opencv-python-headless"):
         load_cascade(str(tmp_path / "missing.xml"))
     frames = [f for f, _ in moving(6)]
-    expected = [r.box for r in map(FaceCropper(detect_every=2).crop, frames)]
+    expected = [r.box for r in map(FaceCropper(detect_every=2, cropper=cropper).crop, frames)]
     got: dict[int, list] = {}
 
     def work(i: int) -> None:
-        cropper = FaceCropper(detect_every=2, name=f"thread-{i}")
-        got[i] = [cropper.crop(f).box for f in frames]
+        faces = FaceCropper(detect_every=2, name=f"thread-{i}", cropper=cropper)
+        got[i] = [faces.crop(f).box for f in frames]
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:
@@ -323,22 +360,26 @@ def test_shared_cascade_is_safe_across_threads(tmp_path: Path) -> None:
     assert got == {0: expected, 1: expected}
 
 
-def test_frame_size_change_redetects() -> None:
-    cropper = FaceCropper()
+@BOTH
+def test_frame_size_change_redetects(cropper: str) -> None:
+    faces = FaceCropper(cropper=cropper)
     f1, _ = scene(360, 480, 30, 30)
     f2, truth = scene(480, 640, 300, 100)
-    assert cropper.crop(f1).source == "detected"
-    res = cropper.crop(f2)
+    assert faces.crop(f1).source == "detected"
+    res = faces.crop(f2)
     assert res.source == "detected" and iou(res.box, truth) >= MIN_IOU
 
 
-def test_from_contract_uses_crop_size_and_margin() -> None:
+def test_from_contract_uses_crop_size_margin_and_cropper() -> None:
     contract = InputContract(crop_size=64, crop_margin=0.1)
     cropper = FaceCropper.from_contract(contract, name="x", detect_every=3)
     assert (cropper.crop_size, cropper.margin, cropper.detect_every) == (64, 0.1, 3)
-    assert cropper.max_downscale is None
+    assert cropper.max_downscale is None and cropper.cropper == CROPPER_CNN
     capped = InputContract(crop_size=64, max_crop_downscale=1.5)
     assert FaceCropper.from_contract(capped).max_downscale == 1.5
+    # a model whose contract predates named croppers was trained on Haar crops
+    old = InputContract.from_dict({k: v for k, v in contract.to_dict().items() if k != "cropper"})
+    assert FaceCropper.from_contract(old).cropper == LEGACY_CROPPER == CROPPER_HAAR
 
 
 def test_crop_side_is_capped_by_max_downscale() -> None:
@@ -365,33 +406,50 @@ def test_contract_crop_downscale_cap_is_optional_and_checked() -> None:
         InputContract().check_compatible(capped.__class__(max_crop_downscale=2.0))
 
 
-def test_big_face_is_cropped_tighter_at_native_resolution() -> None:
-    frame, truth = scene(720, 1280, 500, 100, "texture", 2.0)  # a face of about 190 px
-    free = FaceCropper(crop_size=224, margin=0.25).crop(frame)
-    res = FaceCropper(crop_size=224, margin=0.25, max_downscale=1.0).crop(frame)
+@BOTH
+def test_big_face_is_cropped_tighter_at_native_resolution(cropper: str) -> None:
+    # a face of about 190 px (Haar's box; the CNN's face, chin included, is 1.2 x that)
+    scale = 2.0 if cropper == CROPPER_HAAR else 1.75
+    frame, truth = scene(720, 1280, 500, 100, "texture", scale)
+    free = FaceCropper(crop_size=224, margin=0.25, cropper=cropper).crop(frame)
+    res = FaceCropper(crop_size=224, margin=0.25, max_downscale=1.0, cropper=cropper).crop(frame)
     assert res.found and res.box is not None and iou(res.box, truth) >= MIN_IOU
     # the capped crop is the frame's own pixels around the face centre, not resampled...
     x, y, w, h = res.box
-    native = crop_square(frame, (x + w / 2, y + h / 2), 224, 224)
+    centre = (x + w / 2, y + h / 2) if res.pose is None else (res.pose.cx, res.pose.cy)
+    native = like(res, frame, centre, 224)
     assert ncc(res.image, native) > 0.97
     # ...while the uncapped one shows the face and its margin shrunk about 1.3 times
     assert ncc(free.image, native) < 0.8
-    whole = crop_square(frame, (x + w / 2, y + h / 2), max(w, h) * 1.5, 224)
+    assert free.box is not None
+    x, y, w, h = free.box
+    centre, side = (x + w / 2, y + h / 2), max(w, h)
+    if free.pose is not None:
+        centre, side = (free.pose.cx, free.pose.cy), free.pose.size
+    whole = like(free, frame, centre, side * 1.5)
     assert ncc(free.image, whole) > 0.97
     # a face bigger than the cap loses its margin but none of itself: the box, shrunk
-    box_only = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.0).crop(frame)
-    assert box_only.box is not None
-    x, y, w, h = box_only.box
-    assert ncc(box_only.image, crop_square(frame, (x + w / 2, y + h / 2), max(w, h), 112)) > 0.97
+    box_only = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.0, cropper=cropper)
+    small_res = box_only.crop(frame)
+    assert small_res.box is not None
+    x, y, w, h = small_res.box
+    centre, side = (x + w / 2, y + h / 2), max(w, h)
+    if small_res.pose is not None:
+        centre, side = (small_res.pose.cx, small_res.pose.cy), small_res.pose.size
+    assert ncc(small_res.image, like(small_res, frame, centre, side)) > 0.97
     # a face that fits under the cap is cropped exactly as without one
     small, _ = scene(360, 480, 20, 30, "flat", 1.0)
-    capped_small = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.5).crop(small)
+    capped_small = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.5, cropper=cropper)
     assert np.array_equal(
-        capped_small.image, FaceCropper(crop_size=112, margin=0.25).crop(small).image
+        capped_small.crop(small).image,
+        FaceCropper(crop_size=112, margin=0.25, cropper=cropper).crop(small).image,
     )
 
 
-def test_capped_crop_of_a_face_far_bigger_than_the_crop_keeps_the_mouth_in_its_band() -> None:
+@BOTH
+def test_capped_crop_of_a_face_far_bigger_than_the_crop_keeps_the_mouth_in_its_band(
+    cropper: str,
+) -> None:
     from train.model import MOUTH_BOX
 
     # a face of about 290 px, 2.6 x a 112-px crop, with a green bar where the mouth is
@@ -400,7 +458,8 @@ def test_capped_crop_of_a_face_far_bigger_than_the_crop_keeps_the_mouth_in_its_b
     frame, (x, y, w, h) = scene(720, 1280, 400, 60, "texture", 3.0)
     row, left, right = y + round(0.8 * h), x + round(0.35 * w), x + round(0.65 * w)
     frame[row - 3 : row + 3, left:right] = (0, 255, 0)
-    res = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.0).crop(frame)
+    faces = FaceCropper(crop_size=112, margin=0.25, max_downscale=1.0, cropper=cropper)
+    res = faces.crop(frame)
     assert res.found and res.box is not None and iou(res.box, (x, y, w, h)) >= MIN_IOU
     img = res.image.astype(int)
     green = (img[..., 1] > 180) & (img[..., 0] < 90) & (img[..., 2] < 90)
@@ -440,27 +499,30 @@ def write_talking_head(path: Path, seconds: float = 3.0, fps: int = 10) -> None:
                 out.mux(packet)
 
 
-def test_extract_windows_on_a_generated_mp4(tmp_path: Path) -> None:
+@BOTH
+def test_extract_windows_on_a_generated_mp4(cropper: str, tmp_path: Path) -> None:
     path = tmp_path / "talking_head.mp4"
     write_talking_head(path)
-    contract = InputContract()  # 2 s windows, hop 1 s, K = 4, 112 px crops
-    cropper = FaceCropper.from_contract(contract, name=path.name)
-    clip = extract_windows(path, contract, cropper=cropper)
+    contract = InputContract(cropper=cropper)  # 2 s windows, hop 1 s, K = 4, 112 px crops
+    faces = FaceCropper.from_contract(contract, name=path.name)
+    clip = extract_windows(path, contract, cropper=faces)
     assert len(clip) == 2 and clip.has_audio and clip.has_video
     assert clip.audio.shape == (2, contract.window_samples) and clip.audio.dtype == np.float32
     assert clip.faces.shape == (2, *contract.faces_shape) and clip.faces.dtype == np.uint8
     assert clip.face_found.shape == (2, 4) and clip.face_found.all()
     # 2 overlapping windows x 4 crops share 2 frame times: 6 distinct frames are cropped once
-    assert cropper.stats.frames == 6 and cropper.stats.fallback == 0
-    assert cropper.stats.detector_runs < 8  # frames 0.5 s apart are still tracked
+    assert faces.stats.frames == 6 and faces.stats.fallback == 0
+    assert faces.stats.detector_runs < 8  # frames 0.5 s apart are still tracked
     assert np.abs(clip.audio).max() > 0.05
-    # every crop shows the face: it matches a crop of the photograph itself
-    ref = crop_square(HEAD, (77 + 47.5, 66 + 47.5), 95 * 1.5, 112)
+    # every crop shows the face: it matches the same cropper's crop of the photograph
+    still, _ = scene(360, 480, 40, 20, "gradient")
+    ref = FaceCropper.from_contract(contract).crop(still).image
     for crop in clip.faces.reshape(-1, 112, 112, 3):
         assert ncc(crop, ref) > 0.7
     # a contract that caps the downscale crops that face (a 142-px square) at 112 px:
     # its windows carry the tighter, unresampled crops without being handed a cropper
-    tight = extract_windows(path, replace(contract, max_crop_downscale=1.0))
-    native = crop_square(HEAD, (77 + 47.5, 66 + 47.5), 112, 112)
+    capped = replace(contract, max_crop_downscale=1.0)
+    tight = extract_windows(path, capped)
+    native = FaceCropper.from_contract(capped).crop(still).image
     for crop in tight.faces.reshape(-1, 112, 112, 3):
         assert ncc(crop, native) > 0.7 and ncc(crop, native) > ncc(crop, ref)
