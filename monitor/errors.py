@@ -47,6 +47,12 @@ class MediaNotFoundError(MediaError):
     reason = "file not found"
 
 
+class NotAFileError(MediaNotFoundError):
+    """A directory, FIFO, device or symlink loop where a media file was expected."""
+
+    reason = "not a regular file"
+
+
 class NotMediaError(MediaError):
     reason = "not a media file (no audio or video stream could be read)"
 
@@ -75,6 +81,11 @@ class StreamError(MediaError):
     """A live source failed (connect, read, stall); the supervisor will retry."""
 
     reason = "stream failed"
+
+
+class OutputError(DeepfakeMonitorError):
+    """An output file or folder cannot be written (read-only, full disk, a directory in the
+    way); the message names the file and what to do."""
 
 
 class ExportError(DeepfakeMonitorError):

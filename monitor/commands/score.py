@@ -2,7 +2,9 @@
 
 DATA is a folder of videos (scored in sorted name order) or a name/label list (scored in
 its order). Writes `video_name,y_pred` with one row per input video, plus an errors
-report, a summary and a journal beside it; see monitor/offline/scoring.py.
+report, a summary and a journal beside it; see monitor/offline/scoring.py. A problem with
+the outputs (`--out` a directory, a read-only folder, a full disk) is one error line and
+exit status 2, never a traceback; finished work stays in the journal for `--resume`.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monitor.errors import OutputError
     from monitor.offline.inputs import Shard
+    from monitor.offline.predictions import os_reason
     from monitor.offline.scoring import (
         DEFAULT_BATCH_WINDOWS,
         ScoreOptions,
@@ -86,6 +90,13 @@ def run(args: argparse.Namespace) -> int:
         windows_out=args.windows_out,
         progress=not args.no_progress,
     )
-    summary = score_videos(args.data, opts)
+    try:
+        summary = score_videos(args.data, opts)
+    except OSError as exc:  # any I/O failure not named nearer: one line, not a traceback
+        where = exc.filename if exc.filename is not None else args.out
+        raise OutputError(
+            f"{where}: {os_reason(exc)}; finished videos are in the journal: "
+            "rerun with --resume once this is fixed"
+        ) from exc
     print(summary.describe(), flush=True)
     return 0

@@ -36,6 +36,9 @@ class ClipWindows:
     face_found: np.ndarray  # bool [N, K]: a face was detected or tracked (not a fallback)
     has_audio: bool
     has_video: bool
+    audio_s: float = 0.0  # seconds of audio decoded (0 without an audio stream)
+    video_s: float = 0.0  # the video track's declared length, s (0: not declared)
+    planned: int = 0  # windows covering the clip, before `max_windows` kept some of them
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -54,8 +57,11 @@ def extract_windows(
 
     A clip without audio gets silent windows and a clip without video gets blank crops
     (both recorded in the result, so callers can count and report the fallback); a file
-    with neither raises NotMediaError. `sampler` picks the frames for the crop times:
-    exact frames (as in training) or e.g. `media.sample_keyframes` for fast offline scoring.
+    with neither raises NotMediaError. Tracks of different lengths are scored as they are:
+    windows cover the longer one, audio past its end is silence and frames past the end
+    of the video repeat its last frame (`audio_s` and `video_s` let callers note it).
+    `sampler` picks the frames for the crop times: exact frames (as in training) or e.g.
+    `media.sample_keyframes` for fast offline scoring.
     """
     src = str(path)
     info = probe(src)
@@ -66,8 +72,10 @@ def extract_windows(
     else:
         logger.info("%s: no audio stream, scoring silent audio windows", src)
         audio = np.zeros(0, dtype=np.float32)
-    duration = max(info.duration_s, audio.shape[0] / contract.sample_rate)
+    audio_s = audio.shape[0] / contract.sample_rate
+    duration = max(info.duration_s, audio_s)
     windows = plan_windows(duration, contract, hop_seconds)
+    planned = len(windows)
     if max_windows is not None and len(windows) > max_windows:
         # Keep windows spread over the whole clip rather than just its start.
         keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
@@ -104,4 +112,7 @@ def extract_windows(
         face_found=found,
         has_audio=info.has_audio,
         has_video=info.has_video,
+        audio_s=audio_s,
+        video_s=info.video_duration_s,
+        planned=planned,
     )

@@ -8,7 +8,10 @@ scoring never holds a whole clip's frames in memory.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from monitor.errors import (
     MediaError,
     MediaNotFoundError,
     NoAudioStreamError,
+    NotAFileError,
     NotMediaError,
     NoVideoStreamError,
     ZeroDurationError,
@@ -34,8 +38,13 @@ logger = logging.getLogger(__name__)
 
 MIN_DIMENSION = 16  # px; smaller frames cannot hold a face worth scoring
 MAX_DIMENSION = 8192  # px; beyond 8K is a broken header or a decompression bomb
+# FFmpeg refuses to allocate frames above this many pixels, so a header that lies about
+# the picture size (or a stream that switches to a huge one) fails instead of taking GBs.
+MAX_PIXELS = MAX_DIMENSION * MAX_DIMENSION
+_LIMITS = {"max_pixels": str(MAX_PIXELS)}
 SEEK_AHEAD_SECONDS = 2.0  # seek instead of decoding through gaps longer than this
 TRUNCATION_TOLERANCE = 0.8  # decoded/declared duration below this means a truncated file
+SHORT_TRACK_FRACTION = 0.8  # a track shorter than this share of the other is worth a note
 # Leading bytes of containers we recognise, to tell "corrupt media" from "not media".
 _MEDIA_MAGIC = (b"ftyp", b"moov", b"mdat", b"\x1a\x45\xdf\xa3", b"RIFF", b"OggS", b"ID3", b"FLV")
 
@@ -54,6 +63,8 @@ class MediaInfo:
     width: int = 0
     height: int = 0
     fps: float = 0.0
+    audio_duration_s: float = 0.0  # the audio track's own declared length; 0: not declared
+    video_duration_s: float = 0.0  # the video track's own declared length; 0: not declared
 
     @property
     def has_audio(self) -> bool:
@@ -73,7 +84,22 @@ class MediaInfo:
             parts.append(f"audio {self.audio_codec} {self.audio_rate}Hz {self.audio_channels}ch")
         else:
             parts.append("audio none")
+        note = self.short_track()
+        if note:
+            parts.append(f"note: {note}")
         return " | ".join(parts)
+
+    def short_track(self) -> str:
+        """'audio track 2.00s of 4.00s' when one declared track is much shorter than the
+        other (scored as it is: silence or the last frame past its end), else ''."""
+        a, v = self.audio_duration_s, self.video_duration_s
+        if not (self.has_audio and self.has_video and a > 0 and v > 0):
+            return ""
+        if a < SHORT_TRACK_FRACTION * v:
+            return f"audio track {a:.2f}s of {v:.2f}s"
+        if v < SHORT_TRACK_FRACTION * a:
+            return f"video track {v:.2f}s of {a:.2f}s"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -96,25 +122,48 @@ def _looks_like_media(path: Path) -> bool:
     return any(m in head for m in _MEDIA_MAGIC)
 
 
+def check_regular_file(path: str | Path) -> int:
+    """The size of a regular file (symlinks followed); else the MediaError that says what
+    is there instead: nothing, a dangling symlink, a directory, a FIFO, a symlink loop."""
+    src = str(path)
+    try:
+        st = os.stat(src)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotAFileError(src, "a symlink loop") from exc
+        if exc.errno == errno.ENOENT and os.path.islink(src):
+            raise MediaNotFoundError(src, f"dangling symlink to {os.readlink(src)}") from exc
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise MediaNotFoundError(src) from exc
+        raise MediaNotFoundError(src, exc.strerror or str(exc)) from exc
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    kind = next((k for test, k in kinds if test(st.st_mode)), "a device")
+    raise NotAFileError(src, kind)
+
+
 def open_media(
     path: str | Path, options: dict[str, str] | None = None, timeout: float | None = None
 ) -> Any:
-    """Open a file or URL for reading, turning PyAV's errors into typed MediaErrors."""
+    """Open a file or URL for reading, turning PyAV's errors into typed MediaErrors.
+
+    Frame buffers are capped at MAX_PIXELS while the streams are probed, so a header
+    claiming a huge picture cannot make FFmpeg allocate gigabytes.
+    """
     src = str(path)
-    if not _is_url(src):
-        p = Path(src)
-        if not p.is_file():
-            raise MediaNotFoundError(src)
-        if p.stat().st_size == 0:
-            raise NotMediaError(src, "empty file")
+    if not _is_url(src) and check_regular_file(src) == 0:
+        raise NotMediaError(src, "empty file")
     try:
-        return av.open(src, mode="r", options=options or {}, timeout=timeout)
+        return av.open(src, mode="r", options={**_LIMITS, **(options or {})}, timeout=timeout)
     except (av.error.InvalidDataError, av.error.EOFError) as exc:
         if not _is_url(src) and _looks_like_media(Path(src)):
             raise CorruptMediaError(src, str(exc)) from exc
         raise NotMediaError(src, str(exc)) from exc
     except av.error.FileNotFoundError as exc:
         raise MediaNotFoundError(src, str(exc)) from exc
+    except av.error.PermissionError as exc:
+        raise MediaNotFoundError(src, f"cannot read: {exc}") from exc
     except av.FFmpegError as exc:
         raise CorruptMediaError(src, str(exc)) from exc
 
@@ -127,6 +176,13 @@ def _duration_s(container: Any) -> float:
         if s.duration is not None and s.time_base is not None:
             best = max(best, float(s.duration * s.time_base))
     return best
+
+
+def _stream_duration_s(stream: Any) -> float:
+    """A stream's own declared length in seconds; 0.0 when the container does not say."""
+    if stream is None or stream.duration is None or stream.time_base is None:
+        return 0.0
+    return max(0.0, float(stream.duration * stream.time_base))
 
 
 def _check_dimensions(src: str, width: int, height: int) -> None:
@@ -144,6 +200,8 @@ def probe(path: str | Path) -> MediaInfo:
         v = container.streams.video[0] if container.streams.video else None
         if a is None and v is None:
             raise NotMediaError(src, "no audio or video stream")
+        if v is not None:  # before the duration: a raw stream with a huge SPS has none
+            _check_dimensions(src, int(v.codec_context.width), int(v.codec_context.height))
         duration = _duration_s(container)
         if duration <= 0.0:
             raise ZeroDurationError(src)
@@ -151,6 +209,8 @@ def probe(path: str | Path) -> MediaInfo:
             path=src,
             container=container.format.name,
             duration_s=duration,
+            audio_duration_s=_stream_duration_s(a),
+            video_duration_s=_stream_duration_s(v),
         )
         kwargs: dict[str, Any] = {}
         if a is not None:
@@ -162,7 +222,6 @@ def probe(path: str | Path) -> MediaInfo:
             )
         if v is not None:
             ctx = v.codec_context
-            _check_dimensions(src, int(ctx.width), int(ctx.height))
             rate = v.average_rate or v.guessed_rate
             kwargs.update(
                 video_codec=ctx.name,
@@ -185,15 +244,22 @@ class AudioConverter:
     def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
         self.sample_rate = sample_rate
         self._resampler: Any = None
-        self._layout: str | None = None
+        self._source: tuple[str, int, str] | None = None  # layout, rate, sample format
 
     def convert(self, frame: Any) -> np.ndarray:
         """One av.AudioFrame -> mono float32 samples (possibly empty while filters fill)."""
-        layout = frame.layout.name
-        if self._resampler is None or layout != self._layout:
-            # a layout change mid-stream (rare, e.g. WebRTC renegotiation) restarts the filter
-            self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.sample_rate)
-            self._layout = layout
+        source = (frame.layout.name, int(frame.sample_rate), frame.format.name)
+        if self._resampler is None or source != self._source:
+            # A layout, rate or format change mid-stream (WebRTC renegotiation, a new AAC
+            # configuration in a transport stream) restarts the filter; what the old one
+            # still held comes first, so no samples are lost.
+            tail = self.flush()
+            self._resampler = av.AudioResampler(
+                format="fltp", layout=source[0], rate=self.sample_rate
+            )
+            self._source = source
+            head = self._collect(self._resampler.resample(frame))
+            return np.concatenate([tail, head]) if tail.size else head
         return self._collect(self._resampler.resample(frame))
 
     def flush(self) -> np.ndarray:
@@ -268,7 +334,10 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         if not container.streams.audio:
             raise NoAudioStreamError(src)
         stream = container.streams.audio[0]
-        declared = _duration_s(container)
+        # The audio track's own length, not the container's: a valid file may carry a
+        # shorter audio track than video track. Unknown (0) when the container does not
+        # declare per-track lengths; then nothing can be judged truncated here.
+        declared = _stream_duration_s(stream)
         converter = AudioConverter(sample_rate)
         chunks: list[np.ndarray] = []
         try:
@@ -283,17 +352,25 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     decoded = audio.shape[0] / sample_rate
     if declared > 1.0 and decoded < TRUNCATION_TOLERANCE * declared:
         raise CorruptMediaError(
-            src, f"decoded {decoded:.2f}s of audio, header says {declared:.2f}s"
+            src, f"decoded {decoded:.2f}s of audio, its track header says {declared:.2f}s"
         )
     return audio
+
+
+def limit_video_decoder(stream: Any, src: str) -> None:
+    """Check a video stream's declared size (BadDimensionsError naming `src`) and cap the
+    frames its decoder may allocate at MAX_PIXELS, so a stream that switches to a huge
+    picture fails to decode instead of taking gigabytes. Call before the first decode."""
+    ctx = stream.codec_context
+    _check_dimensions(src, int(ctx.width), int(ctx.height))
+    ctx.options = {**ctx.options, **_LIMITS}
 
 
 def _video_stream(container: Any, src: str) -> Any:
     if not container.streams.video:
         raise NoVideoStreamError(src)
     stream = container.streams.video[0]
-    ctx = stream.codec_context
-    _check_dimensions(src, int(ctx.width), int(ctx.height))
+    limit_video_decoder(stream, src)
     stream.thread_type = "AUTO"
     return stream
 

@@ -12,6 +12,11 @@ Each worker runs `extract_job` on one video at a time and sends back its windows
 
 Audio is always decoded in full (cheap). Failures never escape a worker: a video that
 cannot be decoded comes back as a failed `Extracted` with a reason for the errors report.
+A video that is scored but worth a remark comes back with notes: an audio or video track
+more than 20 % shorter than the other (`shortaudio`, `shortvideo`: scored as it is, with
+silence or the last frame past the track's end), or a video so long that only
+LONG_VIDEO_MAX_WINDOWS windows spread over it were scored (`windowscapped`; an explicit
+`max_windows` is the caller's choice and is not noted).
 A worker process that dies (a crash inside a decoder) is replaced; the videos in flight
 are retried one at a time, so the one that kills its decoder is found and reported.
 """
@@ -29,19 +34,31 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, MediaError
-from monitor.media.decode import Frame
+from monitor.media.decode import SHORT_TRACK_FRACTION, Frame
+
+if TYPE_CHECKING:
+    from monitor.media.clip import ClipWindows
 
 logger = logging.getLogger(__name__)
 
 SAMPLING_MODES = ("exact", "keyframe")
 PREFETCH_PER_WORKER = 2  # videos in flight per worker: keeps workers busy, memory bounded
 WORKER_CRASH_REASON = "workercrashed"
+# Windows per video when no max_windows is given: a longer video (over about 17 min at a
+# 1 s hop) is scored on this many windows spread over it, so one video's arrays stay
+# bounded (about 290 MB at the default contract) instead of growing with its length.
+LONG_VIDEO_MAX_WINDOWS = 1024
+NOTE_SHORT_AUDIO, NOTE_SHORT_VIDEO, NOTE_WINDOWS_CAPPED = (
+    "shortaudio",
+    "shortvideo",
+    "windowscapped",
+)
 PR_SET_PDEATHSIG = 1  # prctl option: signal this process when its parent exits
 POOL_START_METHOD = "spawn"  # never fork a parent that holds inference-runtime threads
 
@@ -56,7 +73,7 @@ class ExtractJob:
     contract: InputContract
     sampling: str = "exact"
     hop_seconds: float | None = None  # None: the contract's hop
-    max_windows: int | None = None  # None: every window
+    max_windows: int | None = None  # None: every window, up to LONG_VIDEO_MAX_WINDOWS
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class Extracted:
     has_video: bool = True
     duration_s: float = 0.0
     seconds: float = 0.0  # worker time spent on this video
+    notes: tuple[tuple[str, str], ...] = ()  # (kind, detail): scored, but worth a remark
 
     @property
     def n_windows(self) -> int:
@@ -104,29 +122,54 @@ def windows_with_sampler(
     return starts, cw.audio, cw.faces, cw.face_found, cw.has_audio, cw.has_video, cw.duration_s
 
 
+def clip_notes(cw: ClipWindows, capped: bool) -> tuple[tuple[str, str], ...]:
+    """The notes on a scored clip: a short track, windows capped (see the module doc)."""
+    notes: list[tuple[str, str]] = []
+    if cw.has_audio and cw.has_video:
+        video = cw.video_s or cw.duration_s  # no per-track length declared: the container's
+        if cw.audio_s < SHORT_TRACK_FRACTION * video:
+            notes.append(
+                (
+                    NOTE_SHORT_AUDIO,
+                    f"audio track {cw.audio_s:.2f}s of {video:.2f}s; silence after it",
+                )
+            )
+        elif 0 < cw.video_s < SHORT_TRACK_FRACTION * cw.audio_s:
+            notes.append(
+                (
+                    NOTE_SHORT_VIDEO,
+                    f"video track {cw.video_s:.2f}s of {cw.audio_s:.2f}s; last frame held after it",
+                )
+            )
+    if capped:
+        notes.append(
+            (
+                NOTE_WINDOWS_CAPPED,
+                f"{len(cw.windows)} of {cw.planned} windows scored, spread over "
+                f"{cw.duration_s:.0f}s (--max-windows sets the number)",
+            )
+        )
+    return tuple(notes)
+
+
 def extract_job(job: ExtractJob) -> Extracted:
     """Decode and crop one video; never raises for a bad video (returns ok=False)."""
     t0 = time.perf_counter()
     try:
-        if not Path(job.path).is_file():
-            from monitor.errors import MediaNotFoundError
+        from monitor.media.clip import extract_windows
+        from monitor.media.decode import check_regular_file, sample_frames, sample_keyframes
 
-            raise MediaNotFoundError(job.path)
-        if job.sampling == "keyframe":
-            from monitor.media.decode import sample_keyframes
-
-            starts, audio, faces, found, has_a, has_v, dur = windows_with_sampler(
-                job.path, job.contract, sample_keyframes, job.hop_seconds, job.max_windows
-            )
-        else:
-            from monitor.media.clip import extract_windows
-
-            cw = extract_windows(
-                job.path, job.contract, hop_seconds=job.hop_seconds, max_windows=job.max_windows
-            )
-            starts = np.array([w.start_s for w in cw.windows], dtype=np.float64)
-            audio, faces, found = cw.audio, cw.faces, cw.face_found
-            has_a, has_v, dur = cw.has_audio, cw.has_video, cw.duration_s
+        check_regular_file(job.path)  # a directory or FIFO must never reach the demuxer
+        cap = LONG_VIDEO_MAX_WINDOWS if job.max_windows is None else job.max_windows
+        cw = extract_windows(
+            job.path,
+            job.contract,
+            hop_seconds=job.hop_seconds,
+            max_windows=cap,
+            sampler=sample_keyframes if job.sampling == "keyframe" else sample_frames,
+        )
+        starts = np.array([w.start_s for w in cw.windows], dtype=np.float64)
+        notes = clip_notes(cw, capped=job.max_windows is None and cw.planned > cap)
     except MediaError as exc:
         from monitor.media.decode import media_error_reason
 
@@ -146,21 +189,24 @@ def extract_job(job: ExtractJob) -> Extracted:
             job.name,
             False,
             type(exc).__name__,
-            str(exc),
+            f"{job.path}: unexpected {type(exc).__name__}: {exc}",
             seconds=time.perf_counter() - t0,
         )
+    for kind, detail in notes:
+        logger.info("%s: %s: %s", job.name, kind, detail)
     return Extracted(
         job.index,
         job.name,
         True,
         starts=starts,
-        audio=audio,
-        faces=faces,
-        face_found=found,
-        has_audio=has_a,
-        has_video=has_v,
-        duration_s=dur,
+        audio=cw.audio,
+        faces=cw.faces,
+        face_found=cw.face_found,
+        has_audio=cw.has_audio,
+        has_video=cw.has_video,
+        duration_s=cw.duration_s,
         seconds=time.perf_counter() - t0,
+        notes=notes,
     )
 
 

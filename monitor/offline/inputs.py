@@ -3,7 +3,11 @@
 DATA may be a folder of videos (scored in sorted name order) or a file listing names
 (a label file `video_name,target`, a name list such as `testset1seen_nolabel.txt`, or
 bare names), scored in the file's order. A listed name need not exist: it is kept, so
-it still gets a row (the neutral score) and an entry in the errors report.
+it still gets a row (the neutral score) and an entry in the errors report. Likewise
+every entry of a folder with a video suffix is listed, whatever it is (a directory, a
+symlink loop, a dangling symlink, a FIFO): it gets a row and an errors entry saying
+what it is. A file name that is not valid UTF-8 is written with U+FFFD in place of the
+bad bytes (the prediction file is UTF-8); the file itself is still scored.
 
 The videos of a list are looked for in `video_dir` if given, else in the folder the list
 names by convention (`testset1seen_nolabel.txt` -> `testset1seen/`, `val_label.txt` ->
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,18 +60,43 @@ class Shard(BaseShard):
         return [v for v in inputs if self.takes_position(v.index)]
 
 
+def printable_name(name: str) -> str:
+    """A file name as it can be written to a UTF-8 file: bytes that are not UTF-8 (kept by
+    the OS as surrogate escapes) become U+FFFD."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def list_folder(folder: Path) -> list[VideoInput]:
-    """The videos in a folder, sorted by name (hidden files and other suffixes skipped)."""
-    names = sorted(
-        p.name
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in VIDEO_SUFFIXES
-    )
-    if not names:
+    """Every entry of a folder with a video suffix, sorted by name (hidden entries and
+    other suffixes skipped). Entries that are not regular files are kept: they get a row
+    and an errors entry, never silently nothing."""
+    try:
+        entries = sorted(
+            n
+            for n in os.listdir(folder)
+            if not n.startswith(".") and Path(n).suffix.lower() in VIDEO_SUFFIXES
+        )
+    except OSError as exc:
+        raise DatasetError(f"{folder}: cannot list this folder: {exc.strerror or exc}") from exc
+    if not entries:
         raise DatasetError(
             f"{folder}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) in this folder"
         )
-    return [VideoInput(i, n, folder / n) for i, n in enumerate(names)]
+    inputs: list[VideoInput] = []
+    seen: set[str] = set()
+    for n in entries:
+        name = printable_name(n)
+        if name != n:
+            logger.warning("%s: file name is not valid UTF-8; written as %r", folder, name)
+        while name in seen:  # two undecodable names that look alike: keep rows distinct
+            name = f"{Path(name).stem}~{Path(name).suffix}"
+        seen.add(name)
+        inputs.append(VideoInput(len(inputs), name, folder / n))
+    return inputs
 
 
 def guess_video_dir(list_file: Path) -> Path:

@@ -7,6 +7,10 @@ so Ctrl-C, a crash or a killed pod loses at most the batch being scored. `--resu
 reads the journal back, refuses one written for other inputs or another model, drops a
 torn last line, and scores only what is not in it. The aggregation rule is not part of
 the identity: the journal keeps window scores, so a resumed run may change the rule.
+
+Lines are written with plain os.write calls (no buffer that could hold half a line), and
+a write that fails (full disk, read-only folder) raises OutputError at once: the journal
+then ends with at most one torn line, which `--resume` drops once space is back.
 """
 
 from __future__ import annotations
@@ -19,13 +23,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, OutputError
 
 logger = logging.getLogger(__name__)
 
 JOURNAL_KIND = "deepfake-monitor-score-journal"
 JOURNAL_VERSION = 1  # bump when the line layout changes; old journals are then refused
 STATUS_OK, STATUS_FAILED = "ok", "failed"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte (os.write may write fewer); tests replace this to fill the disk."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _cannot_write(p: Path, exc: OSError) -> OutputError:
+    why = exc.strerror or str(exc)
+    return OutputError(
+        f"cannot write the journal {p}: {why}; finished videos are kept in it: "
+        "fix this and rerun with --resume"
+    )
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,7 @@ class VideoResult:
     audio: tuple[float, ...] = ()  # audio head
     visual: tuple[float, ...] = ()  # visual head
     faces_found: tuple[int, ...] = ()  # crops per window with a detected or tracked face
+    notes: tuple[tuple[str, str], ...] = ()  # (kind, detail): scored, but worth a remark
 
     @property
     def ok(self) -> bool:
@@ -57,16 +77,17 @@ class VideoResult:
         kw = dict(d)
         for key in ("starts", "fused", "audio", "visual", "faces_found"):
             kw[key] = tuple(kw.get(key, ()))
+        kw["notes"] = tuple((str(k), str(d)) for k, d in kw.get("notes", ()))
         return cls(**kw)
 
 
 class Journal:
     """Append-only JSON-lines record of finished videos for one scoring run."""
 
-    def __init__(self, path: Path, identity: Mapping[str, Any], fh: IO[str]) -> None:
+    def __init__(self, path: Path, identity: Mapping[str, Any], fh: IO[bytes]) -> None:
         self.path = path
         self.identity = dict(identity)
-        self._fh = fh
+        self._fh = fh  # unbuffered: every write goes straight to the file
         self.results: dict[int, VideoResult] = {}
 
     @classmethod
@@ -80,13 +101,18 @@ class Journal:
         """
         p = Path(path)
         ident = json.loads(json.dumps(dict(identity)))  # as it will read back from JSON
+        if p.is_dir():
+            raise OutputError(f"cannot write the journal {p}: it is a directory")
         if p.exists() and resume:
             results, good_bytes, newline = cls._read(p, ident)
-            os.truncate(p, good_bytes)  # drop a torn last line before appending
-            fh = p.open("a", encoding="utf-8")
-            if newline:  # the last good line lost only its newline
-                fh.write("\n")
+            try:
+                os.truncate(p, good_bytes)  # drop a torn last line before appending
+                fh = p.open("ab", buffering=0)
+            except OSError as exc:
+                raise _cannot_write(p, exc) from exc
             journal = cls(p, ident, fh)
+            if newline:  # the last good line lost only its newline
+                journal._write(b"\n")
             journal.results = results
             logger.info("%s: resuming, %d videos already done", p, len(results))
             return journal
@@ -95,12 +121,18 @@ class Journal:
                 f"{p} exists (finished work of an earlier run): pass --resume to continue "
                 "it, or --overwrite to start again"
             )
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fh = p.open("w", encoding="utf-8")
         header = {"kind": JOURNAL_KIND, "version": JOURNAL_VERSION, "identity": ident}
-        fh.write(json.dumps(header, sort_keys=True) + "\n")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fh = p.open("wb", buffering=0)
+        except OSError as exc:
+            raise _cannot_write(p, exc) from exc
         journal = cls(p, ident, fh)
-        journal._sync()
+        try:
+            journal._write((json.dumps(header, sort_keys=True) + "\n").encode())
+        except OutputError:
+            p.unlink(missing_ok=True)  # no finished work in it, and a torn header
+            raise
         return journal
 
     @staticmethod
@@ -142,23 +174,33 @@ class Journal:
         return results, min(good, len(data)), good > len(data)
 
     def append(self, results: Iterable[VideoResult]) -> int:
-        """Write finished videos and make them durable (flush + fsync); returns the count."""
-        n = 0
-        for r in results:
-            self._fh.write(r.to_json() + "\n")
-            self.results[r.index] = r
-            n += 1
-        if n:
-            self._sync()
-        return n
+        """Write finished videos and make them durable (fsync); returns the count.
 
-    def _sync(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        Raises OutputError when the write fails; the videos are then not in `results`.
+        """
+        done = list(results)
+        if done:
+            self._write("".join(r.to_json() + "\n" for r in done).encode())
+            self.results.update((r.index, r) for r in done)
+        return len(done)
+
+    def _write(self, data: bytes) -> None:
+        """Write and fsync; on failure close the file and raise OutputError."""
+        if self._fh.closed:
+            raise OutputError(f"{self.path}: the journal was closed after a failed write")
+        try:
+            _write_all(self._fh.fileno(), data)
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            self._fh.close()  # unbuffered: nothing left to flush
+            raise _cannot_write(self.path, exc) from exc
 
     def close(self) -> None:
         if not self._fh.closed:
-            self._sync()
+            try:
+                os.fsync(self._fh.fileno())
+            except OSError as exc:  # every append was already fsynced
+                logger.warning("%s: fsync at close failed: %s", self.path, exc)
             self._fh.close()
 
     def __enter__(self) -> Journal:

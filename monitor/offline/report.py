@@ -5,8 +5,10 @@ was interrupted and resumed writes exactly what an uninterrupted run writes. Fil
 beside the prediction file `OUT`:
 
     OUT                    video_name,y_pred - one row per input video, input order
-    OUT.errors.json        videos that could not be scored (they got the neutral score)
-    OUT.summary.json       counts (scored, failed, audio/video fallbacks), timings, profile
+    OUT.errors.json        videos that could not be scored (they got the neutral score),
+                           and notes on videos scored with a remark (a short track)
+    OUT.summary.json       counts (scored, failed, fallbacks, notes), timings, profile, and
+                           which shard of how many inputs this is (merge checks it)
     OUT.journal.jsonl      the journal (kept: it holds every window score; see --resume)
     OUT.metrics.json       with labels: AUC, TPR@FPR=1e-3, per-rule and per-head AUCs
     OUT.roc.png            with labels: the ROC plot
@@ -14,8 +16,6 @@ beside the prediction file `OUT`:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -29,7 +29,13 @@ import numpy as np
 from monitor.offline.aggregation import AggregateRule, compare_rules
 from monitor.offline.inputs import VideoInput
 from monitor.offline.journal import VideoResult
-from monitor.offline.predictions import ErrorEntry, Prediction, atomic_write_text
+from monitor.offline.predictions import (
+    ErrorEntry,
+    Note,
+    Prediction,
+    atomic_write_text,
+    csv_field,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +108,16 @@ class ScoreSummary:
     aggregate: str
     sampling: str
     backend: str
-    shard: str
+    shard: str  # "i/n": slice i of n of the input list
     neutral_score: float
     profile: Profile = field(default_factory=Profile)
     metrics: dict[str, Any] | None = None
+    notes: int = 0  # scored videos with a note in the errors report
+    short_audio: int = 0  # scored with an audio track >20 % shorter than the video
+    short_video: int = 0  # scored with a video track >20 % shorter than the audio
+    windows_capped: int = 0  # long videos scored on a capped number of windows
+    inputs_total: int = 0  # videos in the whole input list (all shards)
+    inputs_sha256: str = ""  # hash of the whole ordered input list (all shards)
 
     def describe(self) -> str:
         p = self.profile
@@ -114,6 +126,8 @@ class ScoreSummary:
             f"{self.neutral_score}, {self.resumed} from the journal), {self.windows} windows",
             f"  fallbacks: {self.no_audio} without audio (silent windows), {self.no_video} "
             f"without video (blank crops), {self.windows_without_face} windows without a face",
+            f"  notes: {self.notes} videos ({self.short_audio} short audio, {self.short_video} "
+            f"short video, {self.windows_capped} long videos on capped windows)",
             f"  {p.videos} videos in {p.loop_s:.1f} s = {p.videos_per_s:.2f} videos/s "
             f"({p.steady_videos_per_s:.2f} after the first) "
             f"({self.backend}, sampling {self.sampling}, aggregate {self.aggregate}, "
@@ -176,26 +190,25 @@ def errors(results: Sequence[VideoResult]) -> list[ErrorEntry]:
     return [ErrorEntry(r.name, r.reason, r.detail) for r in results if not r.ok]
 
 
+def notes(results: Sequence[VideoResult]) -> list[Note]:
+    return [Note(r.name, kind, detail) for r in results if r.ok for kind, detail in r.notes]
+
+
 def write_windows_csv(path: str | Path, results: Sequence[VideoResult]) -> Path:
-    """Per-window scores: video_name,window,start_s,p_fused,p_audio,p_visual,faces_found."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["video_name", "window", "start_s", "p_fused", "p_audio", "p_visual", "faces_found"])
+    """Per-window scores: video_name,window,start_s,p_fused,p_audio,p_visual,faces_found.
+
+    Names are quoted as in the prediction file (`csv_field`), so any name round-trips.
+    """
+    lines = ["video_name,window,start_s,p_fused,p_audio,p_visual,faces_found"]
     d = WINDOW_DECIMALS
     for r in results:
+        name = csv_field(r.name)
         for i, start in enumerate(r.starts):
-            w.writerow(
-                [
-                    r.name,
-                    i,
-                    f"{start:.3f}",
-                    f"{r.fused[i]:.{d}f}",
-                    f"{r.audio[i]:.{d}f}",
-                    f"{r.visual[i]:.{d}f}",
-                    r.faces_found[i],
-                ]
+            lines.append(
+                f"{name},{i},{start:.3f},{r.fused[i]:.{d}f},{r.audio[i]:.{d}f},"
+                f"{r.visual[i]:.{d}f},{r.faces_found[i]}"
             )
-    return atomic_write_text(path, buf.getvalue())
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def label_metrics(
@@ -256,6 +269,10 @@ def write_summary(paths: OutputPaths, summary: ScoreSummary) -> Path:
 
 def count_fallbacks(results: Sequence[VideoResult]) -> dict[str, int]:
     ok = [r for r in results if r.ok]
+
+    def noted(kind: str) -> int:
+        return sum(1 for r in ok if any(k == kind for k, _ in r.notes))
+
     return {
         "scored": len(ok),
         "failed": len(results) - len(ok),
@@ -263,4 +280,8 @@ def count_fallbacks(results: Sequence[VideoResult]) -> dict[str, int]:
         "no_video": sum(1 for r in ok if not r.has_video),
         "windows": sum(len(r.starts) for r in ok),
         "windows_without_face": sum(sum(1 for f in r.faces_found if f == 0) for r in ok),
+        "notes": sum(1 for r in ok if r.notes),
+        "short_audio": noted("shortaudio"),
+        "short_video": noted("shortvideo"),
+        "windows_capped": noted("windowscapped"),
     }

@@ -11,10 +11,16 @@
 The windows, face crops and backend are the live monitor's and training's: the same
 `extract_windows`, the same `FaceCropper`, the same `engines.load_backend`.
 
-Documented fallbacks: a video that cannot be decoded (missing, corrupt, not media) gets
-NEUTRAL_SCORE (0.5) and an errors-report entry; a video without audio is scored on
-silent audio windows and one without video on blank face crops (both counted in the
-summary); nothing of that stops the run.
+Documented fallbacks: a video that cannot be decoded (missing, corrupt, not media, not a
+regular file) gets NEUTRAL_SCORE (0.5) and an errors-report entry; a video without audio
+is scored on silent audio windows and one without video on blank face crops (both
+counted in the summary); a video with a short track or capped windows is scored and
+noted in the errors report and the summary; nothing of that stops the run.
+
+Outputs that cannot be written are found before any video is scored (`check_outputs`:
+`--out` naming a directory, a read-only folder). A write that fails later (a full disk)
+raises OutputError; the journal keeps every finished video, so `--resume` finishes the
+run once the problem is fixed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +38,18 @@ from typing import Any
 import numpy as np
 
 from monitor.backend import Backend, load_backend, model_identity
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, OutputError
 from monitor.offline.aggregation import DEFAULT_RULE, AggregateRule
 from monitor.offline.extraction import Extracted, ExtractJob, check_sampling, iter_extracted
 from monitor.offline.inputs import Shard, VideoInput, inputs_digest, list_inputs
 from monitor.offline.journal import STATUS_FAILED, STATUS_OK, Journal, VideoResult
-from monitor.offline.predictions import NEUTRAL_SCORE, read_labels, write_errors, write_predictions
+from monitor.offline.predictions import (
+    NEUTRAL_SCORE,
+    os_reason,
+    read_labels,
+    write_errors,
+    write_predictions,
+)
 from monitor.offline.report import (
     OutputPaths,
     Profile,
@@ -44,6 +57,7 @@ from monitor.offline.report import (
     count_fallbacks,
     errors,
     label_metrics,
+    notes,
     ordered_results,
     predictions,
     write_metrics,
@@ -172,6 +186,7 @@ class _Batcher:
                     audio=tuple(np.clip(pa, 0.0, 1.0).tolist()),
                     visual=tuple(np.clip(pv, 0.0, 1.0).tolist()),
                     faces_found=tuple(int(c) for c in found),
+                    notes=x.notes,
                 )
             )
         return results
@@ -219,6 +234,33 @@ def _timed(it: Iterator[Extracted], clock: list[float]) -> Iterator[Extracted]:
         yield x
 
 
+def check_outputs(paths: OutputPaths, windows_out: Path | None = None) -> None:
+    """Raise OutputError now, before any work, if an output file cannot be written: a
+    directory where a file goes, or a folder that refuses new files (read-only, no
+    permission). A full disk can only show later; see `_write_outputs`."""
+    named = (
+        ("--out", paths.predictions, "prediction.txt"),
+        ("--windows-out", windows_out, "windows.csv"),
+    )
+    for flag, f, example in named:
+        if f is not None and f.is_dir():
+            raise OutputError(
+                f"{flag} {f} is a directory: name the file to write, e.g. {f / example}"
+            )
+    files = [paths.predictions, paths.errors, paths.summary, paths.journal]
+    for f in files:
+        if f.is_dir():
+            raise OutputError(f"{f} is a directory in the way of an output file: remove it")
+    for folder in sorted({f.parent for f in [*files, *([windows_out] if windows_out else [])]}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".deepfake-monitor-", suffix=".tmp", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OutputError(f"cannot write in {folder}: {os_reason(exc)}") from exc
+
+
 @dataclass
 class _Run:
     """What one pass over the pending videos produced (before the outputs are written)."""
@@ -241,9 +283,11 @@ def score_videos(
     `backend`, if given, is used instead of loading `opts.model` (and not closed).
     """
     t_start = time.perf_counter()
-    inputs = opts.shard.select(list_inputs(data, opts.video_dir))
+    everything = list_inputs(data, opts.video_dir)
+    inputs = opts.shard.select(everything)
     labels = read_labels(opts.labels) if opts.labels is not None else None
     paths = OutputPaths.beside(opts.out)
+    check_outputs(paths, opts.windows_out)
     own_backend = backend is None
     if backend is None:
         backend = load_backend(opts.model, opts.backend, opts.device)
@@ -252,7 +296,15 @@ def score_videos(
     finally:
         if own_backend:
             backend.close()
-    return _write_outputs(run, labels, paths, opts, backend.name, t_start)
+    whole = (len(everything), inputs_digest(everything))
+    try:
+        return _write_outputs(run, labels, paths, opts, backend.name, t_start, whole)
+    except (OutputError, OSError) as exc:
+        why = str(exc) if isinstance(exc, OutputError) else os_reason(exc)
+        raise OutputError(
+            f"{why}; every score is in the journal {paths.journal}: "
+            "rerun the same command with --resume once this is fixed"
+        ) from exc
 
 
 def _score_pending(
@@ -307,12 +359,16 @@ def _write_outputs(
     opts: ScoreOptions,
     backend_name: str,
     t_start: float,
+    whole: tuple[int, str],
 ) -> ScoreSummary:
-    """Predictions, errors, window scores, metrics and the summary, from the results."""
+    """Predictions, errors and notes, window scores, metrics and the summary (last: a
+    shard with a summary is complete), from the results. `whole` is the size and hash of
+    the whole input list, recorded so `merge` can check a set of shards."""
     results = run.results
     rows = predictions(results, opts.aggregate, opts.neutral_score)
+    paths.summary.unlink(missing_ok=True)  # an earlier run's: it would vouch for this one
     write_predictions(paths.predictions, rows)
-    write_errors(paths.errors, errors(results), opts.neutral_score)
+    write_errors(paths.errors, errors(results), opts.neutral_score, notes(results))
     if opts.windows_out is not None:
         write_windows_csv(opts.windows_out, results)
     metrics = None
@@ -343,6 +399,8 @@ def _write_outputs(
         neutral_score=opts.neutral_score,
         profile=profile,
         metrics=metrics,
+        inputs_total=whole[0],
+        inputs_sha256=whole[1],
         **count_fallbacks(results),
     )
     write_summary(paths, summary)

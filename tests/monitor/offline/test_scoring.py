@@ -225,8 +225,10 @@ def test_shards_merge_to_the_single_run(model: Path, videos: Path, tmp_path: Pat
     assert (tmp_path / "nolist.txt").read_bytes() == single.read_bytes()
     with pytest.raises(DatasetError, match="in no shard"):
         merge_shards(tmp_path / "m.txt", shards[:2], names=videos)
-    with pytest.raises(DatasetError, match="appears in both"):
+    with pytest.raises(DatasetError, match="shard 0/3 is given twice"):
         merge_shards(tmp_path / "m.txt", [shards[0], shards[0]])
+    with pytest.raises(DatasetError, match="appears in both"):
+        merge_shards(tmp_path / "m.txt", [shards[0], shards[0]], names=videos)
     assert Shard.parse(" 2/3 ") == Shard(2, 3)
     with pytest.raises(ConfigError):
         Shard.parse("3/3")
