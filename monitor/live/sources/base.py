@@ -31,7 +31,7 @@ from monitor.errors import (
 )
 from monitor.live.evidence import PacketRing
 from monitor.live.sink import MediaSink
-from monitor.media.decode import stream_media
+from monitor.media.decode import limit_video_decoder, stream_media
 from monitor.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -188,6 +188,9 @@ class DecodeThread:
         if audio is None and video is None:
             raise MediaError(self.source.describe(), "no audio or video stream")
         if video is not None:
+            # a declared or mid-stream picture over MAX_PIXELS fails (BadDimensionsError,
+            # permanent) instead of making the decoder allocate gigabytes
+            limit_video_decoder(video, self.source.describe())
             video.thread_type = "AUTO"
         declare = getattr(self.sink, "declare_tracks", None)
         if declare is not None:
