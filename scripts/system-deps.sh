@@ -14,6 +14,13 @@ if [ "${1:-test}" != "demo" ]; then
   PKGS+=(prometheus prometheus-alertmanager)
   PKGS+=(docker-compose)                   # `docker-compose config` validates deploy/compose.yaml (no daemon)
   PKGS+=(shellcheck)                       # lints deploy/docker/gpu-entrypoint.sh
+  # real voices for `synth --voices real` (train/synth/voices.py): recorded speakers ...
+  PKGS+=(asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-fr-g722)
+  PKGS+=(asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722)
+  PKGS+=(asterisk-prompt-fr-armelle asterisk-prompt-it-menardi-gsm asterisk-prompt-es-co)
+  # ... speech synthesizers for the fakes, and GSM 06.10 (toast) for narrowband calls
+  PKGS+=(espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts)
+  PKGS+=(festvox-italp16k festvox-itapc16k festvox-ru libgsm-tools)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

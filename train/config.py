@@ -168,6 +168,14 @@ class AugmentConfig(_Strict):
     audio_noise_prob: float = Field(default=0.3, ge=0.0, le=1.0, description="P(added white noise)")
     audio_snr_db_min: float = Field(default=20.0, ge=-10.0, le=80.0, description="lowest SNR, dB")
     audio_snr_db_max: float = Field(default=50.0, ge=-10.0, le=80.0, description="highest SNR, dB")
+    audio_delivery_prob: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="P(a window arrives through a delivery condition: telephone band, Opus or "
+        "AAC, packet loss, gain control, noise suppression); a real voice stays real; 0 (off) "
+        "draws what a config without it drew, 0.3 is the value recommended for new models",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> AugmentConfig:

@@ -10,7 +10,12 @@ their frames are untouched), and each generation method's fakes against all real
 per-method AUC shows which attacks the detector has not learnt). When the manifest
 gives each clip's face height, the fakes are also scored by face size against all reals:
 a crop shrinks a big face more, and with it the pixel-level traces a re-rendered face
-leaves (MODEL_CARD.md, By face size).
+leaves (MODEL_CARD.md, By face size). When the manifest names what made each voice
+(`engine`: a speech synthesizer, `dsp` conversions, `recording`, `procedural`) and the
+scene's real `speaker` (`synth --voices real`), the report also gives each engine's fakes
+against all reals (`per_engine`; engines whose fakes the training split never had are
+marked `held_out` and pooled in `held_out_engines`) and, per speaker, that speaker's
+fakes against that speaker's reals (`per_speaker`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +45,7 @@ from monitor.offline.evaluation import (
 from train.cache import CachedClip, CacheSpec, build_cache, load_windows
 from train.config import DEFAULT_CACHE_DIR, DEFAULT_MAX_WINDOWS
 from train.sampling import SYNC_FAMILY
-from train.splits import ClipRecord, load_split
+from train.splits import ClipRecord, find_manifest, load_split
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +184,14 @@ def _labelled(records: Sequence[ClipRecord], attr: str) -> tuple[np.ndarray, np.
     )
 
 
-def clip_metrics(scores: ClipScores, intervals: bool = False) -> dict[str, Any]:
+def clip_metrics(
+    scores: ClipScores, intervals: bool = False, seen_engines: Iterable[str] | None = None
+) -> dict[str, Any]:
     """The report: fused metrics, per-modality AUCs and per-method AUCs (NaN when undefined);
-    with `intervals`, also bootstrap intervals of the fused figures (`fused_intervals`)."""
+    with `intervals`, also bootstrap intervals of the fused figures (`fused_intervals`).
+    With engines and speakers in the records, `per_engine` and `per_speaker` too; with
+    `seen_engines` (the engines of the training split's fakes), engines outside it are
+    held out (`held_out_engines`)."""
     recs = scores.records
     y = np.array([r.target for r in recs], dtype=np.int64)
     out: dict[str, Any] = {"fused": binary_metrics(y, scores.fused)}
@@ -202,7 +212,67 @@ def clip_metrics(scores: ClipScores, intervals: bool = False) -> dict[str, Any]:
     by_size = face_size_metrics(scores)
     if by_size:
         out["by_face_size"] = by_size
+    out.update(voice_metrics(scores, seen_engines))
     return out
+
+
+def voice_metrics(scores: ClipScores, seen_engines: Iterable[str] | None = None) -> dict[str, Any]:
+    """Per engine: its fakes against all reals (fused head; `audio_auc`: the voice head on
+    the same clips); engines not in `seen_engines` are `held_out` and their fakes pooled in
+    `held_out_engines`. Per speaker: the speaker's fakes against the speaker's reals. Empty
+    without engines or speakers in the records."""
+    recs = scores.records
+    y = np.array([r.target for r in recs], dtype=np.int64)
+    reals = y == 0
+    out: dict[str, Any] = {}
+    engines = sorted({r.engine for r in recs if r.target == 1 and r.engine})
+    seen = None if seen_engines is None else set(seen_engines)
+    per_engine: dict[str, Any] = {}
+    for e in engines:
+        sel = reals | np.array([r.target == 1 and r.engine == e for r in recs])
+        row: dict[str, Any] = dict(binary_metrics(y[sel], scores.fused[sel]))
+        row["audio_auc"] = binary_metrics(y[sel], scores.audio[sel])["auc"]
+        if seen is not None:
+            row["held_out"] = e not in seen
+        per_engine[e] = row
+    if per_engine:
+        out["per_engine"] = per_engine
+    held = [e for e in engines if seen is not None and e not in seen]
+    if held:
+        sel = reals | np.array([r.target == 1 and r.engine in held for r in recs])
+        pooled: dict[str, Any] = {"engines": held}
+        pooled.update(binary_metrics(y[sel], scores.fused[sel]))
+        pooled["audio_auc"] = binary_metrics(y[sel], scores.audio[sel])["auc"]
+        out["held_out_engines"] = pooled
+    speakers = sorted({r.speaker for r in recs if r.speaker})
+    per_speaker: dict[str, Any] = {}
+    for sp in speakers:
+        sel = np.array([r.speaker == sp for r in recs])
+        row = dict(binary_metrics(y[sel], scores.fused[sel]))
+        row["audio_auc"] = binary_metrics(y[sel], scores.audio[sel])["auc"]
+        per_speaker[sp] = row
+    if per_speaker:
+        out["per_speaker"] = per_speaker
+    return out
+
+
+def training_engines(data_dir: str | Path) -> set[str] | None:
+    """Engines of the training split's fakes, from the dataset's manifest (None: the
+    manifest has no engine or split column, or no training fakes)."""
+    path = find_manifest(data_dir)
+    if path is None:
+        return None
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not {"engine", "split", "target"} <= set(reader.fieldnames or ()):
+            return None
+        engines = {
+            (row.get("engine") or "").strip()
+            for row in reader
+            if row.get("split") == "train" and (row.get("target") or "").strip() == "1"
+        }
+    engines.discard("")
+    return engines or None
 
 
 def face_size_bins(edges: Sequence[float] = FACE_SIZE_EDGES_PX) -> list[tuple[str, float, float]]:
@@ -294,7 +364,8 @@ def write_report(
     )
     with paths["csv"].open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["video_name", "y_pred", "p_audio", "p_visual", "target", "method", "windows"])
+        header = ["video_name", "y_pred", "p_audio", "p_visual", "target", "method", "windows"]
+        w.writerow([*header, "engine", "speaker"])
         for i, r in enumerate(scores.records):
             w.writerow(
                 [
@@ -305,6 +376,8 @@ def write_report(
                     r.target,
                     r.method or "",
                     int(scores.n_windows[i]),
+                    r.engine or "",
+                    r.speaker or "",
                 ]
             )
     y = np.array([r.target for r in scores.records])
@@ -353,7 +426,8 @@ def evaluate_checkpoint(
     scores = score_clips(
         model, cache.clips, dev, batch_size, amp=dev.type == "cuda", rule=aggregate
     )
-    metrics = clip_metrics(scores, intervals=True)
+    seen = training_engines(data_dir) if index.split != "trainset" else None
+    metrics = clip_metrics(scores, intervals=True, seen_engines=seen)
     labels = {r.name: r.target for r in scores.records}
     windows = {r.name: w[0] for r, w in zip(scores.records, scores.windows, strict=True)}
     metrics["rules"] = compare_rules(windows, labels)

@@ -6,7 +6,9 @@ label files `train_label.txt` or `trainset_label.txt` (likewise val/test) holdin
 optional `manifest.csv` (written by the synthetic generator) adds per-modality labels
 (`audio_fake`, `video_fake`), the generation `method` of each clip and its `family`
 (audio, face, both, sync; real); an optional `face_height_px` column (the face's height
-in the frame) lets `evaluate` break detection down by face size.
+in the frame) lets `evaluate` break detection down by face size; optional `engine` (what
+made the voice: recording, procedural, dsp or a speech synthesizer) and `speaker` (the
+scene's real speaker) columns, per engine and per speaker.
 
 Label files are parsed strictly: a malformed row raises DatasetError with file:line,
 because a silently dropped or mis-read label corrupts every figure computed later.
@@ -50,6 +52,8 @@ class ClipRecord:
     method: str | None = None  # generation method from the manifest ("real" for reals)
     family: str | None = None  # method family from the manifest: audio, face, both, sync, real
     face_px: float | None = None  # face height in the frame, px, from the manifest
+    engine: str | None = None  # what made the voice, from the manifest (real voices)
+    speaker: str | None = None  # the scene's real speaker, from the manifest (real voices)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class ManifestRow:
     line: int  # line in manifest.csv, for error messages
     family: str | None = None
     face_px: float | None = None
+    engine: str | None = None
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,8 @@ def read_manifest(path: str | Path) -> dict[str, ManifestRow]:
             line,
             family,
             face_px,
+            (rec.get("engine") or "").strip() or None,
+            (rec.get("speaker") or "").strip() or None,
         )
     return rows
 
@@ -269,6 +277,8 @@ def load_split(data_dir: str | Path, split: str, limit: int | None = None) -> Sp
                 m.method,
                 m.family,
                 m.face_px,
+                m.engine,
+                m.speaker,
             )
         )
     if missing:

@@ -65,6 +65,7 @@ def _step_data(root: Path) -> Path:
         "synth", str(data), "--train", str(DEMO_TRAIN), "--val", str(DEMO_VAL),
         "--test", str(DEMO_TEST), "--seed", str(DEMO_SEED),
         "--min-duration", str(DEMO_DURATION_S[0]), "--max-duration", str(DEMO_DURATION_S[1]),
+        "--voices", "procedural",  # the same clips on any machine, whatever is installed
     )  # fmt: skip
     return data
 

@@ -73,6 +73,11 @@ def _cfg(cache: Path, **changes: Any) -> TrainConfig:
         # test_data.py.
         "augment": {"self_blend_prob": 0.0},
         "val_windows": None,  # validate on every window (the demo preset takes 2)
+        # The presets' mouth band is fitted to landmark-aligned faces; these clips have none
+        # (centre-crop fallback), and on them the narrower band of 2026-12 left the visual
+        # head at val AUC 0.74-0.86 after 4 epochs where the wider one of the first CNN
+        # cropper reaches 0.95 (measured 2026-12-06), so the test keeps the wider band.
+        "model": {"mouth_box": [0.42, 0.94, 0.18, 0.82]},
     }
     base.update(changes)
     return make_config(base)
@@ -620,7 +625,6 @@ def test_make_demo_trains_the_earlier_four_crop_demo_model() -> None:
 
 def test_the_shipped_160_px_config_builds_the_measured_model() -> None:
     from train.loop import build_model_config
-    from train.model import MOUTH_BOX
 
     cfg = load_config("cpu160")
     assert cfg.preset == "demo" and cfg.epochs == 30 and cfg.ema_decay == 0.995
@@ -628,7 +632,8 @@ def test_the_shipped_160_px_config_builds_the_measured_model() -> None:
     assert (contract.k_crops, contract.crop_size) == (8, 160)
     model = build_model_config(cfg)
     assert model.fusion == "or" and model.visual_highpass and model.visual_stride == 2
-    assert model.mouth_box == MOUTH_BOX and model.audio_backbone == "resnet10t"
+    # the band the measured model was trained with (Haar crops); the recipe pins it
+    assert model.mouth_box == (0.42, 0.94, 0.18, 0.82) and model.audio_backbone == "resnet10t"
 
 
 def test_the_shipped_224_px_config_is_the_160_px_one_with_bigger_crops_and_a_warm_up() -> None:

@@ -7,7 +7,10 @@ import json
 import math
 from typing import Any
 
-HELP = "score a labelled split with a checkpoint: AUC, TPR@FPR, EER, per-modality/method AUC"
+HELP = (
+    "score a labelled split with a checkpoint: AUC, TPR@FPR, EER, per-modality/method AUC,"
+    " per voice engine and speaker"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +39,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _fmt(x: Any) -> str:
     return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def print_voice_breakdown(m: dict[str, Any]) -> None:
+    """Per engine (held-out ones marked), the held-out engines pooled, and per speaker."""
+    engines = m.get("per_engine", {})
+    if engines:
+        print("fakes by voice engine (against all reals; voice head AUC on the same clips):")
+    for engine, v in engines.items():
+        mark = "  held out" if v.get("held_out") else ""
+        print(
+            f"  {engine:24s} AUC {_fmt(v['auc'])}  TPR@1e-3 {_fmt(v['tpr_at_fpr_1e-3'])}  "
+            f"voice head AUC {_fmt(v.get('audio_auc'))}  n={v['n_fake']}{mark}"
+        )
+    held = m.get("held_out_engines")
+    if held:
+        print(
+            f"  held-out engines ({', '.join(held['engines'])}) AUC {_fmt(held['auc'])}  "
+            f"TPR@1e-3 {_fmt(held['tpr_at_fpr_1e-3'])}  voice head AUC "
+            f"{_fmt(held.get('audio_auc'))}  n={held['n_fake']}"
+        )
+    speakers = m.get("per_speaker", {})
+    if speakers:
+        print("per speaker (the speaker's fakes against the speaker's reals):")
+    for speaker, v in speakers.items():
+        print(
+            f"  {speaker:24s} AUC {_fmt(v['auc'])}  TPR@1e-3 {_fmt(v['tpr_at_fpr_1e-3'])}  "
+            f"voice head AUC {_fmt(v.get('audio_auc'))}  n={v['n_real']}+{v['n_fake']}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     for method, v in m.get("per_method", {}).items():
         tpr = _fmt(v["tpr_at_fpr_1e-3"])
         print(f"  {method:24s} AUC {_fmt(v['auc'])}  TPR@1e-3 {tpr}  n={v['n_fake']}")
+    print_voice_breakdown(m)
     sizes = m.get("by_face_size", {})
     if sizes:
         print("fakes by face height (against all reals):")

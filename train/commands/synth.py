@@ -1,4 +1,8 @@
-"""`deepfake-monitor synth OUT --train N --val N --test N --seed S`: make a synthetic dataset."""
+"""`deepfake-monitor synth OUT --train N --val N --test N --seed S`: make a synthetic dataset.
+
+`--voices real` voices the calls with real recordings and speech synthesizers from Debian
+packages (train/synth/voices.py); `auto` (the default) does so where they are installed.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,13 @@ METHOD_NAMES = (  # kept here so that --help needs no heavy import; checked in t
     "lowres_vocoder",
     "desync_shift",
     "desync_other",
+    "tts_espeak_ng",
+    "tts_flite",
+    "tts_festival",
 )
+ENGINE_NAMES = ("espeak-ng", "flite", "festival")  # checked in tests against voices.py
+SPEAKER_NAMES = ("allison", "june", "carlo", "ivrvoice", "armelle", "menardi", "july")
+VOICE_CHOICES = ("auto", "procedural", "real")
 
 
 def _methods(text: str) -> list[str]:
@@ -35,9 +45,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--holdout",
         type=_methods,
         default=[],
-        metavar="METHOD[,METHOD]",
+        metavar="NAME[,NAME]",
         help="fake methods generated only in the test split (unseen in train/val); "
-        f"methods: {', '.join(METHOD_NAMES)}",
+        f"methods: {', '.join(METHOD_NAMES)}; with real voices also a synthesizer engine "
+        f"({', '.join(ENGINE_NAMES)}: its method and every voice of it) or a speaker "
+        f"({', '.join(SPEAKER_NAMES)})",
+    )
+    p.add_argument(
+        "--voices",
+        choices=VOICE_CHOICES,
+        default="auto",
+        help="procedural: source-filter speech; real: recordings of real speakers for real "
+        "calls, speech synthesizers and conversions of the recordings for fakes (Debian "
+        "packages, see scripts/system-deps.sh); auto (default): real where installed",
     )
     p.add_argument(
         "--min-duration", type=float, default=3.0, metavar="S", help="shortest clip, s (3)"
@@ -49,8 +69,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from train.synth import voices
     from train.synth.dataset import generate_dataset
 
+    if args.voices == "auto":
+        missing = voices.missing_packages()
+        if missing:
+            print(
+                f"synth: procedural voices (real voices need: {voices.install_hint(missing)})",
+                file=sys.stderr,
+            )
     summary = generate_dataset(
         args.out,
         args.train,
@@ -61,12 +91,13 @@ def run(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         duration_s=(args.min_duration, args.max_duration),
         overwrite=args.overwrite,
+        voices=args.voices,
     )
     for split, (real, fake) in summary.counts.items():
         print(f"{split}: {real + fake} clips ({real} real, {fake} fake)")
     rate = summary.n_clips / summary.seconds if summary.seconds > 0 else 0.0
     print(
         f"wrote {summary.n_clips} clips to {summary.root} in {summary.seconds:.1f} s "
-        f"({rate:.2f} clips/s, {summary.workers} workers)"
+        f"({rate:.2f} clips/s, {summary.workers} workers, {summary.voices} voices)"
     )
     return 0

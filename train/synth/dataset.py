@@ -15,6 +15,12 @@ classes; an odd count adds one unpaired clip. Identities are disjoint between sp
 are spread evenly over a split's fakes; `holdout` methods appear only in the test split,
 to measure how a detector generalises to unseen manipulation families.
 
+`voices="real"` voices the calls with real recordings and speech synthesizers
+(voices.py): every identity of a split speaks with the voice of one of the split's real
+speakers, splits are speaker-disjoint and voice-disjoint (`voices.make_cast`), and
+`holdout` may also name a synthesizer engine or a speaker. A NOTICE.md in OUT credits the
+recordings and synthesizers.
+
 Everything derives from `seed`: labels, manifest and decoded frames are the same on
 every run, whatever the number of worker processes.
 """
@@ -22,6 +28,7 @@ every run, whatever the number of worker processes.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import logging
 import math
@@ -37,7 +44,16 @@ from pathlib import Path
 import numpy as np
 
 from monitor.errors import ConfigError, DatasetError
-from train.synth.fakes import METHODS, NEEDS_DONOR, FakePlan, pick_donor, sample_fake_plan
+from train.synth import voices as real_voices
+from train.synth.fakes import (
+    METHODS,
+    NEEDS_DONOR,
+    PROCEDURAL_METHODS,
+    TTS_METHODS,
+    FakePlan,
+    pick_donor,
+    sample_fake_plan,
+)
 from train.synth.render import ClipSpec, SceneJob, render_job
 from train.synth.scene import DEFAULT_DURATION_S, Identity, make_identity, sample_scene
 
@@ -78,7 +94,22 @@ MANIFEST_COLUMNS = (
     "face_x",
     "face_y",
     "params",
+    "engine",  # what made the voice heard: procedural, recording, dsp or a synthesizer
+    "voice",  # the voice heard: a speaker, or engine/voice of a synthesizer
+    "speaker",  # the scene's real speaker (real voices), for reals and fakes alike
+    "language",
 )
+VOICINGS = ("procedural", "real")  # how calls are voiced (`auto` picks one of them)
+NOTICE_NAME = "NOTICE.md"  # credits of the recordings and synthesizers (real voices)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """What `--holdout` named: methods, synthesizer engines and real speakers."""
+
+    methods: tuple[str, ...] = ()  # held-out methods, engines' methods included
+    engines: tuple[str, ...] = ()
+    speakers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +120,7 @@ class DatasetSummary:
     counts: dict[str, tuple[int, int]]  # split -> (real, fake)
     seconds: float  # wall time
     workers: int
+    voices: str = "procedural"  # how the calls were voiced
 
     @property
     def n_clips(self) -> int:
@@ -133,18 +165,52 @@ class ClipRow:
     fake: FakePlan | None  # None: a real clip
 
 
+def _pick_method(able: Sequence[str], used: dict[str, int], rng: np.random.Generator) -> str:
+    """The least-used of the methods that can fake a scene (ties drawn at random)."""
+    if not able:
+        raise ConfigError(f"no fake method of {sorted(used)} can voice this scene")
+    fewest = min(used[m] for m in able)
+    tied = [m for m in able if used[m] == fewest]
+    method = tied[int(rng.integers(len(tied)))]
+    used[method] += 1
+    return method
+
+
+def _real_donor(
+    identity: Identity, speaker: str, pool: list[Identity], rng: np.random.Generator
+) -> Identity:
+    """Another identity whose voice is audibly higher or lower than the speaker's."""
+    others = [p for p in pool if p.name != identity.name]
+    if not others:
+        raise ValueError("a donor needs at least two identities in the split")
+    distinct = [p for p in others if real_voices.far_enough(speaker, p.voice)]
+    choices = distinct or others
+    return choices[int(rng.integers(len(choices)))]
+
+
 def plan_split(
     seed: int,
     split: str,
     n_clips: int,
     methods: Sequence[str],
     duration_s: tuple[float, float] = DEFAULT_DURATION_S,
+    *,
+    voices: str = "procedural",
+    cast: real_voices.Cast | None = None,
 ) -> tuple[list[SceneJob], list[tuple[ClipRow, SceneJob]]]:
     """The scenes of one split and, for every clip, its row and its scene's job.
 
     Clip paths are bare file names here; `generate_dataset` places them in the split's
-    folder once the output root is known.
+    folder once the output root is known. With `voices="real"` each identity speaks with
+    the voice of one of the split's speakers in `cast` (default `voices.make_cast()`),
+    each scene draws its language and channel, and a fake's method is the least-used one
+    that can voice the scene's language in this split. Procedural speech leaves out the
+    synthesizer methods, and plans exactly what it planned before real voices existed.
     """
+    if voices not in VOICINGS:
+        raise ConfigError(f"voices must be one of {', '.join(VOICINGS)}, got {voices!r}")
+    real = voices == "real"
+    methods = [m for m in methods if real or m not in TTS_METHODS]
     split_no = list(SPLITS).index(split)
     rng = _seed(seed, split_no, 0)
     n_fake = n_clips // 2 + (n_clips % 2) * int(rng.integers(2))
@@ -153,6 +219,14 @@ def plan_split(
     n_scenes = n_pairs + abs(n_fake - n_real)
     pool = _identities(seed, split_no, split, n_clips)
     fake_methods = _method_cycle(methods, n_fake, rng)
+    speaker_of: dict[str, str] = {}
+    used = dict.fromkeys(methods, 0)
+    if real and n_scenes:
+        cast = cast or real_voices.make_cast()
+        speakers = cast.speakers.get(split, ())
+        if not speakers:
+            raise ConfigError(f"no real speaker is left for the {split} split (see --holdout)")
+        speaker_of = {ident.name: speakers[k % len(speakers)] for k, ident in enumerate(pool)}
     jobs: list[SceneJob] = []
     rows: list[tuple[ClipRow, SceneJob]] = []
     for j in range(n_scenes):
@@ -161,18 +235,35 @@ def plan_split(
         scene = sample_scene(srng, identity, duration_s)
         has_real = j < n_pairs or n_real > n_fake
         has_fake = j < n_pairs or n_fake > n_real
+        voicing = None
+        if real:  # its own generator: procedural scenes draw what they drew before
+            vrng = _seed(seed, split_no, 4, j)
+            voicing = real_voices.plan_voicing(speaker_of[identity.name], vrng)
         clips: list[tuple[ClipRow, ClipSpec]] = []
         if has_real:
             name = _name(seed, split, j, "real")
             clips.append((ClipRow(name, split, j, None), ClipSpec(name, split, None)))
         if has_fake:
             frng = _seed(seed, split_no, 3, j)
-            method = fake_methods.pop()
-            donor = pick_donor(identity, pool, frng) if method in NEEDS_DONOR else None
-            plan = sample_fake_plan(method, frng, donor)
+            if voicing is None:
+                method = fake_methods.pop()
+                donor = pick_donor(identity, pool, frng) if method in NEEDS_DONOR else None
+                plan = sample_fake_plan(method, frng, donor)
+            else:
+                assert cast is not None
+                v, c = voicing, cast
+                able = [m for m in methods if c.can_voice(m, split, v.language)]
+                method = _pick_method(able, used, vrng)
+                needs = method in NEEDS_DONOR
+                donor = _real_donor(identity, v.speaker, pool, frng) if needs else None
+                plan = sample_fake_plan(method, frng, donor)
+                if method in TTS_METHODS:
+                    speaker = real_voices.SPEAKERS[v.speaker]
+                    tts = c.pick_tts(method, split, speaker, v.language, frng)
+                    plan = dataclasses.replace(plan, tts=tts)
             name = _name(seed, split, j, "fake")
             clips.append((ClipRow(name, split, j, plan), ClipSpec(name, split, plan)))
-        job = SceneJob(scene, tuple(c for _, c in clips))
+        job = SceneJob(scene, tuple(c for _, c in clips), voicing)
         jobs.append(job)
         rows.extend((r, job) for r, _ in clips)
     return jobs, rows
@@ -194,7 +285,14 @@ def _manifest_row(row: ClipRow, job: SceneJob) -> dict[str, str]:
             bits.append(f"swap_res={plan.swap_resolution:.2f};colour={plan.swap_colour_match:.2f}")
         if plan.method == "desync_shift":
             bits.append(f"shift_s={plan.shift_s:.3f}")
+        if plan.tts is not None:
+            bits.append(f"speed={plan.tts.speed:.2f};pitch={plan.tts.pitch}")
         params = ";".join(bits)
+    if job.voicing is not None:
+        v = job.voicing
+        kind = "narrow" if v.channel.narrow else "wide"
+        band = f"channel={kind};cutoff={v.channel.cutoff_hz:.0f}"
+        params = ";".join(b for b in (params, band) if b)
     return {
         "video_name": row.name,
         "split": row.split,
@@ -220,33 +318,86 @@ def _manifest_row(row: ClipRow, job: SceneJob) -> dict[str, str]:
         "face_x": f"{s.face_x:.3f}",
         "face_y": f"{s.face_y:.3f}",
         "params": params,
+        **_voice_columns(plan, job),
     }
 
 
-def split_methods(split: str, holdout: Iterable[str] = ()) -> list[str]:
+def _voice_columns(plan: FakePlan | None, job: SceneJob) -> dict[str, str]:
+    """engine, voice, speaker and language of a clip."""
+    converted = plan is not None and plan.spec.audio_fake
+    v = job.voicing
+    if v is None:
+        return {
+            "engine": "dsp" if converted else "procedural",
+            "voice": job.scene.identity.name,
+            "speaker": "",
+            "language": "",
+        }
+    if plan is not None and plan.tts is not None:
+        voice, engine = plan.tts.label, plan.tts.engine
+    else:
+        voice, engine = v.speaker, "dsp" if converted else "recording"
+    return {"engine": engine, "voice": voice, "speaker": v.speaker, "language": v.language}
+
+
+def voicing_methods(voices: str = "procedural") -> tuple[str, ...]:
+    """The fake methods of a voicing: the synthesizer methods need real voices."""
+    return tuple(METHODS) if voices == "real" else PROCEDURAL_METHODS
+
+
+def split_methods(split: str, holdout: Iterable[str] = (), voices: str = "procedural") -> list[str]:
     """Fake methods used in `split`: held-out methods only in the test split."""
     held = set(holdout)
-    return [m for m in METHODS if split == "test" or m not in held]
+    return [m for m in voicing_methods(voices) if split == "test" or m not in held]
 
 
-def _check_args(counts: dict[str, int], holdout: Iterable[str]) -> tuple[str, ...]:
+def resolve_voices(voices: str) -> str:
+    """`auto` -> `real` where every package the real voices need is installed."""
+    if voices == "auto":
+        return "real" if not real_voices.missing_packages() else "procedural"
+    if voices not in VOICINGS:
+        raise ConfigError(f"voices must be auto, {' or '.join(VOICINGS)}; got {voices!r}")
+    if voices == "real":
+        missing = real_voices.missing_packages()
+        if missing:
+            raise ConfigError(
+                "real voices need Debian packages that are not installed: "
+                f"{real_voices.install_hint(missing)} (or use --voices procedural)"
+            )
+    return voices
+
+
+def _check_args(
+    counts: dict[str, int], holdout: Iterable[str], voices: str = "procedural"
+) -> Holdout:
     for split, n in counts.items():
         if n < 0:
             raise ConfigError(f"--{split} must be >= 0, got {n}")
-    held = tuple(sorted(set(holdout)))
-    unknown = [m for m in held if m not in METHODS]
+    names = tuple(sorted(set(holdout)))
+    kinds = (METHODS, real_voices.ENGINES, real_voices.SPEAKERS)
+    unknown = [m for m in names if not any(m in k for k in kinds)]
     if unknown:
         raise ConfigError(
-            f"unknown method(s) to hold out: {unknown}; choose from {', '.join(METHODS)}"
+            f"unknown method(s) to hold out: {unknown}; choose from methods "
+            f"{', '.join(METHODS)}; engines {', '.join(real_voices.ENGINES)}; "
+            f"speakers {', '.join(real_voices.SPEAKERS)}"
         )
-    if len(held) == len(METHODS):
+    engines = tuple(n for n in names if n in real_voices.ENGINES)
+    speakers = tuple(n for n in names if n in real_voices.SPEAKERS)
+    methods = {n for n in names if n in METHODS}
+    methods |= {real_voices.ENGINE_METHODS[e] for e in engines}
+    if set(voicing_methods(voices)) <= methods:
         raise ConfigError("cannot hold out every method: train and val would have no fakes")
-    return held
+    needs_real = sorted((methods & TTS_METHODS) | set(engines) | set(speakers))
+    if voices != "real" and needs_real:
+        raise ConfigError(f"holding out {', '.join(needs_real)} needs --voices real")
+    return Holdout(tuple(sorted(methods)), engines, speakers)
 
 
 def _prepare_root(root: Path, overwrite: bool) -> None:
     ours = [root / folder for folder, _ in SPLITS.values()]
     ours += [root / label for _, label in SPLITS.values()] + [root / "manifest.csv"]
+    ours.append(root / NOTICE_NAME)
     existing = [p for p in ours if p.exists()]
     if existing and not overwrite:
         raise DatasetError(
@@ -325,26 +476,33 @@ def generate_dataset(
     holdout: Iterable[str] = (),
     duration_s: tuple[float, float] = DEFAULT_DURATION_S,
     overwrite: bool = False,
+    voices: str = "procedural",
 ) -> DatasetSummary:
     """Write a synthetic competition-format dataset to `out` (see the module docstring).
 
     workers: processes rendering clips in parallel (default: every available core).
-    holdout: methods generated only in the test split.
+    holdout: methods generated only in the test split; with real voices also synthesizer
+    engines (their voices and method) and speakers.
     duration_s: range of clip lengths in seconds (default 3-10 s).
+    voices: "procedural" (source-filter speech), "real" (recordings and synthesizers,
+    voices.py; ConfigError naming the missing Debian packages) or "auto" (real where
+    installed).
     """
     started = time.monotonic()
     root = Path(out)
     counts = {"train": n_train, "val": n_val, "test": n_test}
-    held = _check_args(counts, holdout)
+    voices = resolve_voices(voices)
+    held = _check_args(counts, holdout, voices)
     lo, hi = duration_s
     if not 1.0 <= lo <= hi <= 60.0:
         raise ConfigError(f"duration range {duration_s} must satisfy 1 <= min <= max <= 60 s")
+    cast = real_voices.make_cast(held.speakers, held.engines) if voices == "real" else None
     _prepare_root(root, overwrite)
     all_jobs: list[SceneJob] = []
     rows: list[tuple[ClipRow, SceneJob]] = []
     for split, n in counts.items():
-        methods = split_methods(split, held)
-        jobs, split_rows = plan_split(seed, split, n, methods, duration_s)
+        methods = split_methods(split, held.methods, voices)
+        jobs, split_rows = plan_split(seed, split, n, methods, duration_s, voices=voices, cast=cast)
         folder = root / SPLITS[split][0]
         placed = {id(j): _placed(j, folder) for j in jobs}
         all_jobs.extend(placed.values())
@@ -376,9 +534,13 @@ def generate_dataset(
         dw.writeheader()
         for r, job in sorted(rows, key=lambda rj: (order[rj[0].split], rj[0].name)):
             dw.writerow(_manifest_row(r, job))
+    if cast is not None:
+        (root / NOTICE_NAME).write_text(real_voices.notice_text(cast))
     seconds = time.monotonic() - started
     logger.info("wrote %d clips to %s in %.1f s", len(rows), root, seconds)
-    return DatasetSummary(root=root, counts=summary, seconds=seconds, workers=n_workers)
+    return DatasetSummary(
+        root=root, counts=summary, seconds=seconds, workers=n_workers, voices=voices
+    )
 
 
 def _placed(job: SceneJob, folder: Path) -> SceneJob:
@@ -386,4 +548,4 @@ def _placed(job: SceneJob, folder: Path) -> SceneJob:
         ClipSpec(path=str(folder / Path(c.path).name), split=c.split, fake=c.fake)
         for c in job.clips
     )
-    return SceneJob(scene=job.scene, clips=clips)
+    return SceneJob(scene=job.scene, clips=clips, voicing=job.voicing)

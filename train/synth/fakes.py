@@ -14,6 +14,14 @@ their synchrony:
 | lowres_vocoder    | yes   | yes   | low-resolution face + vocoded voice                   |
 | desync_shift      | no    | yes   | mouth motion shifted 0.3-0.8 s against the speech      |
 | desync_other      | no    | yes   | mouth driven by another utterance over the same span  |
+| tts_espeak_ng     | yes   | no    | voice replaced by eSpeak NG (formant synthesis)       |
+| tts_flite         | yes   | no    | voice replaced by Flite (diphone, cluster units)      |
+| tts_festival      | yes   | no    | voice replaced by Festival (diphone, HTS, clunits)    |
+
+The `tts_*` methods exist only with real voices (`synth --voices real`, voices.py): the
+synthesizer says sentences of the scene's language and the mouth follows what it says.
+With real voices, `vocoder` and `voice_conversion` (and the audio half of `swap_vc` and
+`lowres_vocoder`) convert the speaker's own recordings: in-speaker fakes.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from train.synth.audio_fakes import VocoderParams, sample_vocoder
 from train.synth.faces import SpriteBank
 from train.synth.scene import Identity
 from train.synth.video import FaceFx
+from train.synth.voices import ENGINE_METHODS, TtsPlan
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,11 @@ METHODS: dict[str, Method] = {
         Method("lowres_vocoder", True, True, "both"),
         Method("desync_shift", False, True, "sync"),
         Method("desync_other", False, True, "sync"),
+        *(Method(m, True, False, "audio") for m in ENGINE_METHODS.values()),
     )
 }
+TTS_METHODS = frozenset(ENGINE_METHODS.values())  # need --voices real
+PROCEDURAL_METHODS = tuple(m for m in METHODS if m not in TTS_METHODS)
 NEEDS_DONOR = frozenset({"voice_conversion", "face_swap", "swap_vc"})
 DESYNC_SHIFT_S = (0.3, 0.8)  # |shift| of the mouth track against the audio
 LOWRES_FACTOR = (2.5, 5.0)  # face down-sampling factor of face_lowres
@@ -73,6 +85,7 @@ class FakePlan:
     swap_light: tuple[float, float] = (0.0, 0.0)  # donor face lighting offset
     shift_s: float = 0.0  # mouth track shift (desync_shift)
     other_seed: int = 0  # seed of the utterance that drives the mouth (desync_other)
+    tts: TtsPlan | None = None  # the synthesizer voice of a tts_* fake (real voices)
 
     @property
     def spec(self) -> Method:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.synth import audio_fakes
+from train.synth import audio_fakes, voices
 from train.synth.background import render_background
 from train.synth.encode import write_mp4
 from train.synth.faces import FaceStyle, SpriteBank, render_sprites
@@ -42,6 +42,7 @@ class SceneJob:
 
     scene: Scene
     clips: tuple[ClipSpec, ...]
+    voicing: voices.VoicePlan | None = None  # real voices (voices.py); None: procedural
 
 
 @dataclass
@@ -54,6 +55,7 @@ class _Shared:
     background: np.ndarray
     bank: SpriteBank
     tracks: FaceTracks
+    pre: np.ndarray | None = None  # real voices: the recording before the call's channel
 
 
 def draw_face(
@@ -69,11 +71,15 @@ def draw_face(
     return render_sprites(face, unit_px, light, seed)
 
 
-def _prepare(scene: Scene) -> _Shared:
+def _prepare(scene: Scene, voicing: voices.VoicePlan | None = None) -> _Shared:
     ident = scene.identity
-    rng = np.random.default_rng(scene.seed)
-    utt = plan_utterance(rng, scene.duration_s, scene.lead_s, scene.trail_s, ident.voice.rate)
-    dry = synthesize(utt, ident.voice, scene.seed + 10)
+    pre = None
+    if voicing is not None:  # a real recording; the mouth follows its envelope
+        pre, dry, utt = voices.real_take(voicing, scene.duration_s, scene.lead_s, scene.trail_s)
+    else:
+        rng = np.random.default_rng(scene.seed)
+        utt = plan_utterance(rng, scene.duration_s, scene.lead_s, scene.trail_s, ident.voice.rate)
+        dry = synthesize(utt, ident.voice, scene.seed + 10)
     voiced = dry[np.abs(dry) > 1e-4]
     speech_rms = float(np.sqrt(np.mean(np.square(voiced)))) if voiced.size else 1e-3
     times = np.arange(scene.n_frames) / scene.fps
@@ -87,7 +93,7 @@ def _prepare(scene: Scene) -> _Shared:
     bank = draw_face(ident.face, scene.face_unit_px, scene.light, scene.seed + 11)
     background = render_background(scene.width, scene.height, scene.seed + 12)
     background = white_balance(background, scene.white_balance)
-    return _Shared(utt, dry, speech_rms, background, bank, tracks)
+    return _Shared(utt, dry, speech_rms, background, bank, tracks, pre)
 
 
 def _fake_audio(scene: Scene, shared: _Shared, plan: FakePlan) -> np.ndarray:
@@ -98,7 +104,29 @@ def _fake_audio(scene: Scene, shared: _Shared, plan: FakePlan) -> np.ndarray:
     return shared.dry
 
 
-def _fake_video(scene: Scene, shared: _Shared, plan: FakePlan) -> tuple[SpriteBank, FaceTracks]:
+def _real_fake_audio(
+    scene: Scene, shared: _Shared, plan: FakePlan, voicing: voices.VoicePlan
+) -> tuple[np.ndarray, Utterance | None]:
+    """Real voices: a synthesizer or a converted recording through the scene's channel, and
+    the mouth that follows it; (the real voice, None) when the method leaves the voice."""
+    span = (scene.duration_s, scene.lead_s, scene.trail_s)
+    if plan.tts is not None:
+        return voices.tts_take(voicing, plan.tts, *span)
+    if shared.pre is None:
+        raise ValueError("real voices need the recording before the channel")
+    if plan.vocoder is not None:
+        converted = audio_fakes.vocoder(shared.pre, plan.vocoder, scene.seed + 20)
+    elif plan.method in ("voice_conversion", "swap_vc") and plan.donor is not None:
+        source = voices.speaker_voice(voicing.speaker)
+        converted = audio_fakes.voice_conversion(shared.pre, source, plan.donor.voice)
+    else:
+        return shared.dry, None
+    return voices.converted_take(voicing, converted, *span)
+
+
+def _fake_video(
+    scene: Scene, shared: _Shared, plan: FakePlan, voicing: voices.VoicePlan | None = None
+) -> tuple[SpriteBank, FaceTracks]:
     bank, tracks = shared.bank, shared.tracks
     times = np.arange(scene.n_frames) / scene.fps
     if plan.method in ("face_swap", "swap_vc") and plan.donor is not None:
@@ -121,6 +149,10 @@ def _fake_video(scene: Scene, shared: _Shared, plan: FakePlan) -> tuple[SpriteBa
     elif plan.method == "desync_shift":
         mouth = shared.utterance.jaw_at(times + scene.mouth_lag_s + plan.shift_s)
         tracks = dataclasses.replace(tracks, mouth=mouth)
+    elif plan.method == "desync_other" and voicing is not None:  # another take's envelope
+        span = (scene.duration_s, scene.lead_s, scene.trail_s)
+        other = voices.real_take(voicing, *span, seed=plan.other_seed)[2]
+        tracks = dataclasses.replace(tracks, mouth=other.jaw_at(times + scene.mouth_lag_s))
     elif plan.method == "desync_other":
         rng = np.random.default_rng(plan.other_seed)
         other = plan_utterance(
@@ -137,13 +169,20 @@ def _balanced(bank: SpriteBank, scene: Scene) -> SpriteBank:
 def render_job(job: SceneJob) -> list[str]:
     """Render and encode every clip of `job`; returns the paths written."""
     scene = job.scene
-    shared = _prepare(scene)
+    shared = _prepare(scene, job.voicing)
     written = []
     for clip in job.clips:
         dry, bank, tracks, fx = shared.dry, shared.bank, shared.tracks, None
         if clip.fake is not None:
-            dry = _fake_audio(scene, shared, clip.fake)
-            bank, tracks = _fake_video(scene, shared, clip.fake)
+            own = None
+            if job.voicing is not None:
+                dry, own = _real_fake_audio(scene, shared, clip.fake, job.voicing)
+            else:
+                dry = _fake_audio(scene, shared, clip.fake)
+            bank, tracks = _fake_video(scene, shared, clip.fake, job.voicing)
+            if own is not None:  # a new voice: the mouth follows it, as a lip-synced fake's
+                t = np.arange(scene.n_frames) / scene.fps + scene.mouth_lag_s
+                tracks = dataclasses.replace(tracks, mouth=own.jaw_at(t))
             fx = clip.fake.face_fx
         # Same room take (seed) for the real clip and its fake: only the voice differs.
         stereo = level(
