@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 SPLIT_DIRS = {"train": "trainset", "val": "valset", "test": "testset"}  # short -> folder
 LABEL_HEADER = ("video_name", "target")
+IMAGE_LABEL_HEADER = ("img_name", "target")  # the image track's (FFDI): refused, see read_labels
 MANIFEST_NAME = "manifest.csv"
 PHASE_DIRS = ("phase1",)  # sub-folders the organisers' archives unpack into
 MANIFEST_LABEL_COLUMNS = ("audio_fake", "video_fake")
@@ -157,6 +158,12 @@ def read_labels(path: str | Path) -> list[tuple[str, int]]:
     p = Path(path)
     reader = csv.reader(io.StringIO(read_text(p)))
     header = next(reader, None)
+    if header is not None and tuple(h.strip() for h in header) == IMAGE_LABEL_HEADER:
+        raise DatasetError(
+            f"{p}:1: an image-track (FFDI) label file (img_name,target): the detector trains "
+            "on videos only; image-track data can be scored (deepfake-monitor score), not "
+            "trained on"
+        )
     if header is None or tuple(h.strip() for h in header) != LABEL_HEADER:
         raise DatasetError(f"{p}:1: header must be 'video_name,target', got {header!r}")
     seen: dict[str, int] = {}

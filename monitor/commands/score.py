@@ -2,7 +2,10 @@
 
 DATA is a folder of videos (scored in sorted name order) or a name/label list (scored in
 its order). Writes `video_name,y_pred` with one row per input video, plus an errors
-report, a summary and a journal beside it; see monitor/offline/scoring.py. A problem with
+report, a summary and a journal beside it; see monitor/offline/scoring.py. A folder or
+list of images (the challenge's image track, FFDI: `.jpg`/`.png`, `img_name,target`)
+writes `img_name,y_pred`, each image scored by the model's visual head on its face crop;
+videos and images together are refused. A problem with
 the outputs (`--out` a directory, a read-only folder, a full disk) is one error line and
 exit status 2, never a traceback; finished work stays in the journal for `--resume`.
 """
@@ -10,18 +13,35 @@ exit status 2, never a traceback; finished work stays in the journal for `--resu
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-HELP = "score a folder or list of videos into a competition prediction file (video_name,y_pred)"
+HELP = (
+    "score a folder or list of videos (or images) into a competition prediction file "
+    "(video_name,y_pred or img_name,y_pred)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from monitor.offline.aggregation import CANDIDATE_RULES, DEFAULT_RULE
 
-    p.add_argument("data", metavar="DATA", help="folder of videos, or a name/label list file")
-    p.add_argument("--model", required=True, help="exported model (.onnx, engine, checkpoint)")
+    p.add_argument(
+        "data",
+        metavar="DATA",
+        help="folder of videos or of images (.jpg/.png: the image track), or a name/label list",
+    )
+    p.add_argument(
+        "--model",
+        default="default",
+        help="exported model (.onnx, engine, checkpoint); default: the shipped detector",
+    )
     p.add_argument("--out", required=True, type=Path, help="prediction file to write")
-    p.add_argument("--labels", type=Path, default=None, help="video_name,target file: metrics")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="video_name,target (or img_name,target) file: metrics",
+    )
     p.add_argument(
         "--backend",
         default="auto",
@@ -29,7 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="inference backend (default auto)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--video-dir", type=Path, default=None, help="where a list's videos are")
+    p.add_argument(
+        "--video-dir", type=Path, default=None, help="where a list's videos (or images) are"
+    )
     p.add_argument(
         "--sampling",
         default="exact",
@@ -62,6 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from monitor.errors import OutputError
+    from monitor.models import describe_model, is_default
     from monitor.offline.inputs import Shard
     from monitor.offline.predictions import os_reason
     from monitor.offline.scoring import (
@@ -71,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         score_videos,
     )
 
+    if is_default(args.model):  # say so: nothing on the command line named it
+        print(describe_model(args.model), file=sys.stderr, flush=True)
     opts = ScoreOptions(
         model=args.model,
         out=args.out,

@@ -19,6 +19,11 @@ LONG_VIDEO_MAX_WINDOWS windows spread over it were scored (`windowscapped`; an e
 `max_windows` is the caller's choice and is not noted).
 A worker process that dies (a crash inside a decoder) is replaced; the videos in flight
 are retried one at a time, so the one that kills its decoder is found and reported.
+
+An image (the image track, `kind="image"`) is one window: `monitor.media.images` decodes
+it (hostile-input checks before any pixel is decoded), the shared cropper crops its face
+once, the K crops are that crop repeated and the audio is silence. An image where no face
+was found is scored on the centre crop and noted (`noface`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import signal
 import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -41,6 +46,7 @@ import numpy as np
 from monitor.contract import InputContract
 from monitor.errors import ConfigError, MediaError
 from monitor.media.decode import SHORT_TRACK_FRACTION, Frame
+from monitor.offline.inputs import INPUT_IMAGE, INPUT_VIDEO
 
 if TYPE_CHECKING:
     from monitor.media.clip import ClipWindows
@@ -59,6 +65,7 @@ NOTE_SHORT_AUDIO, NOTE_SHORT_VIDEO, NOTE_WINDOWS_CAPPED = (
     "shortvideo",
     "windowscapped",
 )
+NOTE_NO_FACE = "noface"  # an image without a detected face: scored on its centre crop
 PR_SET_PDEATHSIG = 1  # prctl option: signal this process when its parent exits
 POOL_START_METHOD = "spawn"  # never fork a parent that holds inference-runtime threads
 
@@ -74,6 +81,7 @@ class ExtractJob:
     sampling: str = "exact"
     hop_seconds: float | None = None  # None: the contract's hop
     max_windows: int | None = None  # None: every window, up to LONG_VIDEO_MAX_WINDOWS
+    kind: str = INPUT_VIDEO  # INPUT_IMAGE: a still image, one window (see the module doc)
 
 
 @dataclass(frozen=True)
@@ -152,24 +160,66 @@ def clip_notes(cw: ClipWindows, capped: bool) -> tuple[tuple[str, str], ...]:
     return tuple(notes)
 
 
+def _image_arrays(job: ExtractJob) -> Extracted:
+    """One image as one window (see the module doc); MediaError for a bad image."""
+    from monitor.media.faces import FaceCropper
+    from monitor.media.images import image_window, load_image
+
+    rgb = load_image(job.path)
+    win = image_window(rgb, job.contract, FaceCropper.from_contract(job.contract, name=job.name))
+    notes: tuple[tuple[str, str], ...] = ()
+    if not win.crop.found:
+        h, w = rgb.shape[:2]
+        notes = ((NOTE_NO_FACE, f"no face found in the {w}x{h} image; scored on its centre crop"),)
+    return Extracted(
+        job.index,
+        job.name,
+        True,
+        starts=np.zeros(1, dtype=np.float64),
+        audio=win.audio,
+        faces=win.faces,
+        face_found=win.found,
+        has_audio=False,
+        has_video=True,
+        notes=notes,
+    )
+
+
+def _video_arrays(job: ExtractJob) -> Extracted:
+    """One video's windows (exact or keyframe sampling); MediaError for a bad video."""
+    from monitor.media.clip import extract_windows
+    from monitor.media.decode import check_regular_file, sample_frames, sample_keyframes
+
+    check_regular_file(job.path)  # a directory or FIFO must never reach the demuxer
+    cap = LONG_VIDEO_MAX_WINDOWS if job.max_windows is None else job.max_windows
+    cw = extract_windows(
+        job.path,
+        job.contract,
+        hop_seconds=job.hop_seconds,
+        max_windows=cap,
+        sampler=sample_keyframes if job.sampling == "keyframe" else sample_frames,
+    )
+    return Extracted(
+        job.index,
+        job.name,
+        True,
+        starts=np.array([w.start_s for w in cw.windows], dtype=np.float64),
+        audio=cw.audio,
+        faces=cw.faces,
+        face_found=cw.face_found,
+        has_audio=cw.has_audio,
+        has_video=cw.has_video,
+        duration_s=cw.duration_s,
+        notes=clip_notes(cw, capped=job.max_windows is None and cw.planned > cap),
+    )
+
+
 def extract_job(job: ExtractJob) -> Extracted:
-    """Decode and crop one video; never raises for a bad video (returns ok=False)."""
+    """Decode and crop one video (or image); never raises for a bad input (returns
+    ok=False)."""
     t0 = time.perf_counter()
     try:
-        from monitor.media.clip import extract_windows
-        from monitor.media.decode import check_regular_file, sample_frames, sample_keyframes
-
-        check_regular_file(job.path)  # a directory or FIFO must never reach the demuxer
-        cap = LONG_VIDEO_MAX_WINDOWS if job.max_windows is None else job.max_windows
-        cw = extract_windows(
-            job.path,
-            job.contract,
-            hop_seconds=job.hop_seconds,
-            max_windows=cap,
-            sampler=sample_keyframes if job.sampling == "keyframe" else sample_frames,
-        )
-        starts = np.array([w.start_s for w in cw.windows], dtype=np.float64)
-        notes = clip_notes(cw, capped=job.max_windows is None and cw.planned > cap)
+        x = _image_arrays(job) if job.kind == INPUT_IMAGE else _video_arrays(job)
     except MediaError as exc:
         from monitor.media.decode import media_error_reason
 
@@ -192,22 +242,9 @@ def extract_job(job: ExtractJob) -> Extracted:
             f"{job.path}: unexpected {type(exc).__name__}: {exc}",
             seconds=time.perf_counter() - t0,
         )
-    for kind, detail in notes:
+    for kind, detail in x.notes:
         logger.info("%s: %s: %s", job.name, kind, detail)
-    return Extracted(
-        job.index,
-        job.name,
-        True,
-        starts=starts,
-        audio=cw.audio,
-        faces=cw.faces,
-        face_found=cw.face_found,
-        has_audio=cw.has_audio,
-        has_video=cw.has_video,
-        duration_s=cw.duration_s,
-        seconds=time.perf_counter() - t0,
-        notes=notes,
-    )
+    return replace(x, seconds=time.perf_counter() - t0)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -9,6 +9,9 @@ set with a shard missing or given twice, shards of different input lists, a shar
 summary is absent, or a shard file with fewer or more rows than its slice; rows are then
 sorted by name (the order `score` uses for a folder). Errors reports beside the shards
 (`SHARD.errors.json`), errors and notes, are merged into `OUT.errors.json`.
+
+Shards of the image track (`img_name,y_pred`) merge the same way into an `img_name,y_pred`
+file; shards with different name columns (one track's and the other's) are refused.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from monitor.offline.predictions import (
     Prediction,
     read_errors,
     read_notes,
-    read_predictions,
+    read_prediction_file,
     write_errors,
     write_predictions,
 )
@@ -164,8 +167,16 @@ def merge_shards(
     where: dict[str, Path] = {}
     rows: dict[str, Prediction] = {}
     counts: dict[Path, int] = {}
+    columns: dict[str, Path] = {}
     for shard in paths:
-        shard_rows = read_predictions(shard)
+        column, shard_rows = read_prediction_file(shard)
+        columns.setdefault(column, shard)
+        if len(columns) > 1:
+            (c0, p0), (c1, p1) = columns.items()
+            raise DatasetError(
+                f"{p0} has {c0} rows but {p1} has {c1} rows: shards of the audio-video and "
+                "image tracks cannot be merged into one file"
+            )
         counts[shard] = len(shard_rows)
         for row in shard_rows:
             if row.video_name in where:
@@ -193,6 +204,7 @@ def merge_shards(
         check_shard_rows(infos, counts)
         order = sorted(rows)
     merged = [rows[n] for n in order]
+    column = next(iter(columns))
     errs: list[ErrorEntry] = []
     notes: list[Note] = []
     reports = [OutputPaths.beside(s).errors for s in paths]
@@ -200,7 +212,7 @@ def merge_shards(
         if report.is_file():
             errs.extend(read_errors(report))
             notes.extend(read_notes(report))
-    write_predictions(out, merged)
+    write_predictions(out, merged, column)
     if any(r.is_file() for r in reports):
         rank = {n: i for i, n in enumerate(order)}
         errs.sort(key=lambda e: rank.get(e.name, len(rank)))

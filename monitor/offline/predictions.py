@@ -5,6 +5,9 @@ A prediction file is CSV with the header `video_name,y_pred` and one row per vid
 the header `video_name,score` that one public tutorial uses. Label files are
 `video_name,target` (1 = fake). A name list (what a test split ships to score) is any CSV
 whose header has a `video_name` column, or plain names one per line without a header.
+The challenge's image track (FFDI) names its column `img_name` instead: `img_name,target`
+label files and `img_name,y_pred` predictions. Every reader takes either name column, and
+the writers write the one they are given (`score` picks it from the inputs).
 
 Names are CSV fields (RFC 4180): a name holding a comma, a double quote, a line break or
 white space at either end is written in double quotes (a quote doubled), so any file name
@@ -33,7 +36,9 @@ from monitor.errors import DatasetError, OutputError
 
 logger = logging.getLogger(__name__)
 
-NAME_COLUMN = "video_name"
+NAME_COLUMN = "video_name"  # the audio-video track (FFDV)
+IMAGE_NAME_COLUMN = "img_name"  # the image track (FFDI)
+NAME_COLUMNS = (NAME_COLUMN, IMAGE_NAME_COLUMN)  # what we read, in order of preference
 PREDICTION_COLUMN = "y_pred"  # what we write
 SCORE_COLUMNS = ("y_pred", "score")  # what we read, in order of preference
 LABEL_COLUMN = "target"
@@ -223,20 +228,31 @@ def _rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     return [h.strip() for h in rows[0][1]], rows[1:]
 
 
-def read_predictions(path: str | Path) -> list[Prediction]:
-    """Read a prediction file (`video_name,y_pred` or `video_name,score`), strictly.
+def name_column(header: Sequence[str]) -> str | None:
+    """The name column of a header: `video_name` or `img_name` (None when it has neither)."""
+    return next((c for c in NAME_COLUMNS if c in header), None)
 
-    Errors name file:line: a missing column, a duplicate name, a score that is not a
-    finite number in [0, 1].
-    """
+
+def check_name_column(column: str) -> str:
+    if column not in NAME_COLUMNS:
+        raise ValueError(f"name column {column!r} is not one of {NAME_COLUMNS}")
+    return column
+
+
+def read_prediction_file(path: str | Path) -> tuple[str, list[Prediction]]:
+    """A prediction file's name column (`video_name` or `img_name`) and its rows; see
+    `read_predictions`."""
     p = Path(path)
     header, rows = _rows(p)
-    if NAME_COLUMN not in header:
-        raise DatasetError(f"{p}:1: header must start 'video_name,y_pred', got {header!r}")
+    i_col = name_column(header)
+    if i_col is None:
+        raise DatasetError(
+            f"{p}:1: header must start 'video_name,y_pred' (or 'img_name,y_pred'), got {header!r}"
+        )
     col = next((c for c in SCORE_COLUMNS if c in header), None)
     if col is None:
         raise DatasetError(f"{p}:1: no score column (one of {SCORE_COLUMNS}) in {header!r}")
-    i_name, i_score = header.index(NAME_COLUMN), header.index(col)
+    i_name, i_score = header.index(i_col), header.index(col)
     seen: dict[str, int] = {}
     out: list[Prediction] = []
     for line, row in rows:
@@ -257,11 +273,21 @@ def read_predictions(path: str | Path) -> list[Prediction]:
             raise DatasetError(f"{where}: {name!r} already listed on line {seen[name]}")
         seen[name] = line
         out.append(Prediction(name, value))
-    return out
+    return i_col, out
 
 
-def format_predictions(rows: Iterable[Prediction]) -> str:
-    lines = [f"{NAME_COLUMN},{PREDICTION_COLUMN}"]
+def read_predictions(path: str | Path) -> list[Prediction]:
+    """Read a prediction file (`video_name,y_pred` or `video_name,score`; `img_name` for
+    the image track), strictly.
+
+    Errors name file:line: a missing column, a duplicate name, a score that is not a
+    finite number in [0, 1].
+    """
+    return read_prediction_file(path)[1]
+
+
+def format_predictions(rows: Iterable[Prediction], column: str = NAME_COLUMN) -> str:
+    lines = [f"{check_name_column(column)},{PREDICTION_COLUMN}"]
     for r in rows:
         if not (math.isfinite(r.y_pred) and 0.0 <= r.y_pred <= 1.0):
             raise ValueError(f"{r.video_name!r}: y_pred={r.y_pred} is not a probability")
@@ -269,18 +295,25 @@ def format_predictions(rows: Iterable[Prediction]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_predictions(path: str | Path, rows: Iterable[Prediction]) -> Path:
-    """Write `video_name,y_pred` rows atomically, in the order given."""
-    return atomic_write_text(path, format_predictions(rows))
+def write_predictions(
+    path: str | Path, rows: Iterable[Prediction], column: str = NAME_COLUMN
+) -> Path:
+    """Write `video_name,y_pred` rows (`img_name,y_pred` with column=IMAGE_NAME_COLUMN)
+    atomically, in the order given."""
+    return atomic_write_text(path, format_predictions(rows, column))
 
 
 def read_labels(path: str | Path) -> dict[str, int]:
-    """A `video_name,target` label file as name -> 0/1 (file order kept)."""
+    """A `video_name,target` (or `img_name,target`) label file as name -> 0/1 (file order
+    kept)."""
     p = Path(path)
     header, rows = _rows(p)
-    if NAME_COLUMN not in header or LABEL_COLUMN not in header:
-        raise DatasetError(f"{p}:1: header must be 'video_name,target', got {header!r}")
-    i_name, i_target = header.index(NAME_COLUMN), header.index(LABEL_COLUMN)
+    col = name_column(header)
+    if col is None or LABEL_COLUMN not in header:
+        raise DatasetError(
+            f"{p}:1: header must be 'video_name,target' (or 'img_name,target'), got {header!r}"
+        )
+    i_name, i_target = header.index(col), header.index(LABEL_COLUMN)
     out: dict[str, int] = {}
     for line, row in rows:
         where = f"{p}:{line}"
@@ -307,14 +340,21 @@ def read_name_list(path: str | Path) -> list[str]:
     A bare list has one name per row; a row with more fields (an unquoted comma) is an
     error rather than a name cut short.
     """
+    return read_names(path)[1]
+
+
+def read_names(path: str | Path) -> tuple[str | None, list[str]]:
+    """`read_name_list`, with the name column the header has (`video_name` or `img_name`;
+    None for bare names without a header)."""
     p = Path(path)
     all_rows = parse_csv(_read_raw(p), str(p))
     if not all_rows:
         raise DatasetError(f"{p}: name list is empty")
     header = [h.strip() for h in all_rows[0][1]]
     numbered: list[tuple[int, str]]
-    if NAME_COLUMN in header:
-        col = header.index(NAME_COLUMN)
+    column = name_column(header)
+    if column is not None:
+        col = header.index(column)
         numbered = [(line, row[col] if col < len(row) else "") for line, row in all_rows[1:]]
     else:
         # No header: the first row is already a name.
@@ -337,7 +377,7 @@ def read_name_list(path: str | Path) -> list[str]:
         names.append(name)
     if not names:
         raise DatasetError(f"{p}: name list holds no names")
-    return names
+    return column, names
 
 
 def write_errors(

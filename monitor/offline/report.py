@@ -12,6 +12,10 @@ beside the prediction file `OUT`:
     OUT.journal.jsonl      the journal (kept: it holds every window score; see --resume)
     OUT.metrics.json       with labels: AUC, TPR@FPR=1e-3, per-rule and per-head AUCs
     OUT.roc.png            with labels: the ROC plot
+
+For the image track (FFDI) the same files are written with `img_name` for `video_name`;
+each image is one window and its score is the visual head's (`HEAD_VISUAL`), not the
+fused head's: see monitor/media/images.py.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from typing import Any
 import numpy as np
 
 from monitor.offline.aggregation import AggregateRule, compare_rules
-from monitor.offline.inputs import VideoInput
+from monitor.offline.inputs import INPUT_IMAGE, INPUT_VIDEO, VideoInput
 from monitor.offline.journal import VideoResult
 from monitor.offline.predictions import (
+    IMAGE_NAME_COLUMN,
+    NAME_COLUMN,
     ErrorEntry,
     Note,
     Prediction,
@@ -41,6 +47,23 @@ logger = logging.getLogger(__name__)
 
 WINDOW_DECIMALS = 6  # digits of window probabilities in the windows CSV
 NOT_RUN_REASON = "notscored"  # an input with no journal entry (cannot happen after a full run)
+HEAD_FUSED, HEAD_VISUAL = "fused", "visual"  # VideoResult fields a prediction can come from
+
+
+@dataclass(frozen=True)
+class Track:
+    """What a run scores: the challenge track, its name column and the head it reports."""
+
+    kind: str  # INPUT_VIDEO (audio-video track, FFDV) or INPUT_IMAGE (image track, FFDI)
+    column: str  # name column of every CSV written: video_name or img_name
+    head: str  # VideoResult head the prediction aggregates: fused or visual
+    noun: str  # "video" or "image", for messages
+
+    @classmethod
+    def of(cls, kind: str) -> Track:
+        if kind == INPUT_IMAGE:
+            return cls(INPUT_IMAGE, IMAGE_NAME_COLUMN, HEAD_VISUAL, "image")
+        return cls(INPUT_VIDEO, NAME_COLUMN, HEAD_FUSED, "video")
 
 
 @dataclass(frozen=True)
@@ -118,17 +141,33 @@ class ScoreSummary:
     windows_capped: int = 0  # long videos scored on a capped number of windows
     inputs_total: int = 0  # videos in the whole input list (all shards)
     inputs_sha256: str = ""  # hash of the whole ordered input list (all shards)
+    track: str = INPUT_VIDEO  # INPUT_IMAGE: `videos` etc. count images (one window each)
+    head: str = "p_fused"  # the model output the predictions come from (images: p_visual)
+    no_face: int = 0  # images scored on their centre crop (no face found; noted)
 
     def describe(self) -> str:
         p = self.profile
+        noun = Track.of(self.track).noun
         lines = [
-            f"{self.out}: {self.videos} videos ({self.scored} scored, {self.failed} failed -> "
-            f"{self.neutral_score}, {self.resumed} from the journal), {self.windows} windows",
-            f"  fallbacks: {self.no_audio} without audio (silent windows), {self.no_video} "
-            f"without video (blank crops), {self.windows_without_face} windows without a face",
-            f"  notes: {self.notes} videos ({self.short_audio} short audio, {self.short_video} "
-            f"short video, {self.windows_capped} long videos on capped windows)",
-            f"  {p.videos} videos in {p.loop_s:.1f} s = {p.videos_per_s:.2f} videos/s "
+            f"{self.out}: {self.videos} {noun}s ({self.scored} scored, {self.failed} failed -> "
+            f"{self.neutral_score}, {self.resumed} from the journal), {self.windows} windows, "
+            f"scores from {self.head}",
+        ]
+        if self.track == INPUT_IMAGE:
+            lines.append(
+                f"  notes: {self.no_face} images without a face (scored on the centre crop)"
+            )
+        else:
+            lines += [
+                f"  fallbacks: {self.no_audio} without audio (silent windows), {self.no_video} "
+                f"without video (blank crops), {self.windows_without_face} windows without "
+                "a face",
+                f"  notes: {self.notes} videos ({self.short_audio} short audio, "
+                f"{self.short_video} short video, {self.windows_capped} long videos on capped "
+                "windows)",
+            ]
+        lines += [
+            f"  {p.videos} {noun}s in {p.loop_s:.1f} s = {p.videos_per_s:.2f} {noun}s/s "
             f"({p.steady_videos_per_s:.2f} after the first) "
             f"({self.backend}, sampling {self.sampling}, aggregate {self.aggregate}, "
             f"shard {self.shard})",
@@ -139,7 +178,7 @@ class ScoreSummary:
         if self.metrics:
             m = self.metrics["metrics"]
             lines.append(
-                f"  labels: {m['n']} videos, AUC {_fmt(m['auc'])}, "
+                f"  labels: {m['n']} {noun}s, AUC {_fmt(m['auc'])}, "
                 f"TPR@FPR=1e-3 {_fmt(m['tpr_at_fpr_1e-3'])}, EER {_fmt(m['eer'])}"
             )
             rules = self.metrics.get("rules", {})
@@ -181,9 +220,13 @@ def ordered_results(
     return out
 
 
-def predictions(results: Sequence[VideoResult], rule: str, neutral: float) -> list[Prediction]:
+def predictions(
+    results: Sequence[VideoResult], rule: str, neutral: float, head: str = HEAD_FUSED
+) -> list[Prediction]:
+    """One row per result: `rule` over the windows of `head` (an image's one window: its
+    value), or `neutral` for a failure."""
     agg = AggregateRule.parse(rule)
-    return [Prediction(r.name, agg(r.fused) if r.ok else neutral) for r in results]
+    return [Prediction(r.name, agg(getattr(r, head)) if r.ok else neutral) for r in results]
 
 
 def errors(results: Sequence[VideoResult]) -> list[ErrorEntry]:
@@ -194,12 +237,15 @@ def notes(results: Sequence[VideoResult]) -> list[Note]:
     return [Note(r.name, kind, detail) for r in results if r.ok for kind, detail in r.notes]
 
 
-def write_windows_csv(path: str | Path, results: Sequence[VideoResult]) -> Path:
-    """Per-window scores: video_name,window,start_s,p_fused,p_audio,p_visual,faces_found.
+def write_windows_csv(
+    path: str | Path, results: Sequence[VideoResult], column: str = NAME_COLUMN
+) -> Path:
+    """Per-window scores: video_name,window,start_s,p_fused,p_audio,p_visual,faces_found
+    (`column` names the first column: img_name for images).
 
     Names are quoted as in the prediction file (`csv_field`), so any name round-trips.
     """
-    lines = ["video_name,window,start_s,p_fused,p_audio,p_visual,faces_found"]
+    lines = [f"{column},window,start_s,p_fused,p_audio,p_visual,faces_found"]
     d = WINDOW_DECIMALS
     for r in results:
         name = csv_field(r.name)
@@ -216,8 +262,10 @@ def label_metrics(
     rows: Sequence[Prediction],
     labels: Mapping[str, int],
     rule: str,
+    head: str = HEAD_FUSED,
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]] | None:
-    """(metrics, ROC curves) of the written scores on the labelled videos, None if none."""
+    """(metrics, ROC curves) of the written scores on the labelled videos, None if none.
+    `head` is the head the written scores come from (per-rule AUCs are computed on it)."""
     from monitor.offline.evaluation import binary_metrics
 
     idx = [i for i, r in enumerate(rows) if r.video_name in labels]
@@ -234,14 +282,15 @@ def label_metrics(
         "failed_in_labelled": sum(1 for i in idx if not results[i].ok),
     }
     ok = [results[i] for i in idx if results[i].ok]
-    out["rules"] = compare_rules({r.name: r.fused for r in ok}, labels)
+    out["head"] = head
+    out["rules"] = compare_rules({r.name: getattr(r, head) for r in ok}, labels)
     heads: dict[str, Any] = {}
     for head in ("audio", "visual"):
         y_ok = np.array([labels[r.name] for r in ok], dtype=np.int64)
         s_ok = np.array([float(np.mean(getattr(r, head))) for r in ok], dtype=np.float64)
         heads[head] = binary_metrics(y_ok, s_ok) if ok else None
     out["heads_mean_vs_target"] = heads
-    return out, {f"fused ({rule})": (y, s)}
+    return out, {f"{head} ({rule})": (y, s)}
 
 
 def write_metrics(
@@ -267,8 +316,11 @@ def write_summary(paths: OutputPaths, summary: ScoreSummary) -> Path:
     return atomic_write_text(paths.summary, text)
 
 
-def count_fallbacks(results: Sequence[VideoResult]) -> dict[str, int]:
+def count_fallbacks(results: Sequence[VideoResult], kind: str = INPUT_VIDEO) -> dict[str, int]:
+    """The summary's counts. An image's silent audio is its input, not a fallback:
+    `no_audio` stays 0 for images, and `no_face` counts images without a face."""
     ok = [r for r in results if r.ok]
+    image = kind == INPUT_IMAGE
 
     def noted(kind: str) -> int:
         return sum(1 for r in ok if any(k == kind for k, _ in r.notes))
@@ -276,7 +328,7 @@ def count_fallbacks(results: Sequence[VideoResult]) -> dict[str, int]:
     return {
         "scored": len(ok),
         "failed": len(results) - len(ok),
-        "no_audio": sum(1 for r in ok if not r.has_audio),
+        "no_audio": 0 if image else sum(1 for r in ok if not r.has_audio),
         "no_video": sum(1 for r in ok if not r.has_video),
         "windows": sum(len(r.starts) for r in ok),
         "windows_without_face": sum(sum(1 for f in r.faces_found if f == 0) for r in ok),
@@ -284,4 +336,5 @@ def count_fallbacks(results: Sequence[VideoResult]) -> dict[str, int]:
         "short_audio": noted("shortaudio"),
         "short_video": noted("shortvideo"),
         "windows_capped": noted("windowscapped"),
+        "no_face": noted("noface") if image else 0,
     }

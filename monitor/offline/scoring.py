@@ -17,6 +17,11 @@ is scored on silent audio windows and one without video on blank face crops (bot
 counted in the summary); a video with a short track or capped windows is scored and
 noted in the errors report and the summary; nothing of that stops the run.
 
+The image track (FFDI): a folder or list of images is scored the same way, each image one
+window (its face crop K times over silent audio, monitor/media/images.py), and the
+prediction is the model's visual head: the fused head would mix in the audio head's
+score of the silence. The outputs' name column is then `img_name`.
+
 Outputs that cannot be written are found before any video is scored (`check_outputs`:
 `--out` naming a directory, a read-only folder). A write that fails later (a full disk)
 raises OutputError; the journal keeps every finished video, so `--resume` finishes the
@@ -41,7 +46,14 @@ from monitor.backend import Backend, load_backend, model_identity
 from monitor.errors import ConfigError, OutputError
 from monitor.offline.aggregation import DEFAULT_RULE, AggregateRule
 from monitor.offline.extraction import Extracted, ExtractJob, check_sampling, iter_extracted
-from monitor.offline.inputs import Shard, VideoInput, inputs_digest, list_inputs
+from monitor.offline.inputs import (
+    INPUT_IMAGE,
+    Shard,
+    VideoInput,
+    input_kind,
+    inputs_digest,
+    list_inputs,
+)
 from monitor.offline.journal import STATUS_FAILED, STATUS_OK, Journal, VideoResult
 from monitor.offline.predictions import (
     NEUTRAL_SCORE,
@@ -54,6 +66,7 @@ from monitor.offline.report import (
     OutputPaths,
     Profile,
     ScoreSummary,
+    Track,
     count_fallbacks,
     errors,
     label_metrics,
@@ -192,13 +205,13 @@ class _Batcher:
         return results
 
 
-def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+def _progress_bar(total: int, initial: int, enabled: bool, unit: str = "video") -> Any:
     from tqdm import tqdm
 
     return tqdm(
         total=total,
         initial=initial,
-        unit="video",
+        unit=unit,
         desc="score",
         disable=not enabled,
         smoothing=0.05,
@@ -216,6 +229,7 @@ def _jobs(todo: Sequence[VideoInput], contract: Any, opts: ScoreOptions) -> list
             sampling=opts.sampling,
             hop_seconds=opts.hop_seconds,
             max_windows=opts.max_windows,
+            kind=v.kind,
         )
         for v in todo
     ]
@@ -284,6 +298,7 @@ def score_videos(
     """
     t_start = time.perf_counter()
     everything = list_inputs(data, opts.video_dir)
+    track = Track.of(input_kind(everything))
     inputs = opts.shard.select(everything)
     labels = read_labels(opts.labels) if opts.labels is not None else None
     paths = OutputPaths.beside(opts.out)
@@ -292,13 +307,14 @@ def score_videos(
     if backend is None:
         backend = load_backend(opts.model, opts.backend, opts.device)
     try:
-        run = _score_pending(inputs, backend, opts, paths)
+        run = _score_pending(inputs, backend, opts, paths, track)
+        head = backend.contract.output_names[2 if track.kind == INPUT_IMAGE else 0]
     finally:
         if own_backend:
             backend.close()
     whole = (len(everything), inputs_digest(everything))
     try:
-        return _write_outputs(run, labels, paths, opts, backend.name, t_start, whole)
+        return _write_outputs(run, labels, paths, opts, backend.name, t_start, whole, track, head)
     except (OutputError, OSError) as exc:
         why = str(exc) if isinstance(exc, OutputError) else os_reason(exc)
         raise OutputError(
@@ -308,11 +324,15 @@ def score_videos(
 
 
 def _score_pending(
-    inputs: list[VideoInput], backend: Backend, opts: ScoreOptions, paths: OutputPaths
+    inputs: list[VideoInput],
+    backend: Backend,
+    opts: ScoreOptions,
+    paths: OutputPaths,
+    track: Track,
 ) -> _Run:
     """Score the inputs the journal does not have yet, appending each batch to it."""
     contract = backend.contract
-    identity = {
+    identity: dict[str, Any] = {
         "inputs_sha256": inputs_digest(inputs),
         "inputs": len(inputs),
         "shard": str(opts.shard),
@@ -322,14 +342,17 @@ def _score_pending(
         "hop_seconds": opts.hop_seconds,
         "max_windows": opts.max_windows,
     }
+    if track.kind == INPUT_IMAGE:  # videos' journals keep the identity they always had
+        identity["track"] = track.kind
     with Journal.open(
         paths.journal, identity, resume=opts.resume, overwrite=opts.overwrite
     ) as journal:
         resumed = len(journal.results)
         todo = [v for v in inputs if v.index not in journal.results]
         logger.info(
-            "%d videos to score (%d done before), %d workers, backend %s, sampling %s",
+            "%d %ss to score (%d done before), %d workers, backend %s, sampling %s",
             len(todo),
+            track.noun,
             resumed,
             opts.workers,
             backend.name,
@@ -337,7 +360,7 @@ def _score_pending(
         )
         waited = [0.0]
         decode_s = first_s = 0.0
-        with _progress_bar(len(inputs), resumed, opts.progress) as bar:
+        with _progress_bar(len(inputs), resumed, opts.progress, track.noun) as bar:
             batcher = _Batcher(backend, journal, opts.batch_windows, bar)
             t_loop = time.perf_counter()
             stream = iter_extracted(_jobs(todo, contract, opts), opts.workers)
@@ -360,20 +383,23 @@ def _write_outputs(
     backend_name: str,
     t_start: float,
     whole: tuple[int, str],
+    track: Track,
+    head: str,
 ) -> ScoreSummary:
     """Predictions, errors and notes, window scores, metrics and the summary (last: a
     shard with a summary is complete), from the results. `whole` is the size and hash of
-    the whole input list, recorded so `merge` can check a set of shards."""
+    the whole input list, recorded so `merge` can check a set of shards; `track` the
+    name column and the head the predictions come from (`head`: its output name)."""
     results = run.results
-    rows = predictions(results, opts.aggregate, opts.neutral_score)
+    rows = predictions(results, opts.aggregate, opts.neutral_score, track.head)
     paths.summary.unlink(missing_ok=True)  # an earlier run's: it would vouch for this one
-    write_predictions(paths.predictions, rows)
+    write_predictions(paths.predictions, rows, track.column)
     write_errors(paths.errors, errors(results), opts.neutral_score, notes(results))
     if opts.windows_out is not None:
-        write_windows_csv(opts.windows_out, results)
+        write_windows_csv(opts.windows_out, results, track.column)
     metrics = None
     if labels is not None:
-        found = label_metrics(results, rows, labels, opts.aggregate)
+        found = label_metrics(results, rows, labels, opts.aggregate, track.head)
         if found is not None:
             metrics, curves = found
             write_metrics(paths, metrics, curves, f"ROC of {paths.predictions.name}")
@@ -401,7 +427,9 @@ def _write_outputs(
         metrics=metrics,
         inputs_total=whole[0],
         inputs_sha256=whole[1],
-        **count_fallbacks(results),
+        track=track.kind,
+        head=head,
+        **count_fallbacks(results, track.kind),
     )
     write_summary(paths, summary)
     return summary
