@@ -302,6 +302,7 @@ def export_fp16(
         tool_versions=fp32_manifest.tool_versions,
         created_utc=utc_now(),
         calibration=fp32_manifest.calibration,
+        provenance=fp32_manifest.provenance,
     )
     write_manifest(out, manifest)
     return manifest

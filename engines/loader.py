@@ -25,6 +25,7 @@ from engines.manifest import load_engine_manifest, load_onnx_manifest
 from monitor.backend import Backend
 from monitor.contract import InputContract
 from monitor.errors import BackendUnavailableError, ModelFormatError
+from monitor.models import DEFAULT_MODEL, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,9 @@ def _only(folder: Path, suffixes: tuple[str, ...]) -> Path | None:
 
 
 def find_artifacts(model_path: str | Path) -> Artifacts:
-    """Locate the plan, ONNX file and checkpoint that belong to `model_path`."""
+    """Locate the plan, ONNX file and checkpoint that belong to `model_path` (`default`:
+    the detector shipped in monitor/models/default/)."""
+    model_path = resolve_model(model_path)
     text = str(model_path)
     if text.startswith(TRITON_SCHEME):
         return Artifacts(triton_url=text)
@@ -88,6 +91,11 @@ def find_artifacts(model_path: str | Path) -> Artifacts:
                 f"({', '.join(PLAN_SUFFIXES)}), an ONNX file (.onnx) or a torch checkpoint "
                 f"({', '.join(CHECKPOINT_SUFFIXES)})"
             )
+    elif p == DEFAULT_MODEL:
+        raise ModelFormatError(
+            f"the shipped default model is missing ({p}): reinstall the package, rebuild it "
+            "with `make model`, or give a model with --model"
+        )
     else:
         raise ModelFormatError(f"{model_path}: no such model file or folder")
     if found.checkpoint is None and found.onnx is not None:

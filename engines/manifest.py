@@ -70,6 +70,13 @@ def _calibration(data: dict[str, Any], where: str) -> dict[str, Any] | None:
     return value
 
 
+def _provenance(data: dict[str, Any], where: str) -> dict[str, Any] | None:
+    value = data.get("provenance")
+    if value is not None and not isinstance(value, dict):
+        raise ModelFormatError(f"{where}: provenance must be a mapping")
+    return value
+
+
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -106,8 +113,17 @@ class OnnxManifest:
     tool_versions: dict[str, str] = field(default_factory=dict)  # torch, onnx, ...
     created_utc: str = ""
     calibration: dict[str, Any] | None = None  # `deepfake-monitor calibrate`'s settings
+    # Where the model came from (the data recipe and its checksum, the training recipe,
+    # the commands); written for the shipped default model (train/default_model.py).
+    provenance: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        d = self._fields()
+        if self.provenance is not None:  # absent, not null, when unknown
+            d["provenance"] = self.provenance
+        return d
+
+    def _fields(self) -> dict[str, Any]:
         return _with_calibration(
             self.calibration,
             {
@@ -150,6 +166,7 @@ class OnnxManifest:
                 tool_versions=dict(data.get("tool_versions") or {}),
                 created_utc=str(data.get("created_utc", "")),
                 calibration=_calibration(data, where),
+                provenance=_provenance(data, where),
             )
         except ContractError:
             raise

@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from monitor.live.config import load_config
     from monitor.live.service import Service, describe_streams
+    from monitor.models import describe_model, is_default
 
     cfg = load_config(args.config)  # ConfigError -> "error: ..." and exit 2 (monitor.cli)
     if args.shard is not None:
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"shard": str(Shard.parse(args.shard))})
     if args.check_config:
         model_line = check_model(cfg)  # ModelFormatError etc.: one line, exit 2
-        print(f"{args.config}: OK ({len(cfg.streams)} stream(s), model {cfg.model})")
+        print(f"{args.config}: OK ({len(cfg.streams)} stream(s), {describe_model(cfg.model)})")
         own = {s.id for s in cfg.own_streams()}
         for line, s in zip(describe_streams(cfg), cfg.streams, strict=True):
             mark = "" if cfg.shard == "0/1" else ("  [this shard]" if s.id in own else "")
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         sys.stdout.flush()
         return 0
+    if is_default(cfg.model):  # say so: the config did not name it
+        print(describe_model(cfg.model), file=sys.stderr, flush=True)
     asyncio.run(_serve(Service(cfg), args.table, args.duration))
     return 0
 

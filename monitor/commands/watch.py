@@ -24,7 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "sources", nargs="+", metavar="URL_OR_FILE", help="rtsp:// (or any PyAV URL) or a file"
     )
-    p.add_argument("--model", required=True, help="exported model (.onnx, engine or checkpoint)")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="exported model (.onnx, engine or checkpoint); default: the shipped detector",
+    )
     p.add_argument("--backend", default="auto", help="auto | onnxruntime | torch | tensorrt")
     p.add_argument(
         "--metrics-port", type=int, default=None, help="also serve /metrics on this port"
@@ -125,8 +129,11 @@ def build_config(args: argparse.Namespace) -> Any:
 
 async def watch(args: argparse.Namespace, backend: Any = None, cropper_factory: Any = None) -> int:
     from monitor.live.service import Service
+    from monitor.models import describe_model, is_default
 
     cfg = build_config(args)
+    if backend is None and is_default(cfg.model):  # say so: nothing named it
+        print(describe_model(cfg.model), file=sys.stderr, flush=True)
     service = Service(
         cfg,
         backend=backend,

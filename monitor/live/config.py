@@ -222,7 +222,11 @@ class StreamConfig(_Section):
 
 
 class MonitorConfig(_Section):
-    model: str = Field(min_length=1, description="exported model (.onnx / engine / checkpoint)")
+    model: str = Field(
+        "default",
+        min_length=1,
+        description="exported model (.onnx / engine / checkpoint); default: the shipped detector",
+    )
     backend: str = Field("auto", min_length=1, description="auto | onnxruntime | torch | tensorrt")
     max_streams: int = Field(64, ge=1, le=4096, description="streams one process accepts")
     ingest_workers: int = Field(
