@@ -1,14 +1,16 @@
 """Alert quality of a model at several false-alarm budgets, on calls built from a split.
 
     .venv/bin/python bench/calibration.py --model MODEL.onnx --data DATA_DIR \
-        [--split val] [--budgets 1,0.1,0.01] [--holdout 0.5] [--workers N]
+        [--split val] [--budgets 1,0.1,0.01] [--holdout 0.5] [--workers N] [--write 1]
 
 Scores the split's windows once, then for each budget runs `calibrate`'s choice on one
 part of the clips and reports, on the held-out part: false ALERTs and SUSPICIOUS per
 stream-hour, time to alert from the turn (median, p95), fake calls never alerted, and the
 stream-hours of real calls each figure rests on. A budget the split is too small to
 measure is reported as refused, with the hours it would need. Prints a markdown table for
-BENCHMARKS.md / MODEL_CARD.md.
+BENCHMARKS.md / MODEL_CARD.md. `--write B` also stores budget B's result in the model,
+exactly as `deepfake-monitor calibrate MODEL DATA --false-alerts-per-hour B` would (the
+same choice, from the one scoring pass).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from monitor.backend import load_backend  # noqa: E402
 from monitor.errors import DatasetError  # noqa: E402
 from monitor.live.state import StateParams  # noqa: E402
 from monitor.offline.scoring import default_workers  # noqa: E402
-from train.calibration import calibrate_clips  # noqa: E402
+from train.calibration import calibrate_clips, write_calibration  # noqa: E402
 from train.calibration.windows import score_clips  # noqa: E402
 from train.splits import load_split  # noqa: E402
 
@@ -42,6 +44,7 @@ def main() -> int:
     ap.add_argument("--budgets", default="1,0.1,0.01")
     ap.add_argument("--holdout", type=float, default=0.5)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--write", type=float, default=None, metavar="B", help="store budget B")
     args = ap.parse_args()
     backend = load_backend(args.model, "onnxruntime")
     index = load_split(args.data, args.split)
@@ -60,11 +63,20 @@ def main() -> int:
         "| time to alert median | p95 | fake calls never alerted | chosen |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    data = f"{Path(args.data).resolve().name}/{index.split} ({len(index)} clips)"
     for budget in (float(b) for b in args.budgets.split(",")):
         try:
             cal = calibrate_clips(
-                clips, StateParams(), budget, c.window_seconds, c.hop_seconds, args.holdout
+                clips,
+                StateParams(),
+                budget,
+                c.window_seconds,
+                c.hop_seconds,
+                args.holdout,
+                data=data,
             )
+            if args.write == budget:
+                print(f"(budget {budget:g} written to {write_calibration(Path(args.model), cal)})")
         except DatasetError as exc:
             print(f"| {budget:g} | refused: {exc} | | | | | | |")
             continue
