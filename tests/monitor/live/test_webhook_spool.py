@@ -65,13 +65,28 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, Path, int]]:
     yield cfg, events, hook_port
 
 
+STARTED: list[subprocess.Popen[bytes]] = []  # killed after each test, whatever failed
+
+
+@pytest.fixture(autouse=True)
+def _no_monitor_left_behind() -> Iterator[None]:
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def serve(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as fh:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "-v", "serve", "--config", str(cfg)],
             stdout=subprocess.DEVNULL,
             stderr=fh,
         )
+    STARTED.append(proc)
+    return proc
 
 
 def wait_for(pred: Any, timeout: float, what: str) -> None:
