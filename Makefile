@@ -31,8 +31,9 @@ format: venv
 test: venv system-deps check
 	$(PY) -m pytest
 
-# The demo needs the runtime and the clip generator only: no torch, so set-up stays short.
-demo: EXTRAS = runtime,synth
+# The demo needs the runtime, the clip generator and the face model's installer: no torch,
+# so set-up stays short.
+demo: EXTRAS = runtime,demo
 demo: venv demo-deps
 	$(PY) -m monitor.cli demo --dir $(DEMO_DIR) $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or refresh the virtual environment with the extras a make target needs.
-#   scripts/venv.sh PYTHON VENV EXTRAS      e.g. scripts/venv.sh python3.11 .venv runtime,synth
+#   scripts/venv.sh PYTHON VENV EXTRAS      e.g. scripts/venv.sh python3.11 .venv runtime,demo
 # The extras installed so far are recorded in VENV/.installed with pyproject.toml's
 # checksum; a request they already cover (same pyproject.toml) installs nothing, so
 # `make demo` after `make test` (or the other way round) only adds what is missing.
