@@ -73,9 +73,10 @@ def test_bad_keys_are_named_with_a_reason(patch: str, expected: str) -> None:
     assert str(err.value).startswith("monitor.yaml: invalid configuration")
 
 
-def test_missing_model_and_not_a_mapping(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"model: Field required"):
-        load_config(write(tmp_path, "backend: auto\n"))
+def test_no_model_means_the_shipped_one_and_not_a_mapping(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "backend: auto\n")).model == "default"
+    with pytest.raises(ConfigError, match=r"model: String should have at least 1 character"):
+        load_config(write(tmp_path, "model: ''\n"))
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         load_config(write(tmp_path, "- just\n- a list\n"))
     with pytest.raises(ConfigError, match="not valid YAML at line 2"):
