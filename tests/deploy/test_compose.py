@@ -2,10 +2,10 @@
 file it mounts from the repository exists, and its services are wired to each other.
 
 `docker-compose config` needs no Docker daemon (Debian's docker-compose package;
-scripts/system-deps.sh installs it). Two host folders are allowed to be missing, and only
-these two: the model folder and the camera-clip folder, which `make demo` creates
-(demo/model.onnx + model.onnx.json, demo/camera-real.mp4 + camera-fake.mp4) and which
-DEEPFAKE_MODEL_DIR and DEEPFAKE_DEMO_DIR move elsewhere.
+scripts/system-deps.sh installs it). One host folder is allowed to be missing, and only
+this one: the camera clips, which `make demo` writes (demo/camera-real.mp4 +
+camera-fake.mp4) and DEEPFAKE_DEMO_DIR moves elsewhere. The model folder defaults to the
+shipped model (monitor/models/default); DEEPFAKE_MODEL_DIR moves it.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ DEPLOY = REPO_ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 COMPOSE_DIR = DEPLOY / "compose"
 MONITORING = DEPLOY / "monitoring"
-ENV_FOLDERS = ("DEEPFAKE_MODEL_DIR", "DEEPFAKE_DEMO_DIR")  # documented, made by `make demo`
-MADE_BY_MAKE_DEMO = {REPO_ROOT / "demo"}  # their default: the only host paths allowed missing
+ENV_FOLDERS = ("DEEPFAKE_MODEL_DIR", "DEEPFAKE_DEMO_DIR")  # documented in compose.yaml
+MADE_BY_MAKE_DEMO = {REPO_ROOT / "demo"}  # the only host path allowed missing
 DEMO_CLIPS = {"camera-real.mp4", "camera-fake.mp4"}  # what `make demo` writes (monitor/demo)
 
 
@@ -103,7 +103,10 @@ def test_compose_file_is_valid_and_every_mounted_file_exists() -> None:
         for target, source in bind_mounts(service).items()
         if source in MADE_BY_MAKE_DEMO
     ]
-    assert sorted(allowed) == [("camera", "/demo"), ("monitor", "/models")]
+    assert sorted(allowed) == [("camera", "/demo")]
+    models = bind_mounts(config["services"]["monitor"])["/models"]
+    assert models == REPO_ROOT / "monitor" / "models" / "default"
+    assert (models / "model.onnx").is_file() and (models / "model.onnx.json").is_file()
 
 
 def test_a_deleted_mounted_file_is_reported(tmp_path: Path) -> None:
@@ -111,6 +114,7 @@ def test_a_deleted_mounted_file_is_reported(tmp_path: Path) -> None:
     shutil.copytree(DEPLOY, copy, ignore=shutil.ignore_patterns("k8s"))
     (copy / "monitoring" / "alertmanager" / "alertmanager.yaml").unlink()
     shutil.rmtree(copy / "monitoring" / "grafana" / "dashboards")
+    (tmp_path / "monitor" / "models" / "default").mkdir(parents=True)  # the model, beside it
     missing = missing_host_paths(compose_config(copy / "compose.yaml"), {tmp_path / "demo"})
     assert len(missing) == 2, missing
     assert any(m.startswith("alertmanager: ") and "alertmanager.yaml" in m for m in missing)
@@ -163,7 +167,8 @@ def test_the_monitor_scores_the_demo_cameras_with_the_mounted_model() -> None:
     assert config_file == COMPOSE_DIR / "monitor.yaml"
     cfg = load_config(config_file)
     assert Path(cfg.model).parent == Path("/models")
-    assert "${DEEPFAKE_MODEL_DIR:-../demo}:/models:ro" in _raw()["services"]["monitor"]["volumes"]
+    volumes = _raw()["services"]["monitor"]["volumes"]
+    assert "${DEEPFAKE_MODEL_DIR:-../monitor/models/default}:/models:ro" in volumes
     assert (
         f"127.0.0.1:{cfg.server.port}:{cfg.server.port}" in _raw()["services"]["monitor"]["ports"]
     )
