@@ -69,3 +69,16 @@ class IngestChain:
 
     async def run(self) -> None:
         await self.crop.run()
+
+    def release(self) -> None:
+        """The stream was removed (its sink closed, its crop task cancelled): drop the media
+        the chain still holds, and the links that make its parts, and the owner whose
+        callbacks it was given, one reference cycle - so that reference counting frees
+        them now. Otherwise a removed stream's decoded frames wait for a full cyclic
+        garbage collection, which a process holding a model and its libraries runs rarely."""
+        self.buffers.listener = None
+        self.buffers.on_drop = None
+        self.buffers.video.reset()
+        self.windower.on_end = None
+        self.crop.on_drop = None
+        self.crop.clear()

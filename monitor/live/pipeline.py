@@ -307,10 +307,14 @@ class Pipeline:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
-            now = time.monotonic()
-            for rt in list(self.streams.values()):
-                rt.tick(now)
-            self.metrics.scorer_queue.set(self.scorer.pending)
+            self._tick(time.monotonic())
+
+    def _tick(self, now: float) -> None:
+        # a function of its own: a loop variable in the loop above would keep the last
+        # stream's runtime (and its buffers) alive after the stream is removed
+        for rt in list(self.streams.values()):
+            rt.tick(now)
+        self.metrics.scorer_queue.set(self.scorer.pending)
 
     # -- StreamRegistry ------------------------------------------------------------------
 
@@ -352,6 +356,8 @@ class Pipeline:
             rt.ingest.buffers.close("removed")
         for task in list(rt.tasks):
             task.cancel()
+        if rt.ingest is not None:
+            rt.ingest.release()  # frees the stream's frames now, not at a full GC
         self.scorer.discard_stream(sid)
         self.metrics.remove_stream(sid)
         if rt.timeline is not None:

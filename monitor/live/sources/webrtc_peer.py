@@ -81,6 +81,7 @@ async def close_peer_connection(pc: RTCPeerConnection, stream_id: str) -> None:
     and stops nothing after that point)."""
     try:
         await asyncio.wait_for(pc.close(), CLOSE_TIMEOUT_S)
+        drop_transport_listeners(pc)
         return
     except Exception as exc:  # see the docstring: any error here must not leak the peer
         logger.warning("stream %s: closing the peer connection failed: %r", stream_id, exc)
@@ -94,6 +95,19 @@ async def close_peer_connection(pc: RTCPeerConnection, stream_id: str) -> None:
             except Exception as exc:
                 logger.debug("stream %s: forced stop of %r: %r", stream_id, transport, exc)
     pc.remove_all_listeners()
+    drop_transport_listeners(pc)
+
+
+def drop_transport_listeners(pc: RTCPeerConnection) -> None:
+    """Remove the state listeners a closed connection leaves on its DTLS transports.
+
+    aiortc's `close()` removes the connection's own listeners but not those it put on its
+    transports, which point back at it: a reference cycle that keeps the whole closed
+    connection (receivers, jitter buffers, rate estimators, ...) until a full cyclic
+    garbage collection. Without them reference counting frees it at once."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.receiver.transport is not None:
+            transceiver.receiver.transport.remove_all_listeners()
 
 
 class PeerSession:

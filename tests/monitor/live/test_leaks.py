@@ -1,0 +1,152 @@
+"""Callers that join and leave leave nothing behind.
+
+A real aiortc caller joins through the real WebRTC routes into the real Pipeline (toy
+ONNX detector, face crops, scoring) and hangs up, again and again. With the cyclic
+garbage collector switched off, so that anything held only by a reference cycle stays
+(and fails the test) instead of waiting for a full collection: every stream's runtime,
+buffers, peer session and aiortc connection is freed as the caller leaves, the pipeline
+and the WebRTC server hold no entry for it, /metrics has no series of it, and the number
+of tasks comes back to where it was, that of threads too (give or take a pool's lazily
+started worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from aiohttp import ClientSession, web
+
+from monitor.live.crops import to_rgb
+from tests.support.live_media import REAL, toy_model, write_clip
+from tests.support.webrtc_peers import join, player_pc, wait_until
+
+CALLS = 4  # after a first one that starts the pools and threads the process keeps
+WINDOWS_PER_CALL = 2  # scored windows: the caller's frames were decoded, kept and cropped
+THREAD_SLACK = 2  # thread pools grow lazily (a second concurrent job); a leak grows per call
+TASK_DIR = Path("/proc/self/task")
+
+pytestmark = pytest.mark.skipif(not TASK_DIR.is_dir(), reason="counts threads in /proc")
+
+
+def os_threads() -> int:
+    """Threads of this process, native ones included (swscale, codecs, onnxruntime)."""
+    return len(os.listdir(TASK_DIR))
+
+
+def test_converting_a_frame_leaves_no_thread_behind(tmp_path: Path) -> None:
+    # PyAV's own frame.to_ndarray(format="rgb24") starts swscale worker threads that live
+    # as long as the frame: a stream's buffers holding frames would hold threads too
+    clip = write_clip(tmp_path / "clip.mp4", seconds=1.0, **REAL)
+    with av.open(str(clip)) as container:
+        frames = list(container.decode(video=0))
+    before = os_threads()
+    rgbs = [to_rgb(frame) for frame in frames]
+    assert os_threads() == before  # the frames are all still alive here
+    assert rgbs[0].dtype == np.uint8 and rgbs[0].shape == (frames[0].height, frames[0].width, 3)
+    assert np.array_equal(rgbs[-1], frames[-1].to_ndarray(format="rgb24"))
+
+
+@pytest.mark.slow
+def test_callers_joining_and_leaving_leave_nothing_behind(tmp_path: Path) -> None:
+    from monitor.backend import load_backend
+    from monitor.live.config import MonitorConfig
+    from monitor.live.pipeline import Pipeline
+    from monitor.live.sources.webrtc import WEBRTC_SERVER, WebRTCConfig, add_webrtc_routes
+
+    clip = write_clip(tmp_path / "caller.mp4", seconds=20.0, **REAL)
+    cfg = MonitorConfig.model_validate({"model": str(toy_model(tmp_path / "model"))})
+    backend = load_backend(cfg.model, "onnxruntime")
+
+    async def scenario() -> None:
+        pipeline = Pipeline(backend, cfg)
+        await pipeline.start()
+        app = web.Application()
+        add_webrtc_routes(app, pipeline, WebRTCConfig())  # type: ignore[arg-type]
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        server = app[WEBRTC_SERVER]
+        baseline: dict[str, int] = {}
+        try:
+            async with ClientSession() as http:
+                for call in range(CALLS + 1):
+                    pc, player = player_pc(clip)
+                    sid = await join(http, base, pc, name=f"call{call}")
+                    rt = pipeline.streams[sid]
+                    await wait_until(
+                        lambda rt=rt: rt.windows_scored >= WINDOWS_PER_CALL,  # type: ignore[misc]
+                        30,
+                        f"{WINDOWS_PER_CALL} windows of {sid} scored",
+                    )
+                    assert rt.ingest is not None
+                    session = server.peers[sid]
+                    kept: dict[str, weakref.ref[Any]] = {
+                        "StreamRuntime": weakref.ref(rt),
+                        "StreamBuffers": weakref.ref(rt.ingest.buffers),
+                        "PeerSession": weakref.ref(session),
+                        "RTCPeerConnection": weakref.ref(session.pc),
+                    }
+                    del rt, session
+                    await pc.close()  # hang up: RTCP BYE
+                    for track in (player.audio, player.video):
+                        if track is not None:
+                            track.stop()  # and the caller's own file reader thread
+                    del pc, player
+                    await wait_until(lambda sid=sid: sid not in pipeline.streams, 15, "removal")
+
+                    if call == 0:  # pools, the scorer and the backend's threads are up now
+                        gc.collect()
+                        gc.disable()  # from here on only reference counting frees anything
+                        baseline["threads"] = os_threads()
+                        baseline["tasks"] = len(asyncio.all_tasks())
+                        continue
+
+                    def alive(kept: dict[str, weakref.ref[Any]] = kept) -> list[str]:
+                        return [name for name, ref in kept.items() if ref() is not None]
+
+                    # cancelled tasks and stopping threads get a moment to finish
+                    assert await settled(lambda: not alive()), f"{sid} kept: {alive()}"
+                    assert await settled(lambda: len(asyncio.all_tasks()) <= baseline["tasks"]), (
+                        asyncio.all_tasks()
+                    )
+                    assert await settled(
+                        lambda: os_threads() <= baseline["threads"] + THREAD_SLACK
+                    ), (
+                        os_threads(),
+                        baseline,
+                    )
+                    assert sid not in pipeline.streams and server.peers == {}
+                    assert pipeline.scorer.pending == 0
+                    assert sid not in pipeline.metrics.exposition().decode()
+                    assert pipeline.status(sid) is None
+        finally:
+            gc.enable()
+            await runner.cleanup()
+            await pipeline.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gc.enable()
+        backend.close()
+
+
+async def settled(done: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    """Whether `done()` holds within `timeout_s` (polled on the loop)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
