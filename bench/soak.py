@@ -1,14 +1,15 @@
 """Soak: looping RTSP cameras and WebRTC callers joining and leaving, for a long while.
 
-    .venv/bin/python bench/soak.py [--minutes 30] [--cameras 3] [--sample-s 10]
+    .venv/bin/python bench/soak.py [--minutes 30] [--cameras 3] [--sample-s 10] [--samples CSV]
 
 Runs `deepfake-monitor serve` (the toy detector, CPU) on real GStreamer RTSP cameras and
 aiortc callers that join and leave through `/offer`, with the event log and a webhook
 receiver, and samples the service's RSS, open files and threads. Reports the growth
-after warm-up (MB per hour, from a least-squares line), events logged against events
-delivered to the webhook (lost), and tracebacks / errors in the service's log. Needs
-Debian's GStreamer RTSP server (scripts/system-deps.sh). Prints a markdown table for
-BENCHMARKS.md.
+after warm-up (MB per hour, from a least-squares line; also over each half of that time:
+a leak grows at the same rate in both, an allocator settling slows down), events logged
+against events delivered to the webhook (lost), and tracebacks / errors in the
+service's log. Needs Debian's GStreamer RTSP server (scripts/system-deps.sh). Prints a
+markdown table for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def main() -> int:
     ap.add_argument("--cameras", type=int, default=3)
     ap.add_argument("--sample-s", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=Path, help="also write every sample here (CSV)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     total_s = args.minutes * 60.0
@@ -121,7 +123,7 @@ def main() -> int:
         except OSError:
             time.sleep(0.5)
     t0 = time.monotonic()
-    samples: list[tuple[float, float, int, int]] = []
+    samples: list[tuple[float, float, int, int, int]] = []
     callers: list[tuple[subprocess.Popen[bytes], float]] = []
     joined = 0
     next_join = t0 + 20.0
@@ -143,7 +145,7 @@ def main() -> int:
                     proc.wait(timeout=10)
                     callers.remove((proc, leave_at))
             rss, fds, threads = proc_stats(serve.pid)
-            samples.append((now - t0, rss, fds, threads))
+            samples.append((now - t0, rss, fds, threads, joined))
             time.sleep(args.sample_s)
     finally:
         for proc, _ in callers:
@@ -154,9 +156,16 @@ def main() -> int:
             cam.stop()
         time.sleep(2.0)
     t = np.array([s[0] for s in samples])
-    rss = np.array([s[1] for s in samples])
+    rss_mb = np.array([s[1] for s in samples])
     after = t >= min(WARM_UP_S, t[-1] / 2)
-    slope_mb_h = float(np.polyfit(t[after], rss[after], 1)[0] * 3600.0) if after.sum() > 2 else 0.0
+    slope_mb_h = growth_mb_h(t[after], rss_mb[after])
+    half = t[after][0] + (t[-1] - t[after][0]) / 2.0 if after.any() else t[-1]
+    first, second = after & (t < half), t >= half
+    if args.samples is not None:
+        with args.samples.open("w") as fh:
+            fh.write("t_s,rss_mb,open_files,threads,callers_joined\n")
+            for row in samples:
+                fh.write(f"{row[0]:.1f},{row[1]:.1f},{row[2]},{row[3]},{row[4]}\n")
     logged = (
         [json.loads(x)["id"] for x in events.read_text().splitlines()] if events.exists() else []
     )
@@ -169,8 +178,13 @@ def main() -> int:
     warm = [s for s, a in zip(samples, after, strict=True) if a]
     logs = (text.count("Traceback"), text.count(" ERROR "))
     rows = [
-        ("RSS at warm-up end / at the end", f"{rss[after][0]:.0f} MB / {rss[-1]:.0f} MB"),
+        ("RSS at warm-up end / at the end", f"{rss_mb[after][0]:.0f} MB / {rss_mb[-1]:.0f} MB"),
         ("RSS growth after warm-up (least squares)", f"{slope_mb_h:+.1f} MB/hour"),
+        (
+            "RSS growth, first / second half of that",
+            f"{growth_mb_h(t[first], rss_mb[first]):+.1f} / "
+            f"{growth_mb_h(t[second], rss_mb[second]):+.1f} MB/hour",
+        ),
         (
             "open files min-max after warm-up",
             f"{min(s[2] for s in warm)}-{max(s[2] for s in warm)}",
@@ -185,6 +199,11 @@ def main() -> int:
         print(f"| {name} | {value} |")
     print(f"(work folder: {work})")
     return 0
+
+
+def growth_mb_h(t: np.ndarray, rss_mb: np.ndarray) -> float:
+    """The least-squares slope of RSS (MB) over time (s), in MB per hour (0 if too few)."""
+    return float(np.polyfit(t, rss_mb, 1)[0] * 3600.0) if len(t) > 2 else 0.0
 
 
 if __name__ == "__main__":
