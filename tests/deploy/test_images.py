@@ -162,6 +162,8 @@ def test_image_runs_serve_as_non_root_with_writes_only_to_volumes(dockerfile: Pa
     volumes = json.loads(_last(dockerfile, "VOLUME"))
     assert {STATE, "/tmp"} <= set(volumes)
     assert _env(dockerfile)["HOME"] == "/tmp"  # caches of libraries land on the tmpfs
+    # few malloc arenas: threads that come and go (WebRTC callers) do not pile up freed memory
+    assert 1 <= int(_env(dockerfile)["MALLOC_ARENA_MAX"]) <= 4
 
     cfg = load_config(_copied_config(dockerfile))
     written = [
