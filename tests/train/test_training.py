@@ -692,6 +692,14 @@ def test_default_model_sees_highpass_residuals_and_demo_keeps_rgb() -> None:
     assert ModelConfig.from_dict(old).fusion_dropout is None
 
 
+def test_the_voices_recipe_is_the_default_one_with_delivery_augmentation_only() -> None:
+    # MODEL_CARD compares the two: any other difference would confound the comparison
+    default, voices = load_config("default"), load_config("voices")
+    assert voices.augment.audio_delivery_prob == 0.3 and default.augment.audio_delivery_prob == 0
+    augment = voices.augment.model_copy(update={"audio_delivery_prob": 0.0})
+    assert voices.model_copy(update={"augment": augment}) == default
+
+
 def test_recipes_load_by_name_or_by_path_and_an_unknown_name_lists_them(tmp_path: Path) -> None:
     from train.config import recipe_names
 
