@@ -95,6 +95,11 @@ class StreamRuntime:
         tdir = pipeline.cfg.timeline.dir
         self.timeline = TimelineWriter(tdir / f"{stream_id}.csv") if tdir is not None else None
 
+    @property
+    def frames_seen(self) -> int:
+        """Video frames received so far, as of the last housekeeping tick."""
+        return self._frames_seen
+
     # -- ingest (local streams) ----------------------------------------------------------
 
     def attach_ingest(self, cropper: Cropper, executor: ThreadPoolExecutor) -> StreamBuffers:
