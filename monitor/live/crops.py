@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -160,4 +161,5 @@ class CropStage:
             has_audio=raw.has_audio,
             has_video=raw.has_video,
             ready_at=raw.ready_at,
+            cropped_at=time.monotonic(),
         )

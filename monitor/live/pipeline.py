@@ -189,6 +189,9 @@ class StreamRuntime:
             self.state.levels(),
             result.latency_s,
         )
+        stages = result.stage_s()
+        if stages is not None:
+            self.metrics.stages(stages)
         return change
 
     def tick(self, now: float) -> None:

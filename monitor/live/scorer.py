@@ -41,11 +41,23 @@ class ScoredWindow:
     visual: float
     scored_at: float  # monotonic
     sync: float | None = None  # P(voice and mouth out of step); None: the model has no sync
+    batch_at: float | None = None  # monotonic start of the backend call that scored it
 
     @property
     def latency_s(self) -> float:
         """Window complete -> score available."""
         return self.scored_at - self.window.ready_at
+
+    def stage_s(self) -> dict[str, float] | None:
+        """`latency_s` split into crop, batch_wait and inference (None: a stage untimed)."""
+        cropped, batch = self.window.cropped_at, self.batch_at
+        if cropped is None or batch is None:
+            return None
+        return {
+            "crop": cropped - self.window.ready_at,
+            "batch_wait": batch - cropped,
+            "inference": self.scored_at - batch,
+        }
 
 
 @dataclass(frozen=True)
@@ -170,7 +182,7 @@ class Scorer:
                 for i, window in enumerate(batch):
                     fused, a, v = scores.row(i)
                     self.windows_scored += 1
-                    scored = ScoredWindow(window, fused, a, v, done, scores.sync_at(i))
+                    scored = ScoredWindow(window, fused, a, v, done, scores.sync_at(i), batch_at=t0)
                     try:
                         self.on_result(scored)
                     except Exception:  # per-stream boundary: other streams keep scoring

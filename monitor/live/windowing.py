@@ -63,6 +63,7 @@ class Window:
     has_audio: bool
     has_video: bool
     ready_at: float  # monotonic (CLOCK_MONOTONIC is system-wide on Linux)
+    cropped_at: float | None = None  # monotonic time its crops were done (None: not timed)
 
     @property
     def face_fraction(self) -> float:

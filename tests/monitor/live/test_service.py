@@ -169,7 +169,15 @@ def test_service_scores_streams_and_survives_bad_ones(
     assert metric(m, "deepfake_windows_dropped_total", stream="real", stage="scorer") == 0.0
     assert (metric(m, "deepfake_source_stalls_total", stream="stalled") or 0) >= 1
     assert (metric(m, "deepfake_source_reconnects_total", stream="stalled") or 0) >= 1
-    assert (metric(m, "deepfake_window_latency_seconds_count") or 0) >= 16
+    n_lat = metric(m, "deepfake_window_latency_seconds_count") or 0
+    assert n_lat >= 16
+    # the latency split by stage: every scored window timed in each, and the stages add up
+    stage_sum = 0.0
+    for stage in ("crop", "batch_wait", "inference"):
+        assert metric(m, "deepfake_window_stage_seconds_count", stage=stage) == n_lat, stage
+        stage_sum += metric(m, "deepfake_window_stage_seconds_sum", stage=stage) or 0.0
+    lat_sum = metric(m, "deepfake_window_latency_seconds_sum") or 0.0
+    assert stage_sum == pytest.approx(lat_sum, rel=1e-6)
     assert metric(m, "deepfake_backend_ready") == 1.0
     assert metric(m, "deepfake_streams") == 5.0
     # which modality raised the fake's ALERT: the same in the metric and in the event
