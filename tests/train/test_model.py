@@ -126,6 +126,79 @@ def test_frontend_stays_fp32_under_autocast() -> None:
     assert torch.equal(mixed, fe(x))
 
 
+def _reference_phase(x: torch.Tensor, fe: LogMelFrontend) -> torch.Tensor:
+    """The band phase deviation [B, 2, M, T-1] from torch.stft's complex output."""
+    window = torch.hann_window(fe.n_fft, periodic=True, dtype=torch.float64)
+    spec = torch.stft(
+        x.double(), fe.n_fft, fe.hop_length, window=window, center=True, return_complex=True
+    )
+    k = torch.arange(fe.n_freq, dtype=torch.float64)
+    rotate = torch.exp(-2j * math.pi * k * fe.hop_length / fe.n_fft)[:, None]
+    p = spec[..., 1:] * spec[..., :-1].conj() * rotate
+    fb = fe.fbank_t.double()
+    band = torch.matmul(fb.to(torch.complex128), p) / torch.matmul(fb, p.abs())
+    return torch.stack([band.real, band.imag], dim=1)
+
+
+def test_phase_advance_matches_the_complex_stft() -> None:
+    fe = LogMelFrontend()
+    x = torch.stack([speech_like(1.0, seed=5), speech_like(1.0, seed=6, level=0.05)])
+    db, phase = fe.mel_and_phase(x)
+    assert db.shape == (2, 128, 101) and phase.shape == (2, 2, 128, 101)
+    assert float((db - fe(x)).abs().max()) == 0.0  # the same log-mel as forward()
+    assert torch.equal(phase[..., 0], phase[..., 1])  # the first frame repeats the second
+    ref = _reference_phase(x, fe)
+    loud = torch.matmul(fe.fbank_t, fe.power(x))[..., 1:] > 1e-3  # bands with energy
+    assert loud.float().mean() > 0.5
+    diff = (phase[..., 1:] - ref.float()).abs().amax(dim=1)[loud]
+    assert float(diff.max()) < 1e-3, float(diff.max())
+    assert float(phase.abs().max()) <= 1.0 + 1e-5
+
+
+def test_phase_advance_is_steady_for_a_steady_tone_and_follows_its_frequency() -> None:
+    # A steady tone advances by the same angle every frame, so its band's feature is
+    # constant in time and moves with the tone's offset from the bin; a tone whose phase
+    # jumps at random every 10 ms (what a frame-by-frame resynthesis can do) is not steady.
+    fe = LogMelFrontend()
+    t = torch.arange(SR, dtype=torch.float64) / SR
+    f0 = 64 * SR / fe.n_fft  # 2 kHz, a bin centre
+
+    def band_angle(x: torch.Tensor) -> torch.Tensor:
+        _, phase = fe.mel_and_phase(x.float().unsqueeze(0))
+        band = int(torch.matmul(fe.fbank_t, fe.power(x.float()[None]))[0, :, 50].argmax())
+        return torch.atan2(phase[0, 1, band, 10:-10], phase[0, 0, band, 10:-10])
+
+    steady = band_angle(0.5 * torch.sin(2 * math.pi * f0 * t))
+    shifted = band_angle(0.5 * torch.sin(2 * math.pi * (f0 + 10.0) * t))
+    g = torch.Generator().manual_seed(0)
+    jumps = torch.repeat_interleave(2 * math.pi * torch.rand(100, generator=g), 160).double()
+    jumpy = band_angle(0.5 * torch.sin(2 * math.pi * f0 * t + jumps))
+    assert float(steady.std()) < 0.01 and float(shifted.std()) < 0.01
+    assert abs(float(shifted.mean() - steady.mean())) > 0.3  # 10 Hz: 0.63 rad at the bin
+    assert float(jumpy.std()) > 0.2
+
+
+def test_audio_phase_feeds_three_channels_to_the_audio_cnn() -> None:
+    model = build_model(SMALL, TINY_CFG.replace(audio_phase=True)).eval()
+    first = next(m for m in model.audio_backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 3
+    audio, faces = random_batch(SMALL, 2, seed=4)
+    audio[0] = speech_like(SMALL.window_seconds, seed=4)
+    with torch.no_grad():
+        emb, _ = model.audio_features(audio)
+        fused, a, _ = model(audio, faces)
+    assert torch.isfinite(emb).all() and torch.isfinite(fused).all() and torch.isfinite(a).all()
+    # the same audio with each frame's phase changed and its magnitude kept gives another
+    # embedding: the phase channels reach the CNN
+    spec = torch.stft(audio[0], 512, 160, window=torch.hann_window(512), return_complex=True)
+    g = torch.Generator().manual_seed(0)
+    scrambled = spec.abs() * torch.exp(2j * math.pi * torch.rand(spec.shape, generator=g))
+    other = torch.istft(scrambled, 512, 160, window=torch.hann_window(512), length=audio.shape[1])
+    with torch.no_grad():
+        emb2, _ = model.audio_features(torch.stack([other, audio[1]]))
+    assert float((emb2[0] - emb[0]).norm()) > 1e-3
+
+
 def test_spec_augment_masks_only_in_training() -> None:
     aug = SpecAugment(freq_masks=2, freq_mask_bins=8, time_masks=2, time_mask_frames=10)
     image = torch.randn(4, 32, 50) + 5.0
@@ -357,8 +430,12 @@ def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo=False is deprecated
-@pytest.mark.parametrize("highpass", [False, True], ids=["rgb", "rgb+highpass+mouth_box+or_fusion"])
-def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, highpass: bool) -> None:
+@pytest.mark.parametrize(
+    ("highpass", "phase"),
+    [(False, False), (True, False), (False, True)],
+    ids=["rgb", "rgb+highpass+mouth_box+or_fusion", "audio_phase"],
+)
+def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, highpass: bool, phase: bool) -> None:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     contract = InputContract()  # the real default shapes: 2 s, K=4, 112 px
@@ -367,6 +444,7 @@ def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, highpass: bool) -> N
         visual_highpass=highpass,
         mouth_box=MOUTH_BOX if highpass else None,
         fusion="or" if highpass else "mlp",
+        audio_phase=phase,
     )
     model, _ = _trained_once(contract, cfg)  # non-trivial batch-norm stats
     probs = model.export_module().eval()

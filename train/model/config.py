@@ -50,6 +50,9 @@ class ModelConfig:
     f_max: float = DEFAULT_F_MAX  # Hz, highest mel edge (<= sample_rate / 2)
     top_db: float | None = DEFAULT_TOP_DB  # dB kept below each window's peak; None = no floor
     mel_norm: str = "utterance"  # "utterance" (per-window mean/std), "fixed" or "none"
+    audio_phase: bool = False  # also feed each mel band's phase advance between frames (its
+    # deviation from the band's own frequency, as cos and sin): two more channels of the
+    # audio image, the phase a magnitude spectrogram drops (LogMelFrontend.mel_and_phase)
     # --- backbones (timm, always built with pretrained=False) ---
     audio_backbone: str = "resnet18"  # timm CNN on the 1-channel log-mel image
     audio_backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model args

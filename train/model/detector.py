@@ -118,14 +118,15 @@ class Detector(nn.Module):
             cfg.time_masks if on else 0,
             cfg.time_mask_frames,
         )
+        in_chans = 3 if cfg.audio_phase else 1  # log-mel, then the phase's cos and sin
         self.audio_backbone = create_backbone(
             cfg.audio_backbone,
-            1,
+            in_chans,
             cfg.audio_backbone_kwargs,
             cfg.audio_weights if load_weights else None,
         )
         n_frames = self.frontend.num_frames(contract.window_samples)
-        a_channels = self._probe_audio(cfg.n_mels, n_frames)
+        a_channels = self._probe_audio(in_chans, cfg.n_mels, n_frames)
         crop_times = frame_times(0.0, contract)
         self.register_buffer(
             "instants",
@@ -206,11 +207,11 @@ class Detector(nn.Module):
                 nn.Linear(cfg.fusion_hidden, 1),
             )
 
-    def _probe_audio(self, n_mels: int, n_frames: int) -> int:
+    def _probe_audio(self, in_chans: int, n_mels: int, n_frames: int) -> int:
         """Channels of the audio feature map, from one dummy forward."""
         with torch.no_grad():
             was = self.audio_backbone.training
-            fmap = self.audio_backbone.eval()(torch.zeros(1, 1, n_mels, n_frames))
+            fmap = self.audio_backbone.eval()(torch.zeros(1, in_chans, n_mels, n_frames))
             self.audio_backbone.train(was)
         if fmap.ndim != 4:
             raise ConfigError(
@@ -233,8 +234,14 @@ class Detector(nn.Module):
 
     def audio_features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(audio embedding [B, audio_dim], audio at each crop instant [B, K, sync_dim])."""
-        mel = self.mel_norm(self.frontend(self.gain(audio)))  # [B, M, T]
-        fmap = self.audio_backbone(self.spec_augment(mel).unsqueeze(1))  # [B, C, F', T']
+        if self.config.audio_phase:
+            db, phase = self.frontend.mel_and_phase(self.gain(audio))
+            mel = self.mel_norm(db)  # [B, M, T]
+            image = torch.cat([mel.unsqueeze(1), phase.to(mel.dtype)], dim=1)  # [B, 3, M, T]
+        else:
+            mel = self.mel_norm(self.frontend(self.gain(audio)))  # [B, M, T]
+            image = mel.unsqueeze(1)
+        fmap = self.audio_backbone(self.spec_augment(image))  # [B, C, F', T']
         embedding = self.audio_proj(mean_max(fmap.mean(dim=2), dim=2))
         frames = self.sync_audio(mel)  # [B, sc, T]
         at_crops = torch.matmul(frames, self.instants).transpose(1, 2)  # [B, K, sc]

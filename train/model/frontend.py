@@ -36,6 +36,7 @@ DEFAULT_F_MAX = 8_000.0  # Hz, Nyquist at 16 kHz
 DEFAULT_TOP_DB = 80.0  # dB below each window's loudest bin that are kept
 AMIN = 1e-10  # power floor before log10 (= -100 dB), as AmplitudeToDB's default
 MEL_NORM_MODES = ("utterance", "fixed", "none")
+PHASE_FLOOR = 1e-8  # added to a band's |X_t|·|X_{t-1}| sum: a silent band's phase reads 0
 UTTERANCE_STD_FLOOR_DB = 1.0  # dB; a near-constant image (digital silence) is not blown up
 FIXED_NORM_OFFSET_DB = -40.0  # dB; "fixed" maps [offset - 40, offset + 40] dB to about [-1, 1]
 FIXED_NORM_SCALE_DB = 40.0  # dB
@@ -136,11 +137,15 @@ class LogMelFrontend(nn.Module):
         right = torch.index_select(tail, 1, self.right_idx)
         return torch.cat([left, audio, right], dim=1)
 
-    def power(self, audio: torch.Tensor) -> torch.Tensor:
-        """Power spectrogram [B, n_freq, frames], torch.stft(...).abs() ** 2."""
+    def spectrum(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real, imaginary) STFT, each [B, n_freq, frames], as torch.stft(...)."""
         x = self.reflect_pad(audio).unsqueeze(1)
         spec = nn.functional.conv1d(x, self.basis, stride=self.hop_length)
-        re, im = spec[:, : self.n_freq], spec[:, self.n_freq :]
+        return spec[:, : self.n_freq], spec[:, self.n_freq :]
+
+    def power(self, audio: torch.Tensor) -> torch.Tensor:
+        """Power spectrogram [B, n_freq, frames], torch.stft(...).abs() ** 2."""
+        re, im = self.spectrum(audio)
         return re * re + im * im
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
@@ -153,12 +158,44 @@ class LogMelFrontend(nn.Module):
         return self.log_mel(audio)
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
-        mel = torch.matmul(self.fbank_t, self.power(audio))
+        return self.to_db(torch.matmul(self.fbank_t, self.power(audio)))
+
+    def to_db(self, mel: torch.Tensor) -> torch.Tensor:
         db = 10.0 * torch.log10(torch.clamp(mel, min=AMIN))
         if self.top_db is not None:
             peak = db.amax(dim=(1, 2), keepdim=True)
             db = torch.maximum(db, peak - self.top_db)
         return db
+
+    def mel_and_phase(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-mel dB [B, n_mels, T], phase advance [B, 2, n_mels, T]) from one STFT.
+
+        The phase advance of bin k between frames t-1 and t is the angle of
+        X_t · conj(X_{t-1}); a steady sinusoid at the bin's centre advances by
+        2πk·hop/n_fft, so that advance is rotated away and what is left is the deviation:
+        where within the bin the partials sit and how steadily (vocoders and concatenative
+        synthesizers set phase their own way). Given as its cosine and sine (no atan2,
+        so every backend computes it), averaged over each mel band weighted by
+        |X_t|·|X_{t-1}|; the first frame repeats the second's. Runs in fp32."""
+        device = audio.device.type
+        if torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return self._mel_and_phase(audio.float())
+        return self._mel_and_phase(audio)
+
+    def _mel_and_phase(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        re, im = self.spectrum(audio)
+        db = self.to_db(torch.matmul(self.fbank_t, re * re + im * im))
+        pr = re[..., 1:] * re[..., :-1] + im[..., 1:] * im[..., :-1]
+        pi = im[..., 1:] * re[..., :-1] - re[..., 1:] * im[..., :-1]
+        k = torch.arange(self.n_freq, device=audio.device, dtype=audio.dtype)
+        advance = (2.0 * math.pi * self.hop_length / self.n_fft) * k
+        c, s = torch.cos(advance)[:, None], torch.sin(advance)[:, None]
+        dev_re = torch.matmul(self.fbank_t, pr * c + pi * s)
+        dev_im = torch.matmul(self.fbank_t, pi * c - pr * s)
+        weight = torch.matmul(self.fbank_t, torch.sqrt(pr * pr + pi * pi)) + PHASE_FLOOR
+        phase = torch.stack([dev_re / weight, dev_im / weight], dim=1)
+        return db, torch.cat([phase[..., :1], phase], dim=-1)
 
 
 class MelNorm(nn.Module):
@@ -218,16 +255,19 @@ class SpecAugment(nn.Module):
         return hit
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """[B, M, T], or [B, C, M, T] with one mask for all C channels of a window."""
         if not self.training:
             return image
-        b, m, t = image.shape
-        masked = torch.zeros_like(image, dtype=torch.bool)
+        b, m, t = image.shape[0], image.shape[-2], image.shape[-1]
+        masked = torch.zeros((b, m, t), dtype=torch.bool, device=image.device)
         if self.freq_masks and self.freq_mask_bins:
             f = self._masks(b, m, self.freq_masks, self.freq_mask_bins, image.device)
             masked |= f[:, :, None]
         if self.time_masks and self.time_mask_frames:
             tm = self._masks(b, t, self.time_masks, self.time_mask_frames, image.device)
             masked |= tm[:, None, :]
+        if image.ndim == 4:
+            masked = masked.unsqueeze(1)
         return image.masked_fill(masked, 0.0)
 
 
