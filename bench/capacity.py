@@ -193,6 +193,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="480p30,720p25")
     ap.add_argument("--step-s", type=float, default=40.0)
     ap.add_argument("--max-streams", type=int, default=16)
+    ap.add_argument("--min-streams", type=int, default=1, help="start here (assumed kept)")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="capacity-"))
@@ -202,7 +203,7 @@ def main() -> int:
         costs = stage_costs(clip, args.model)
         decode_only = cores * 1000.0 / costs["decode"]
         best, last = 0, {}
-        for n in range(1, args.max_streams + 1):
+        for n in range(args.min_streams, args.max_streams + 1):
             r = asyncio.run(run_streams(clip, args.model, n, args.step_s))
             ok = r["dropped"] == 0 and r["p99_s"] <= P99_LIMIT_S and r["fps"] >= 0.95 * fps
             print(

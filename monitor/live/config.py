@@ -94,6 +94,12 @@ class WindowConfig(_Section):
         None, gt=0, le=30, description="stride between windows (default: the model's)"
     )
     crop_workers: int = Field(2, ge=1, le=64, description="threads for RGB conversion + crops")
+    stagger: bool = Field(
+        True,
+        description="spread the streams' window closings over the hop (each stream's windows "
+        "shift by its own fraction of the hop after its first), so that streams opened "
+        "together do not hand the crop stage and the scorer their windows at one moment",
+    )
 
 
 class ScorerConfig(_Section):

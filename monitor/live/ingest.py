@@ -43,6 +43,7 @@ class IngestChain:
         on_window_dropped: Callable[[int], None],
         on_media_dropped: Callable[[str, int], None],
         on_end: Callable[[str], None],
+        offset_s: float = 0.0,
     ) -> None:
         self.buffers = StreamBuffers(
             stream_id,
@@ -55,7 +56,12 @@ class IngestChain:
             stream_id, contract, cropper, executor, submit=submit, on_drop=on_window_dropped
         )
         self.windower = Windower(
-            self.buffers, contract, self.crop.put, settings.hop_seconds, on_end=on_end
+            self.buffers,
+            contract,
+            self.crop.put,
+            settings.hop_seconds,
+            on_end=on_end,
+            offset_s=offset_s,
         )
 
     @property

@@ -36,6 +36,7 @@ class WorkerStream:
     url: str
     loop: bool = False  # files: start again at the end
     realtime: bool = True  # files: pace at the media's own rate
+    offset_s: float = 0.0  # window offset (windows.stagger)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class _RemoteStream:
             on_window_dropped=self._crop_dropped,
             on_media_dropped=self.media_dropped,
             on_end=self._ended,
+            offset_s=stream.offset_s,
         )
         source = make_source(
             stream.url,

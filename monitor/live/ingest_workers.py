@@ -25,7 +25,7 @@ from typing import Any
 
 from monitor.live.config import MonitorConfig, StreamConfig
 from monitor.live.ingest_process import WorkerSpec, WorkerStream, worker_main
-from monitor.live.pipeline import Pipeline, ingest_settings, retry_policy
+from monitor.live.pipeline import Pipeline, ingest_settings, retry_policy, window_offset
 from monitor.live.windowing import Window
 
 logger = logging.getLogger(__name__)
@@ -60,15 +60,19 @@ class IngestWorkers:
         self._loop = asyncio.get_running_loop()
         contract = self.pipeline.contract.to_dict()
         cfg = self.cfg
+        offsets = {}
         for s in streams:
             rt = self.pipeline.streams[self.pipeline.open_remote_stream(s.id)]
             rt.supervised = True
+            offsets[s.id] = window_offset(cfg, self.pipeline.contract, rt.slot)
         for index, group in enumerate(self.assign(streams)):
             ctl = self._ctx.Queue()
             spec = WorkerSpec(
                 index=index,
                 contract=contract,
-                streams=tuple(WorkerStream(s.id, s.url, s.loop, s.realtime) for s in group),
+                streams=tuple(
+                    WorkerStream(s.id, s.url, s.loop, s.realtime, offsets[s.id]) for s in group
+                ),
                 retry=retry_policy(cfg),
                 ingest=ingest_settings(cfg),
                 crop_workers=cfg.windows.crop_workers,

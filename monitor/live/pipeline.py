@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from monitor.backend import Backend, model_calibration
+from monitor.contract import InputContract
 from monitor.errors import ConfigError
 from monitor.live.buffers import StreamBuffers
 from monitor.live.config import MonitorConfig, effective_state
@@ -36,7 +37,7 @@ from monitor.live.sink import StreamStatus
 from monitor.live.sources import RetryPolicy, Source, SourceSupervisor, sanitize_stream_id
 from monitor.live.state import ALERT, DOWN, STARTING, StateChange, StreamState
 from monitor.live.timeline import TimelineRow, TimelineWriter
-from monitor.live.windowing import Window
+from monitor.live.windowing import Window, stagger_offset
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,14 @@ def ingest_settings(cfg: MonitorConfig) -> IngestSettings:
     )
 
 
+def window_offset(cfg: MonitorConfig, contract: InputContract, slot: int) -> float:
+    """The `slot`-th stream's window offset (`windows.stagger`; 0 when off)."""
+    if not cfg.windows.stagger:
+        return 0.0
+    hop = cfg.windows.hop_seconds or contract.hop_seconds
+    return stagger_offset(slot, hop, contract.window_seconds)
+
+
 def retry_policy(cfg: MonitorConfig) -> RetryPolicy:
     s = cfg.sources
     return RetryPolicy(
@@ -69,10 +78,11 @@ def retry_policy(cfg: MonitorConfig) -> RetryPolicy:
 class StreamRuntime:
     """Everything one stream owns; also the supervisor's `SourceEvents`."""
 
-    def __init__(self, pipeline: Pipeline, stream_id: str, kind: str) -> None:
+    def __init__(self, pipeline: Pipeline, stream_id: str, kind: str, slot: int = 0) -> None:
         self.pipeline = pipeline
         self.stream_id = stream_id
         self.kind = kind
+        self.slot = slot  # its place among the pipeline's streams: its window offset
         self.metrics: StreamMetrics = pipeline.metrics.stream(stream_id)
         self.state = StreamState(stream_id, pipeline.state_params)
         self.ingest: IngestChain | None = None  # None: ingested by a worker process
@@ -113,6 +123,7 @@ class StreamRuntime:
             on_window_dropped=lambda n: self.window_dropped("crop", n),
             on_media_dropped=self.media_dropped,
             on_end=self.on_close,
+            offset_s=window_offset(self.pipeline.cfg, self.pipeline.contract, self.slot),
         )
         return self.ingest.buffers
 
@@ -337,7 +348,9 @@ class Pipeline:
                 f"stream limit reached ({self.cfg.max_streams}); raise max_streams or "
                 "run another monitor process"
             )
-        rt = StreamRuntime(self, sid, kind)
+        used = {rt.slot for rt in self.streams.values()}
+        slot = next(i for i in range(len(used) + 1) if i not in used)  # the lowest free one
+        rt = StreamRuntime(self, sid, kind, slot)
         self.streams[sid] = rt
         rt.metrics.set_state(rt.state.state, rt.state.raised_by)
         logger.info("stream %s: opened (%s)", sid, kind)

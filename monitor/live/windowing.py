@@ -26,9 +26,17 @@ from monitor.windows import frame_times
 
 logger = logging.getLogger(__name__)
 
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # offsets k·GOLDEN mod 1 stay evenly spread for any k
 MAX_SKEW_S = 1.0  # emit a window once the leading track is this far past its end
 END_TOLERANCE_S = 0.25  # at end of stream, a window this close to complete is still emitted
 RESYNC_WINDOWS = 3  # jump ahead when this many windows behind the newest media
+
+
+def stagger_offset(slot: int, hop_s: float, window_s: float) -> float:
+    """The window offset of a pipeline's `slot`-th stream: a fraction of the hop, spread
+    evenly however many streams there are (0, 0.618, 0.236, 0.854, ... x hop). Capped
+    at the windows' overlap (window_s - hop_s), so that no media falls between windows."""
+    return (slot * GOLDEN) % 1.0 * min(hop_s, window_s - hop_s)
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ class Windower:
         emit: Callable[[RawWindow], None],
         hop_seconds: float | None = None,
         on_end: Callable[[str], None] | None = None,
+        offset_s: float = 0.0,
     ) -> None:
         self.buffers = buffers
         self.contract = contract
@@ -88,6 +97,13 @@ class Windower:
         self.hop = contract.hop_seconds if hop_seconds is None else hop_seconds
         if self.hop <= 0:
             raise ValueError(f"hop_seconds must be > 0, got {self.hop}")
+        if not 0.0 <= offset_s <= max(0.0, min(self.hop, contract.window_seconds - self.hop)):
+            raise ValueError(f"offset_s must be in [0, min(hop, window - hop)], got {offset_s}")
+        # The first window starts at the stream's first media; every later one starts
+        # offset_s later than the plain hop grid would put it (the second hop is longer,
+        # still within the first window's end, so no media is skipped), so that streams
+        # opened together close their windows at different moments.
+        self.offset_s = offset_s
         self.window_s = contract.window_seconds
         self._lookahead = math.ceil(self.window_s / self.hop) + 1
         self._next_start: float | None = None
@@ -136,7 +152,10 @@ class Windower:
 
     def _start_of(self, index: int) -> float:
         assert self._next_start is not None
-        return self._next_start + (index - self._index) * self.hop
+        start = self._next_start + (index - self._index) * self.hop
+        if self._index == 0 and index > 0:  # the second hop is offset_s longer
+            start += self.offset_s
+        return start
 
     def _announce(self) -> None:
         last = self._index + self._lookahead
@@ -168,7 +187,7 @@ class Windower:
                 logger.info(
                     "stream %s: %d windows behind, skipping ahead", self.buffers.stream_id, skip
                 )
-                self._next_start = start + skip * self.hop
+                self._next_start = self._start_of(self._index + skip)
                 self._index += skip
                 self._announced_until = self._index - 1
                 self._announce()
@@ -191,8 +210,8 @@ class Windower:
                 has_video=has_video,
                 ready_at=time.monotonic(),
             )
+            self._next_start = self._start_of(self._index + 1)
             self._index += 1
-            self._next_start = start + self.hop
             self.buffers.audio.release_before(self._next_start)
             self.buffers.video.release_before(self._next_start)
             self._announce()

@@ -159,6 +159,27 @@ def test_windower_skips_ahead_after_a_long_gap_and_restarts_on_discontinuity() -
     assert out[-1].start_s == pytest.approx(40.0) and out[-1].index == 0
 
 
+def test_windower_offset_shortens_the_second_hop_only_and_loses_no_media() -> None:
+    c = InputContract()  # 2 s windows, 1 s hop, K = 4
+    b = StreamBuffers("s1", audio_seconds=6.0)
+    out: list[RawWindow] = []
+    Windower(b, c, out.append, offset_s=0.25)
+    b.declare_tracks(True, True)
+    for kind, t, secs in av_pushes(6.2):
+        if kind == "a":
+            b.push_audio(ramp(t, secs), t)
+        else:
+            b.push_video(np.full((8, 8, 3), int(t * 10) % 256, np.uint8), t)
+    # the first window starts at the first media; later ones 0.25 s after the plain grid
+    assert [w.start_s for w in out] == pytest.approx([0.0, 1.25, 2.25, 3.25])
+    np.testing.assert_allclose(out[1].audio, ramp(1.25, 2.0), atol=1e-5)
+    # the frames wanted for the shifted windows were kept: each within half a frame
+    want = (1.5, 2.0, 2.5, 3.0)  # frame times of the window starting at 1.25 s
+    assert all(abs(f.t - t) <= 0.05 + 1e-9 for f, t in zip(out[1].frames, want, strict=True))
+    with pytest.raises(ValueError, match="offset_s"):  # past the overlap: media skipped
+        Windower(StreamBuffers("s2"), c, out.append, offset_s=1.01)
+
+
 class _Cropper:
     """Centre square resize + 'found' when the frame is not black."""
 

@@ -274,3 +274,54 @@ async def _until(pred: Any, timeout: float) -> None:
     while not pred():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("stagger", [True, False])
+def test_streams_opened_together_close_their_windows_at_different_moments(
+    tmp_path: Path, stagger: bool
+) -> None:
+    """windows.stagger: each stream's windows after the first shift by its own fraction of
+    the hop (slots 0, 1, 2 -> 0, 0.618, 0.236 of it), so the pipeline is not handed every
+    stream's window at once; a freed slot is given to the next stream; off: one grid."""
+    from monitor.backend import load_backend
+    from monitor.live.config import MonitorConfig
+    from monitor.live.pipeline import Pipeline
+    from monitor.live.sources import make_source
+    from tests.support.live_media import REAL, toy_model, write_clip
+
+    backend = load_backend(toy_model(tmp_path / "model"), "onnxruntime")
+    cfg = MonitorConfig.model_validate(
+        {"model": "x", "windows": {"stagger": stagger}, "webrtc": {"enabled": False}}
+    )
+    pipeline = Pipeline(backend, cfg)
+    clip = write_clip(tmp_path / "a.mp4", seconds=6.0, **REAL)
+    starts: dict[str, list[float]] = {}
+    on_result = pipeline.scorer.on_result
+
+    def record(r: ScoredWindow) -> None:
+        starts.setdefault(r.window.stream_id, []).append(r.window.start_s)
+        on_result(r)
+
+    pipeline.scorer.on_result = record
+    slots: dict[str, int] = {}
+
+    async def scenario() -> None:
+        await pipeline.start()
+        for sid in ("a", "b", "c"):
+            pipeline.add_source(sid, make_source(str(clip), realtime=False))
+        await _until(lambda: pipeline.sources_ended() and pipeline.idle(), 60)
+        slots.update({sid: rt.slot for sid, rt in pipeline.streams.items()})
+        pipeline.close_stream("b")
+        pipeline.add_source("d", make_source(str(clip), realtime=False))
+        slots["d"] = pipeline.streams["d"].slot
+        await pipeline.stop()
+
+    asyncio.run(scenario())
+    backend.close()
+    assert slots == {"a": 0, "b": 1, "c": 2, "d": 1}
+    hop = backend.contract.hop_seconds
+    for sid, offset in (("a", 0.0), ("b", 0.618), ("c", 0.236)):
+        got = sorted(starts[sid])
+        shift = offset * hop if stagger else 0.0
+        want = [0.0] + [j * hop + shift for j in range(1, len(got))]
+        assert len(got) >= 3 and got == pytest.approx(want, abs=0.01), (sid, got)

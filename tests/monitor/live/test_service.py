@@ -21,7 +21,7 @@ from monitor.live.service import Service
 from monitor.live.state import ALERT, CLEAR, DOWN, NO_AUDIO, NO_FACE
 from tests.support.live_media import FAKE, REAL, toy_model, write_clip
 
-CLIP_S = 5.0  # each clip gives 4 windows (2 s windows, 1 s hop)
+CLIP_S = 5.0  # 3-4 windows per clip (2 s windows, 1 s hop, the stream's window offset)
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +138,7 @@ def test_service_scores_streams_and_survives_bad_ones(
                     break
                 await asyncio.sleep(0.1)
             seen["states"] = {s.stream_id: s for s in p.statuses()}
+            seen["slots"] = {sid: rt.slot for sid, rt in p.streams.items()}
             seen["metrics"] = (await get(http, base + "/metrics"))[1]
             seen["streams"] = json.loads((await get(http, base + "/streams"))[1])
             p.close_stream("real")
@@ -156,7 +157,11 @@ def test_service_scores_streams_and_survives_bad_ones(
     assert st["dark"].state == NO_FACE and st["dark"].visual is None
     assert st["stalled"].state == DOWN
     for name in ("fake", "real", "mute", "dark"):
-        assert st[name].windows_scored == 4 and st[name].windows_dropped == 0, name
+        # windows in a 5 s file: at 0, 1, 2, 3 s for the first stream; the others' later
+        # windows shift by their window offset (windows.stagger), which can cost the last
+        want = 4 if seen["slots"][name] == 0 else (3, 4)
+        assert st[name].windows_scored in (want if isinstance(want, tuple) else (want,)), name
+        assert st[name].windows_dropped == 0, name
         assert st[name].latency_ms is not None and st[name].latency_ms < 2000
 
     m = seen["metrics"]
@@ -165,12 +170,12 @@ def test_service_scores_streams_and_survives_bad_ones(
     assert metric(m, "deepfake_score", stream="fake", head="fused") == pytest.approx(
         st["fake"].fused, abs=1e-6
     )
-    assert metric(m, "deepfake_windows_scored_total", stream="real") == 4.0
+    assert metric(m, "deepfake_windows_scored_total", stream="real") == st["real"].windows_scored
     assert metric(m, "deepfake_windows_dropped_total", stream="real", stage="scorer") == 0.0
     assert (metric(m, "deepfake_source_stalls_total", stream="stalled") or 0) >= 1
     assert (metric(m, "deepfake_source_reconnects_total", stream="stalled") or 0) >= 1
     n_lat = metric(m, "deepfake_window_latency_seconds_count") or 0
-    assert n_lat >= 16
+    assert n_lat == sum(st[name].windows_scored for name in ("fake", "real", "mute", "dark"))
     # the latency split by stage: every scored window timed in each, and the stages add up
     stage_sum = 0.0
     for stage in ("crop", "batch_wait", "inference"):

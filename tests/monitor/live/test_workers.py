@@ -20,7 +20,7 @@ def test_two_ingest_workers_feed_one_scorer(tmp_path: Path) -> None:
     streams = [
         {
             "id": name,
-            "url": str(write_clip(tmp_path / f"{name}.mp4", seconds=4.0, **look)),
+            "url": str(write_clip(tmp_path / f"{name}.mp4", seconds=5.0, **look)),
             "realtime": False,
         }
         for name, look in (("fake", FAKE), ("real", REAL))
@@ -57,8 +57,10 @@ def test_two_ingest_workers_feed_one_scorer(tmp_path: Path) -> None:
     asyncio.run(main())
     st = {s.stream_id: s for s in service.final_statuses}
     assert st["fake"].state == ALERT and st["real"].state == CLEAR
-    assert st["fake"].windows_scored == 3 and st["real"].windows_scored == 3
-    assert seen["received"] == 6
+    # 5 s clips: windows at 0, 1, 2, 3 s for the first stream; the second stream's window
+    # offset (windows.stagger, 0.618 s) reached its worker: 0, 1.618, 2.618 s
+    assert st["fake"].windows_scored == 4 and st["real"].windows_scored == 3
+    assert seen["received"] == 7
     procs = seen["procs"]
     assert isinstance(procs, list) and len(procs) == 2
     assert all(not p.is_alive() and p.exitcode == 0 for p in procs)  # stopped cleanly
