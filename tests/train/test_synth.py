@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
+from monitor.contract import CROPPER_CNN
 from monitor.errors import ConfigError, DatasetError
 from monitor.media.decode import MediaInfo, load_audio, probe, sample_frames
 from monitor.media.faces import (
@@ -24,6 +25,7 @@ from monitor.media.faces import (
     MIN_FACE_SIDE,
     MIN_NEIGHBORS,
     SCALE_FACTOR,
+    FaceCropper,
     load_cascade,
 )
 from train.synth import METHODS, generate_dataset
@@ -433,3 +435,46 @@ def test_mouth_follows_speech_and_desync_does_not() -> None:
     swapped = np.corrcoef(env, other.jaw_at(t))[0, 1]
     assert real > 0.6
     assert shifted < real - 0.3 and swapped < real - 0.3
+
+
+def _drawn_face_frame(seed: int) -> tuple[np.ndarray, int]:
+    """One generator face (every style drawn at random) at a call's size and framing: a
+    240p or 360p frame, face 28-40 % of its height, on a noisy wall, through JPEG 60."""
+    from train.synth.faces import render_sprites, sample_face_style
+
+    rng = np.random.default_rng(5000 + seed)
+    st = sample_face_style(rng)
+    h, w = (240, 320) if seed % 2 else (360, 480)
+    unit = float(rng.uniform(0.14, 0.2)) * h  # px per face unit; a face is about 2 units
+    light = (float(rng.uniform(-0.5, 0.5)), float(rng.uniform(-0.4, 0.2)))
+    bank = render_sprites(st, unit, light, seed=seed)
+    sprite = bank.sprite(float(rng.uniform(0.0, 0.6)), 1.0).astype(np.float32)
+    sh, sw = sprite.shape[:2]
+    wall = rng.normal(float(rng.uniform(60, 190)), 6, (h + 2 * sh, w + 2 * sw, 3))
+    canvas = np.clip(wall, 0, 255).astype(np.float32)
+    y0 = int(sh + h * 0.42 - bank.centre[1])
+    x0 = int(sw + w * 0.5 - bank.centre[0])
+    a = sprite[..., 3:4] / 255.0
+    patch = canvas[y0 : y0 + sh, x0 : x0 + sw]
+    canvas[y0 : y0 + sh, x0 : x0 + sw] = patch * (1 - a) + sprite[..., :3] * a
+    frame = np.ascontiguousarray(canvas[sh : sh + h, sw : sw + w]).astype(np.uint8)
+    _, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    return cv2.imdecode(jpeg, cv2.IMREAD_COLOR), st.hair_style  # RGB in, RGB out
+
+
+@pytest.mark.slow
+def test_drawn_faces_are_found_by_the_cnn_detector() -> None:
+    # The CNN cropper must find the generator's faces as it finds real ones (issue goal:
+    # 98 % of frames). Long hair used to hide the cheeks and wrap the chin like a hood,
+    # and hair of the skin's own colour blended into the face: 93 % of these frames, long
+    # hair 79 %, before the hair was drawn behind the neck, off the cheeks, with a contact
+    # shadow (the same 200 frames give 98.5 % now).
+    cropper = FaceCropper(cropper=CROPPER_CNN)
+    found: dict[int, list[bool]] = {}
+    for seed in range(200):
+        frame, style = _drawn_face_frame(seed)
+        found.setdefault(style, []).append(bool(cropper.find_faces(frame)))
+    rates = {style: float(np.mean(v)) for style, v in sorted(found.items())}
+    overall = float(np.mean([x for v in found.values() for x in v]))
+    assert overall >= 0.97, (overall, rates)
+    assert min(rates.values()) >= 0.93, rates

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 # Sprite canvas around the face, in face units (the origin is the face centre).
@@ -240,8 +241,6 @@ def _head_cover(cv: _Canvas, st: FaceStyle) -> np.ndarray:
 
 def _noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> np.ndarray:
     """Smooth zero-mean noise with features about `scale_px` pixels across."""
-    import cv2
-
     h, w = shape
     sh, sw = max(2, int(h / scale_px)), max(2, int(w / scale_px))
     small = rng.normal(0.0, 1.0, (sh, sw)).astype(np.float32)
@@ -269,12 +268,12 @@ def _render_base(
     torso = cv.full(body * (y > 1.45))
     cloth_shade = 0.75 + 0.25 * np.clip(1.0 - np.abs(x) / 1.6, 0, 1) + 0.08 * lx * x
     cv.paint(torso, np.array(st.clothing, np.float32)[None, None] * cloth_shade[..., None])
+    if st.hair_style == 1:  # long hair falls behind the head and neck onto the shoulders
+        back = cv.times(cv.ellipse(0.0, 0.25, st.width + 0.2, 1.3, soft=2.0), y < 1.6)
+        cv.paint(back, hair * 0.85)
     neck = np.clip(0.5 - (np.abs(x) - st.width * 0.45) * unit_px, 0, 1) * (y > 0.4) * (y < 1.75)
     cv.paint(cv.full(neck), skin * 0.78)
     cv.shade(cv.times(cv.ellipse(0.0, 1.62, 0.75, 0.12, soft=3.0), y > 1.45), 0.9)  # collar
-    if st.hair_style == 1:  # long hair falls behind the head and onto the shoulders
-        back = cv.times(cv.ellipse(0.0, 0.25, st.width + 0.2, 1.3, soft=2.0), y < 1.6)
-        cv.paint(back, hair * 0.85)
     for side in (-1.0, 1.0):  # ears, behind the head outline
         cv.paint(cv.ellipse(side * st.width * 0.98, 0.0, 0.1, 0.19), skin * 0.85)
     head = _head_cover(cv, st)
@@ -309,7 +308,7 @@ def _render_base(
     if st.beard > 0:
         grain = np.clip(0.7 + 0.3 * _noise(rng, x.shape, 0.03 * unit_px), 0, 1)
         region = np.clip((y - (MOUTH_Y - 0.25)) * 4.0, 0, 1) * head * grain * st.beard
-        cv.shade(cv.full(region), 0.55)
+        cv.shade(cv.full(region), 0.7)
     # Brows, always darker than the skin: the dark band over the eyes is what the Haar
     # cascade (and a human eye) reads as "eyes here".
     brow_colour = np.minimum(hair * 0.8, skin * 0.45)
@@ -337,9 +336,13 @@ def _render_base(
         if st.hair_style == 1:
             rows, cols, sides = cv.times(
                 cv.ellipse(0.0, 0.1, st.width + 0.12, 1.15, soft=2.0),
-                (np.abs(x) > st.width * 0.78) & (y < 0.9),
+                (np.abs(x) > st.width * 0.9) & (y < 0.35),  # temples, not cheeks or jaw
             )
             cover[rows, cols] = np.maximum(cover[rows, cols], sides)
+        # The hair's soft contact shadow on the forehead and temples: the edge that sets
+        # a face apart from hair of nearly its own colour, as in a photograph.
+        shadow = cv2.GaussianBlur(cover, (0, 0), max(1.0, 0.07 * unit_px))
+        cv.shade(cv.full(shadow * head), 0.6)
         strands = 0.9 + 0.1 * _noise(rng, x.shape, 0.06 * unit_px)
         cv.paint(cv.full(cover), hair[None, None] * strands[..., None])
     return cv, head
