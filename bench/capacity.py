@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import sys
@@ -22,6 +23,7 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -135,9 +137,12 @@ def stage_costs(clip: Path, model: str) -> dict[str, float]:
     }
 
 
-async def run_streams(clip: Path, model: str, n: int, step_s: float) -> dict[str, float]:
+async def run_streams(
+    clip: Path, model: str, n: int, step_s: float, extra: dict[str, Any] | None = None
+) -> dict[str, float]:
     cfg = MonitorConfig.model_validate(
         {
+            **(extra or {}),
             "model": model,
             "backend": "onnxruntime",
             "max_streams": 256,
@@ -194,7 +199,10 @@ def main() -> int:
     ap.add_argument("--step-s", type=float, default=40.0)
     ap.add_argument("--max-streams", type=int, default=16)
     ap.add_argument("--min-streams", type=int, default=1, help="start here (assumed kept)")
+    ap.add_argument("--set", default="{}", help="JSON config for the service, e.g. "
+                    '\'{"scorer": {"max_delay_ms": 0}}\'')  # fmt: skip
     args = ap.parse_args()
+    extra = json.loads(args.set)
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="capacity-"))
     for size in args.sizes.split(","):
@@ -204,7 +212,7 @@ def main() -> int:
         decode_only = cores * 1000.0 / costs["decode"]
         best, last = 0, {}
         for n in range(args.min_streams, args.max_streams + 1):
-            r = asyncio.run(run_streams(clip, args.model, n, args.step_s))
+            r = asyncio.run(run_streams(clip, args.model, n, args.step_s, extra))
             ok = r["dropped"] == 0 and r["p99_s"] <= P99_LIMIT_S and r["fps"] >= 0.95 * fps
             print(
                 f"{size} N={n}: dropped {r['dropped']:.0f}, p99 {1000 * r['p99_s']:.0f} ms "

@@ -83,6 +83,11 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
+        # onnxruntime's pool threads spin-wait for work between calls by default: on a CPU
+        # shared with decoding and face crops that burns the cores the other stages need,
+        # and doubled one window's inference time beside one busy process (BENCHMARKS
+        # "Capacity on the CPU"). They sleep instead.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3  # errors only; onnxruntime's warnings are noise here
         try:
             self._session = ort.InferenceSession(str(self.path), opts, providers=providers)

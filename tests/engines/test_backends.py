@@ -68,6 +68,9 @@ def test_onnxruntime_scores_match_the_model(toy: Path) -> None:
     assert backend.device == "cpu" and backend.providers == ("CPUExecutionProvider",)
     one = backend.score(audio[:1], faces[:1])  # batch of one through the dynamic axis
     assert one.row(0) == pytest.approx(scores.row(0), abs=1e-6)
+    # pool threads sleep between calls instead of spinning on cores the live stages share
+    opts = backend._session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     backend.close()
 
 
