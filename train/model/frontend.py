@@ -21,11 +21,14 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_SAMPLE_RATE = 16_000  # Hz
 DEFAULT_N_FFT = 512  # samples: 32 ms at 16 kHz, 257 frequency bins of 31.25 Hz
@@ -91,6 +94,8 @@ class LogMelFrontend(nn.Module):
     fbank_t: torch.Tensor  # [n_mels, n_freq] mel filterbank, transposed
     left_idx: torch.Tensor  # [pad] gather indices of the left reflect padding
     right_idx: torch.Tensor  # [pad] gather indices of the right reflect padding
+    advance_cos: torch.Tensor  # [n_freq, 1] cos of a bin-centre sinusoid's advance per hop
+    advance_sin: torch.Tensor  # [n_freq, 1] its sin
 
     def __init__(
         self,
@@ -125,6 +130,13 @@ class LogMelFrontend(nn.Module):
         # is taken from the last pad + 1 samples, x[S-2], ..., x[S-pad-1].
         self.register_buffer("left_idx", torch.arange(pad, 0, -1), persistent=False)
         self.register_buffer("right_idx", torch.arange(pad - 1, -1, -1), persistent=False)
+        # Phase advance of a steady sinusoid at each bin's centre over one hop, 2πk·hop/n_fft,
+        # as (cos, sin) columns [n_freq, 1] (mel_and_phase rotates it away).
+        advance = (
+            2.0 * math.pi * hop_length / n_fft * torch.arange(self.n_freq, dtype=torch.float64)
+        )
+        self.register_buffer("advance_cos", torch.cos(advance)[:, None].float(), persistent=False)
+        self.register_buffer("advance_sin", torch.sin(advance)[:, None].float(), persistent=False)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for a window of num_samples (torchaudio's center=True count)."""
@@ -149,13 +161,7 @@ class LogMelFrontend(nn.Module):
         return re * re + im * im
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        device = audio.device.type
-        if torch.is_autocast_enabled(device):
-            # Mixed-precision training: fp16 power overflows (a full-scale DC window gives
-            # 256² > 65504) and 1e-10 underflows to 0, so the front end stays in fp32.
-            with torch.autocast(device, enabled=False):
-                return self.log_mel(audio.float())
-        return self.log_mel(audio)
+        return _in_fp32(self.log_mel, audio)
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         return self.to_db(torch.matmul(self.fbank_t, self.power(audio)))
@@ -177,25 +183,30 @@ class LogMelFrontend(nn.Module):
         synthesizers set phase their own way). Given as its cosine and sine (no atan2,
         so every backend computes it), averaged over each mel band weighted by
         |X_t|·|X_{t-1}|; the first frame repeats the second's. Runs in fp32."""
-        device = audio.device.type
-        if torch.is_autocast_enabled(device):
-            with torch.autocast(device, enabled=False):
-                return self._mel_and_phase(audio.float())
-        return self._mel_and_phase(audio)
+        return _in_fp32(self._mel_and_phase, audio)
 
     def _mel_and_phase(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         re, im = self.spectrum(audio)
         db = self.to_db(torch.matmul(self.fbank_t, re * re + im * im))
         pr = re[..., 1:] * re[..., :-1] + im[..., 1:] * im[..., :-1]
         pi = im[..., 1:] * re[..., :-1] - re[..., 1:] * im[..., :-1]
-        k = torch.arange(self.n_freq, device=audio.device, dtype=audio.dtype)
-        advance = (2.0 * math.pi * self.hop_length / self.n_fft) * k
-        c, s = torch.cos(advance)[:, None], torch.sin(advance)[:, None]
+        c, s = self.advance_cos, self.advance_sin
         dev_re = torch.matmul(self.fbank_t, pr * c + pi * s)
         dev_im = torch.matmul(self.fbank_t, pi * c - pr * s)
         weight = torch.matmul(self.fbank_t, torch.sqrt(pr * pr + pi * pi)) + PHASE_FLOOR
         phase = torch.stack([dev_re / weight, dev_im / weight], dim=1)
         return db, torch.cat([phase[..., :1], phase], dim=-1)
+
+
+def _in_fp32(fn: Callable[[torch.Tensor], _T], audio: torch.Tensor) -> _T:
+    """fn(audio) with autocast off. Mixed-precision training: fp16 power overflows (a
+    full-scale DC window gives 256² > 65504) and 1e-10 underflows to 0, so the front end
+    stays in fp32."""
+    device = audio.device.type
+    if torch.is_autocast_enabled(device):
+        with torch.autocast(device, enabled=False):
+            return fn(audio.float())
+    return fn(audio)
 
 
 class MelNorm(nn.Module):
