@@ -464,7 +464,7 @@ def _drawn_face_frame(seed: int) -> tuple[np.ndarray, int]:
 
 @pytest.mark.slow
 def test_drawn_faces_are_found_by_the_cnn_detector() -> None:
-    # The CNN cropper must find the generator's faces as it finds real ones (issue goal:
+    # The CNN cropper must find the generator's faces as it finds real ones (the goal:
     # 98 % of frames). Long hair used to hide the cheeks and wrap the chin like a hood,
     # and hair of the skin's own colour blended into the face: 93 % of these frames, long
     # hair 79 %, before the hair was drawn behind the neck, off the cheeks, with a contact
