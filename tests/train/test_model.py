@@ -25,7 +25,9 @@ from train.model import (
     instant_weights,
     mismatch_steps,
 )
+from train.model.blocks import mean_max
 from train.model.frontend import HighPassResidual, LogMelFrontend, SpecAugment
+from train.model.raw import SincFilterbank
 
 SR = 16_000  # Hz
 FRONTEND_TOL_DB = 1e-2  # max |ours - torchaudio| in dB, anywhere above the -100 dB floor
@@ -176,6 +178,67 @@ def test_phase_advance_is_steady_for_a_steady_tone_and_follows_its_frequency() -
     assert float(steady.std()) < 0.01 and float(shifted.std()) < 0.01
     assert abs(float(shifted.mean() - steady.mean())) > 0.3  # 10 Hz: 0.63 rad at the bin
     assert float(jumpy.std()) > 0.2
+
+
+def test_sinc_filters_pass_their_band_and_stop_the_rest() -> None:
+    bank = SincFilterbank(n_filters=8, kernel_size=129, sample_rate=SR)
+    low, high = (e.detach()[:, 0] for e in bank.edges())
+    assert float(low[0]) == pytest.approx(30.0, abs=0.1)
+    assert float(high[-1]) == pytest.approx(SR / 2 - 50.0, abs=1.0)  # 50 Hz: narrowest band
+    assert bool((high[:-1] <= low[1:] + 1e-3).all())  # mel-spaced, side by side
+    t = torch.arange(SR) / SR
+    for i in (3, 6):  # bands wide enough for 129 taps to resolve
+        centre, far = float(low[i] + high[i]) / 2, float(low[i]) / 4
+        with torch.no_grad():
+            inside = bank(torch.sin(2 * math.pi * centre * t)[None, None])[0, i, 500:-500]
+            outside = bank(torch.sin(2 * math.pi * far * t)[None, None])[0, i, 500:-500]
+        assert float(inside.abs().max()) == pytest.approx(1.0, abs=0.1)  # unit gain
+        assert float(outside.abs().max()) < 0.05
+
+
+def test_raw_audio_input_learns_from_the_samples() -> None:
+    cfg = TINY_CFG.replace(audio_input="raw", raw_channels=[8, 16], raw_filters=8)
+    model = build_model(SMALL, cfg)
+    assert model.raw_encoder is not None and not hasattr(model, "audio_backbone")
+    audio, faces = random_batch(SMALL, 2, seed=5)
+    audio[0] = speech_like(SMALL.window_seconds, seed=5)
+    model.eval()
+    with torch.no_grad():
+        emb, at_crops = model.audio_features(audio)
+        louder, _ = model.audio_features(audio * 4.0)
+    assert emb.shape == (2, cfg.audio_dim) and at_crops.shape == (2, SMALL.k_crops, cfg.sync_dim)
+    # the encoder sees each window at unit RMS: level alone does not move its embedding
+    raw_only = model.audio_proj(mean_max(model.raw_encoder(audio), dim=2))
+    raw_louder = model.audio_proj(mean_max(model.raw_encoder(audio * 4.0), dim=2))
+    assert torch.allclose(raw_only, raw_louder, atol=1e-4)
+    assert torch.allclose(emb, louder, atol=1e-4)
+    # the cut-off frequencies are learnt: the voice head's loss reaches them
+    model.train()
+    _, a_logit, _ = model(audio, faces)
+    a_logit.sum().backward()
+    grad = model.raw_encoder.sinc.low_hz.grad
+    assert grad is not None and float(grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"audio_input": "wave"},
+        {"audio_input": "raw", "audio_phase": True},
+        {"audio_input": "raw", "audio_weights": "x.pt"},
+        {"raw_kernel": 128},
+        {"raw_channels": []},
+    ],
+)
+def test_raw_audio_options_are_checked(changes: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        ModelConfig.demo().replace(**changes)
+
+
+def test_raw_channels_survive_the_checkpoint_dict() -> None:
+    cfg = ModelConfig.demo().replace(audio_input="raw", raw_channels=[16, 32])
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.raw_channels == (16, 32)
 
 
 def test_audio_phase_feeds_three_channels_to_the_audio_cnn() -> None:
@@ -431,11 +494,13 @@ def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo=False is deprecated
 @pytest.mark.parametrize(
-    ("highpass", "phase"),
-    [(False, False), (True, False), (False, True)],
-    ids=["rgb", "rgb+highpass+mouth_box+or_fusion", "audio_phase"],
+    ("highpass", "phase", "audio_input"),
+    [(False, False, "mel"), (True, False, "mel"), (False, True, "mel"), (False, False, "raw")],
+    ids=["rgb", "rgb+highpass+mouth_box+or_fusion", "audio_phase", "raw_audio"],
 )
-def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, highpass: bool, phase: bool) -> None:
+def test_onnx_export_and_onnxruntime_parity(
+    tmp_path: Path, highpass: bool, phase: bool, audio_input: str
+) -> None:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     contract = InputContract()  # the real default shapes: 2 s, K=4, 112 px
@@ -445,6 +510,7 @@ def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, highpass: bool, phas
         mouth_box=MOUTH_BOX if highpass else None,
         fusion="or" if highpass else "mlp",
         audio_phase=phase,
+        audio_input=audio_input,
     )
     model, _ = _trained_once(contract, cfg)  # non-trivial batch-norm stats
     probs = model.export_module().eval()

@@ -21,6 +21,7 @@ from train.model.frontend import (
 )
 
 VISUAL_STEMS = ("unshuffle", "pool")
+AUDIO_INPUTS = ("mel", "raw")
 FUSION_MODES = ("mlp", "or")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, fraction of 255
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,6 +54,12 @@ class ModelConfig:
     audio_phase: bool = False  # also feed each mel band's phase advance between frames (its
     # deviation from the band's own frequency, as cos and sin): two more channels of the
     # audio image, the phase a magnitude spectrogram drops (LogMelFrontend.mel_and_phase)
+    audio_input: str = "mel"  # what the voice head's CNN sees: "mel" (the log-mel image, a
+    # timm CNN) or "raw" (the samples themselves: a learnt sinc filterbank and gated
+    # residual 1-D convs, train/model/raw.py). The sync path always uses the log-mel frames
+    raw_filters: int = 20  # "raw": band-pass filters of the sinc filterbank
+    raw_kernel: int = 129  # "raw": taps per filter (odd; 129 = 8 ms at 16 kHz)
+    raw_channels: tuple[int, ...] = (32, 64, 128, 128)  # "raw": residual blocks' widths
     # --- backbones (timm, always built with pretrained=False) ---
     audio_backbone: str = "resnet18"  # timm CNN on the 1-channel log-mel image
     audio_backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create_model args
@@ -115,6 +122,19 @@ class ModelConfig:
             problems.append(f"need 0 <= f_min < f_max, got {self.f_min}, {self.f_max}")
         if self.top_db is not None and self.top_db <= 0:
             problems.append(f"top_db={self.top_db} must be > 0 or None")
+        if self.audio_input not in AUDIO_INPUTS:
+            problems.append(f"audio_input={self.audio_input!r} not in {AUDIO_INPUTS}")
+        if self.audio_input == "raw" and self.audio_phase:
+            problems.append("audio_phase needs audio_input='mel' (phase is a spectrogram channel)")
+        if self.audio_input == "raw" and self.audio_weights is not None:
+            problems.append("audio_weights are for the mel CNN; audio_input='raw' has none")
+        if self.raw_filters < 1 or self.raw_kernel < 3 or self.raw_kernel % 2 == 0:
+            problems.append(
+                f"need raw_filters >= 1 and an odd raw_kernel >= 3, got "
+                f"{self.raw_filters}, {self.raw_kernel}"
+            )
+        if not self.raw_channels or min(self.raw_channels) < 1:
+            problems.append(f"raw_channels={self.raw_channels} needs one or more widths >= 1")
         if self.fusion not in FUSION_MODES:
             problems.append(f"fusion={self.fusion!r} not in {FUSION_MODES}")
         if self.visual_stem not in VISUAL_STEMS:
@@ -208,6 +228,7 @@ class ModelConfig:
         d["pixel_mean"] = list(self.pixel_mean)
         d["pixel_std"] = list(self.pixel_std)
         d["mouth_box"] = None if self.mouth_box is None else list(self.mouth_box)
+        d["raw_channels"] = list(self.raw_channels)
         return d
 
     @classmethod
@@ -226,6 +247,8 @@ class ModelConfig:
         for key in ("pixel_mean", "pixel_std", "mouth_box"):
             if kwargs.get(key) is not None:
                 kwargs[key] = tuple(float(v) for v in kwargs[key])
+        if kwargs.get("raw_channels") is not None:
+            kwargs["raw_channels"] = tuple(int(v) for v in kwargs["raw_channels"])
         for key in ("audio_backbone_kwargs", "visual_backbone_kwargs"):
             if key in kwargs:
                 kwargs[key] = dict(kwargs[key] or {})

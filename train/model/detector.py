@@ -55,6 +55,7 @@ from train.model.frontend import (
     RandomGain,
     SpecAugment,
 )
+from train.model.raw import RawEncoder
 
 HEAD_SKIP_INIT = 0.5  # initial weight of each head's logit in the fused logit
 
@@ -118,15 +119,22 @@ class Detector(nn.Module):
             cfg.time_masks if on else 0,
             cfg.time_mask_frames,
         )
-        in_chans = 3 if cfg.audio_phase else 1  # log-mel, then the phase's cos and sin
-        self.audio_backbone = create_backbone(
-            cfg.audio_backbone,
-            in_chans,
-            cfg.audio_backbone_kwargs,
-            cfg.audio_weights if load_weights else None,
-        )
         n_frames = self.frontend.num_frames(contract.window_samples)
-        a_channels = self._probe_audio(in_chans, cfg.n_mels, n_frames)
+        self.raw_encoder: RawEncoder | None = None
+        if cfg.audio_input == "raw":
+            self.raw_encoder = RawEncoder(
+                contract.sample_rate, cfg.raw_filters, cfg.raw_kernel, cfg.raw_channels
+            )
+            a_channels = self.raw_encoder.out_channels
+        else:
+            in_chans = 3 if cfg.audio_phase else 1  # log-mel, then the phase's cos and sin
+            self.audio_backbone = create_backbone(
+                cfg.audio_backbone,
+                in_chans,
+                cfg.audio_backbone_kwargs,
+                cfg.audio_weights if load_weights else None,
+            )
+            a_channels = self._probe_audio(in_chans, cfg.n_mels, n_frames)
         crop_times = frame_times(0.0, contract)
         self.register_buffer(
             "instants",
@@ -234,15 +242,20 @@ class Detector(nn.Module):
 
     def audio_features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(audio embedding [B, audio_dim], audio at each crop instant [B, K, sync_dim])."""
-        if self.config.audio_phase:
-            db, phase = self.frontend.mel_and_phase(self.gain(audio))
-            mel = self.mel_norm(db)  # [B, M, T]
-            image = torch.cat([mel.unsqueeze(1), phase.to(mel.dtype)], dim=1)  # [B, 3, M, T]
+        audio = self.gain(audio)
+        if self.raw_encoder is not None:
+            mel = self.mel_norm(self.frontend(audio))  # [B, M, T], for the sync path
+            fmap = self.raw_encoder(audio)  # [B, C, T']
         else:
-            mel = self.mel_norm(self.frontend(self.gain(audio)))  # [B, M, T]
-            image = mel.unsqueeze(1)
-        fmap = self.audio_backbone(self.spec_augment(image))  # [B, C, F', T']
-        embedding = self.audio_proj(mean_max(fmap.mean(dim=2), dim=2))
+            if self.config.audio_phase:
+                db, phase = self.frontend.mel_and_phase(audio)
+                mel = self.mel_norm(db)
+                image = torch.cat([mel.unsqueeze(1), phase.to(mel.dtype)], dim=1)  # [B, 3, M, T]
+            else:
+                mel = self.mel_norm(self.frontend(audio))
+                image = mel.unsqueeze(1)
+            fmap = self.audio_backbone(self.spec_augment(image)).mean(dim=2)  # [B, C, T']
+        embedding = self.audio_proj(mean_max(fmap, dim=2))
         frames = self.sync_audio(mel)  # [B, sc, T]
         at_crops = torch.matmul(frames, self.instants).transpose(1, 2)  # [B, K, sc]
         return embedding, self.sync_audio_proj(at_crops)
