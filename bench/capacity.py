@@ -17,10 +17,13 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import resource
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,42 @@ WARM_UP_S = 8.0
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """{native thread id: (name, CPU seconds)} for every thread of this process. Python
+    threads go by their name with the pool number dropped (scorer_0 -> scorer); native
+    threads (onnxruntime's pool, the codecs') by their kernel name."""
+    names = {t.native_id: re.sub(r"[-_]?\d+(_\d+)?$", "", t.name) for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            comm = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        tid = int(task.name)
+        out[tid] = (names.get(tid) or f"native:{comm}", (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def busiest_threads(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall: float
+) -> dict[str, float]:
+    """Share of one core each thread group used between two thread_cpu() readings."""
+    used: dict[str, float] = defaultdict(float)
+    for tid, (name, cpu) in after.items():
+        used[name] += cpu - before.get(tid, (name, 0.0))[1]
+    return dict(sorted(((k, v / wall) for k, v in used.items()), key=lambda kv: -kv[1]))
+
+
+async def sample_loop_lag(lags: list[float], period_s: float = 0.01) -> None:
+    """How late the event loop wakes a 10-ms sleep: what every callback on it waits."""
+    while True:
+        t0 = time.monotonic()
+        await asyncio.sleep(period_s)
+        lags.append(time.monotonic() - t0 - period_s)
 
 
 def make_clip(path: Path, width: int, height: int, fps: int) -> Path:
@@ -139,7 +178,7 @@ def stage_costs(clip: Path, model: str) -> dict[str, float]:
 
 async def run_streams(
     clip: Path, model: str, n: int, step_s: float, extra: dict[str, Any] | None = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     cfg = MonitorConfig.model_validate(
         {
             **(extra or {}),
@@ -153,7 +192,9 @@ async def run_streams(
     service = Service(cfg, serve_http=False)
     task = asyncio.create_task(service.run(install_signals=False, duration_s=step_s))
     await asyncio.sleep(WARM_UP_S)
-    cpu0, wall0 = cpu_s(), time.monotonic()
+    cpu0, wall0, threads0 = cpu_s(), time.monotonic(), thread_cpu()
+    lags: list[float] = []
+    lag_task = asyncio.create_task(sample_loop_lag(lags))
     p = service.pipeline
     assert p is not None
     # every scored window's latency and its split by stage, exact (not histogram buckets)
@@ -172,6 +213,8 @@ async def run_streams(
     await asyncio.sleep(max(1.0, step_s - WARM_UP_S - 2.0))
     frames_wall = time.monotonic() - wall0
     frames = [rt.frames_seen - frames0.get(sid, 0) for sid, rt in p.streams.items()]
+    threads = busiest_threads(threads0, thread_cpu(), frames_wall)
+    lag_task.cancel()
     await task
     wall = time.monotonic() - wall0
     dropped = sum(s.windows_dropped for s in service.final_statuses) - drop0
@@ -185,6 +228,8 @@ async def run_streams(
         "batch": len(results) / max(1, len({r.batch_at for r in results})),
         "fps": fps,
         "cpu_ms_per_stream_s": (cpu_s() - cpu0) * 1000.0 / (n * wall),
+        "p99_loop_lag_s": _p99(lags),
+        "threads": threads,
     }
 
 
@@ -224,6 +269,9 @@ def main() -> int:
                 f"stream-second -> {'ok' if ok else 'over'}",
                 flush=True,
             )
+            top = ", ".join(f"{k} {100 * v:.0f} %" for k, v in list(r["threads"].items())[:5])
+            print(f"    event loop lag p99 {1000 * r['p99_loop_lag_s']:.0f} ms; busiest threads "
+                  f"(% of one core): {top}", flush=True)  # fmt: skip
             if not ok:
                 break
             best, last = n, r
