@@ -10,9 +10,9 @@ the samples themselves:
   mel-spaced over [f_min, sample_rate / 2]. The filter taps are rebuilt from those two
   numbers on every forward with plain sin / where / mul (no complex tensors), so the
   ONNX file and a TensorRT engine compute the same filters;
-* |x| and max-pooling (SINC_STRIDE x STEM_POOL), then residual 1-D conv blocks, each followed by a per-channel
-  gate from the block's own time average (RawNet2's filter-wise feature map scaling) and
-  a max-pool by 3;
+* |x| and max-pooling (SINC_STRIDE x STEM_POOL), then residual 1-D conv blocks, each
+  followed by a per-channel gate from the block's own time average (RawNet2's filter-wise
+  feature map scaling) and a max-pool by 3;
 * the window is scaled to unit RMS first, so level (already normalised by the call
   chain, and a delivery property, not evidence) does not enter.
 
