@@ -93,9 +93,7 @@ class SincFilterbank(nn.Module):
         return (band * self.window / self.sample_rate).unsqueeze(1)
 
     def forward(self, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
-        return nn.functional.conv1d(
-            x, self.filters(), stride=stride, padding=self.kernel_size // 2
-        )
+        return nn.functional.conv1d(x, self.filters(), stride=stride, padding=self.kernel_size // 2)
 
 
 class GatedResBlock(nn.Module):
