@@ -243,17 +243,16 @@ class Detector(nn.Module):
     def audio_features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(audio embedding [B, audio_dim], audio at each crop instant [B, K, sync_dim])."""
         audio = self.gain(audio)
+        if self.config.audio_phase:
+            db, phase = self.frontend.mel_and_phase(audio)
+            mel = self.mel_norm(db)  # [B, M, T]
+            image = torch.cat([mel.unsqueeze(1), phase.to(mel.dtype)], dim=1)  # [B, 3, M, T]
+        else:
+            mel = self.mel_norm(self.frontend(audio))  # [B, M, T]; the sync path's, always
+            image = mel.unsqueeze(1)
         if self.raw_encoder is not None:
-            mel = self.mel_norm(self.frontend(audio))  # [B, M, T], for the sync path
             fmap = self.raw_encoder(audio)  # [B, C, T']
         else:
-            if self.config.audio_phase:
-                db, phase = self.frontend.mel_and_phase(audio)
-                mel = self.mel_norm(db)
-                image = torch.cat([mel.unsqueeze(1), phase.to(mel.dtype)], dim=1)  # [B, 3, M, T]
-            else:
-                mel = self.mel_norm(self.frontend(audio))
-                image = mel.unsqueeze(1)
             fmap = self.audio_backbone(self.spec_augment(image)).mean(dim=2)  # [B, C, T']
         embedding = self.audio_proj(mean_max(fmap, dim=2))
         frames = self.sync_audio(mel)  # [B, sc, T]

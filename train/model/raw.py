@@ -8,7 +8,7 @@ the samples themselves:
 * **sinc filterbank** (SincNet): each filter is a band-pass made as the difference of two
   windowed ideal low-passes; only its two cut-off frequencies are learnt, initialised
   mel-spaced over [f_min, sample_rate / 2]. The filter taps are rebuilt from those two
-  numbers on every forward with plain sin / where / mul (no complex tensors), so the
+  numbers on every forward with plain sin / div / mul (no complex tensors), so the
   ONNX file and a TensorRT engine compute the same filters;
 * |x| and max-pooling (SINC_STRIDE x STEM_POOL), then residual 1-D conv blocks, each
   followed by a per-channel gate from the block's own time average (RawNet2's filter-wise
