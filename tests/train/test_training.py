@@ -700,6 +700,25 @@ def test_the_voices_recipe_is_the_default_one_with_delivery_augmentation_only() 
     assert voices.model_copy(update={"augment": augment}) == default
 
 
+def test_voices_cnn_differs_from_voices_in_cropper_mouth_band_and_crop_degradation_only() -> None:
+    # MODEL_CARD's cropper and face-delivery tables compare these recipes
+    voices, cnn = load_config("voices"), load_config("voices_cnn")
+    assert (voices.contract.cropper, cnn.contract.cropper) == ("haar-2", "centerface-1")
+    assert cnn.augment.resize_min_scale < voices.augment.resize_min_scale
+    assert cnn.augment.jpeg_quality_min < voices.augment.jpeg_quality_min
+    degrade = ("resize_prob", "resize_min_scale", "jpeg_quality_min")
+    same = cnn.model_copy(
+        update={
+            "contract": cnn.contract.model_copy(update={"cropper": "haar-2"}),
+            "model": {**cnn.model, "mouth_box": voices.model["mouth_box"]},
+            "augment": cnn.augment.model_copy(
+                update={k: getattr(voices.augment, k) for k in degrade}
+            ),
+        }
+    )
+    assert same == voices
+
+
 def test_recipes_load_by_name_or_by_path_and_an_unknown_name_lists_them(tmp_path: Path) -> None:
     from train.config import recipe_names
 
