@@ -27,7 +27,11 @@ DEFAULT_CROP_MARGIN = 0.25  # fraction of the face box added on every side
 # crops under each, so a model runs only with the one it was trained with.
 CROPPER_HAAR = "haar-2"  # OpenCV Haar cascades, upright square crops around the box
 CROPPER_CNN = "centerface-1"  # CenterFace CNN with landmarks: roll-aligned crops
-CROPPERS = (CROPPER_HAAR, CROPPER_CNN)
+# centerface-1's faces and poses, each crop resampled once from the frame, upright on the
+# pixel grid below a 3-degree roll (monitor/media/landmarks.py crop_once)
+CROPPER_CNN_ONCE = "centerface-2"
+CNN_CROPPERS = (CROPPER_CNN, CROPPER_CNN_ONCE)
+CROPPERS = (CROPPER_HAAR, *CNN_CROPPERS)
 DEFAULT_CROPPER = CROPPER_CNN  # what new models are trained with
 LEGACY_CROPPER = CROPPER_HAAR  # what a contract without the field was made with
 HEAD_OUTPUTS = ("p_fused", "p_audio", "p_visual")  # P(fake) per head, float32 [B]

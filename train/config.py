@@ -89,10 +89,11 @@ class ContractConfig(_Strict):
         le=8.0,
         description="largest shrink of a face crop; bigger faces are cropped tighter instead",
     )
-    cropper: Literal["haar-2", "centerface-1"] | None = Field(
+    cropper: Literal["haar-2", "centerface-1", "centerface-2"] | None = Field(
         default=None,
-        description="face cropper (None: the current default, centerface-1; haar-2 rebuilds "
-        "or resumes a model made with the Haar cropper)",
+        description="face cropper (None: the current default, centerface-1; centerface-2 "
+        "resamples each crop once; haar-2 rebuilds or resumes a model made with the Haar "
+        "cropper)",
     )
 
     def build(self) -> InputContract:

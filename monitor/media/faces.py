@@ -16,6 +16,9 @@ it too (the last fallback, counted in `stats.haar_fallback`); Haar alone never a
 face (monitor/media/face_finder.py). In between detections, optical flow follows the
 landmarks and corners of the face (monitor/media/cnn_track.py).
 
+`centerface-2`: the same faces and poses, each crop resampled once from the frame
+(`crop_once`): upright on the pixel grid below a 3-degree roll, one warp above it.
+
 `haar-2` (models trained before the CNN): OpenCV's Haar cascades and patch correlation
 (monitor/media/haar.py), upright crops around the box; its crops are unchanged.
 
@@ -46,6 +49,7 @@ from typing import Any, Literal
 import numpy as np
 
 from monitor.contract import (
+    CNN_CROPPERS,
     CROPPER_CNN,
     CROPPER_HAAR,
     CROPPERS,
@@ -77,7 +81,7 @@ from monitor.media.haar import (
     HaarLocator,
     load_cascade,
 )
-from monitor.media.landmarks import FacePose, crop_rotated
+from monitor.media.landmarks import FacePose, crop_once, crop_rotated
 
 __all__ = [
     "CROPPER_VERSION",
@@ -223,7 +227,7 @@ class FaceCropper:
         )
         self._finder: FaceFinder | None = None
         self._locator: CnnLocator | HaarLocator
-        if cropper == CROPPER_CNN:
+        if cropper in CNN_CROPPERS:
             self._finder = FaceFinder(CenterFace(face_model, threshold=cnn_threshold), self._haar)
             self._locator = CnnLocator(
                 self._finder, self.stats, detect_every, max_misses, smoothing, name
@@ -314,7 +318,7 @@ class FaceCropper:
         return CropResult(image=crop, found=True, box=to_box(smooth, (h, w)), source=source)
 
     def _crop_cnn(self, rgb: np.ndarray, locator: CnnLocator, scale: float) -> CropResult:
-        """The CNN cropper (centerface-1): a square turned upright around the smoothed pose."""
+        """The CNN croppers (centerface-1, -2): a square turned upright around the smoothed pose."""
         h, w = rgb.shape[:2]
         small, grey = detection_frames(rgb, scale)
         found = locator.locate(small, grey, (h, w))
@@ -326,7 +330,11 @@ class FaceCropper:
         smooth = locator.smooth(pose.scaled(1.0 / scale))
         cx, cy, size, roll = smooth
         side = self.crop_side(size)
-        crop = crop_rotated(rgb, (cx, cy), side, roll, self.crop_size, cv_border(self.pad_mode))
+        border = cv_border(self.pad_mode)
+        if self.cropper == CROPPER_CNN:
+            crop = crop_rotated(rgb, (cx, cy), side, roll, self.crop_size, border)
+        else:
+            crop, roll = crop_once(rgb, (cx, cy), side, roll, self.crop_size, border)
         self._count(source)
         return CropResult(
             image=crop,

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from monitor.media.crop_geometry import PadMode, crop_square
+
 # Canonical five landmarks of a frontal face (x, y), in units of the face's size (the
 # height of CenterFace's box), origin at the box centre, y down; measured on the
 # astronaut and Grace Hopper photographs (tests/monitor/media/test_face_photos.py) and
@@ -37,6 +39,9 @@ MAX_ROLL_DEG = 70.0  # an eye line steeper than this is clamped (eyes confused, 
 # synthetic faces: 0.93-1.13, 0.03-0.05), so a face found by the fallback is framed alike.
 HAAR_SIZE_RATIO = 1.0 / 1.05
 HAAR_CENTRE_SHIFT = 0.04
+# centerface-2 (`crop_once`): a face rolled less than this is cut as an upright square on
+# the frame's pixel grid, so at unit scale its crop is the frame's own pixels.
+ROLL_SNAP_DEG = 3.0
 
 TRACK_WIN = 15  # px, Lucas-Kanade window at detection scale
 TRACK_LEVELS = 3  # pyramid levels
@@ -148,6 +153,49 @@ def crop_rotated(
         patch, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=(0, 0, 0)
     )
     return np.asarray(out, dtype=np.uint8)
+
+
+def crop_once(
+    image: np.ndarray,
+    centre: tuple[float, float],
+    side: float,
+    roll: float,
+    size: int,
+    border: int = cv2.BORDER_CONSTANT,
+) -> tuple[np.ndarray, float]:
+    """The crop of `crop_rotated`, resampled once from the frame; returns (crop, roll used).
+
+    `crop_rotated` shrinks, then rotates at sub-pixel offsets: two interpolations, the
+    second a bilinear blur even at a 1° roll, which takes about a tenth of the crop's fine
+    detail (MODEL_CARD "The CNN cropper, before and after"). Here a face rolled less than
+    ROLL_SNAP_DEG is cut upright on the pixel grid and resized once (area averaging when
+    shrinking), as the Haar cropper does; a face rolled more is low-passed for the shrink
+    (no resampling) and rotated and scaled straight from the frame in one warp.
+    """
+    if abs(roll) < math.radians(ROLL_SNAP_DEG):
+        pad_mode: PadMode = "edge" if border == cv2.BORDER_REPLICATE else "constant"
+        return crop_square(image, centre, side, size, pad_mode), 0.0
+    scale = size / side
+    sigma = (1.0 / scale - 1.0) / 2.0 if scale < 1.0 else 0.0  # anti-alias (skimage's rule)
+    h, w = image.shape[:2]
+    c, s = abs(math.cos(roll)), abs(math.sin(roll))
+    # px: half the axis-aligned square around the turned one, plus the blur's reach
+    half = side * (c + s) / 2 + 2.0 + 3.0 * sigma
+    x0, y0 = max(0, math.floor(centre[0] - half)), max(0, math.floor(centre[1] - half))
+    x1, y1 = min(w, math.ceil(centre[0] + half)), min(h, math.ceil(centre[1] + half))
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((size, size, 3), np.uint8), roll
+    patch = image[y0:y1, x0:x1]
+    if sigma > 0.0:
+        patch = cv2.GaussianBlur(patch, (0, 0), sigma)
+    pc = (centre[0] - x0, centre[1] - y0)
+    m = cv2.getRotationMatrix2D(pc, math.degrees(roll), scale)
+    m[0, 2] += size / 2 - pc[0]
+    m[1, 2] += size / 2 - pc[1]
+    out = cv2.warpAffine(
+        patch, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=(0, 0, 0)
+    )
+    return np.asarray(out, dtype=np.uint8), roll
 
 
 def template_in_crop(crop_side: float, face_size: float) -> np.ndarray:

@@ -12,11 +12,18 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.contract import CROPPER_CNN, CROPPER_HAAR
+from monitor.contract import CROPPER_CNN, CROPPER_CNN_ONCE, CROPPER_HAAR
 from monitor.errors import ModelFormatError
 from monitor.media import face_model
 from monitor.media.faces import CropResult, FaceCropper
-from monitor.media.landmarks import TEMPLATE, fit_pose, template_in_crop
+from monitor.media.landmarks import (
+    ROLL_SNAP_DEG,
+    TEMPLATE,
+    crop_once,
+    crop_rotated,
+    fit_pose,
+    template_in_crop,
+)
 from tests.monitor.media.test_faces import background, ncc, scene
 from train.model import MOUTH_BOX
 
@@ -181,3 +188,49 @@ def test_both_croppers_agree_on_where_an_upright_face_is() -> None:
     hcx, hcy = haar.box[0] + haar.box[2] / 2, haar.box[1] + haar.box[3] / 2
     assert abs(ccx - hcx) < 0.1 * haar.box[2] and abs(ccy - hcy) < 0.12 * haar.box[2]
     assert 0.9 < cnn.box[2] / haar.box[2] < 1.35
+
+
+def high_pass_energy(img: np.ndarray) -> float:
+    """Mean |image - its 1-px Gaussian blur| of the grey image: the crop's fine detail."""
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(g - cv2.GaussianBlur(g, (0, 0), 1.0)).mean())
+
+
+@pytest.mark.parametrize("roll_deg", [0.0, 1.0, -2.5])
+def test_centerface_2_cuts_a_nearly_upright_face_from_the_frames_own_pixels(
+    roll_deg: float,
+) -> None:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (200, 260, 3), dtype=np.uint8)
+    centre, side = (120.4, 90.7), 64.0
+    crop, used = crop_once(frame, centre, side, math.radians(roll_deg), 64)
+    x0, y0 = round(centre[0] - 32), round(centre[1] - 32)
+    assert used == 0.0 and np.array_equal(crop, frame[y0 : y0 + 64, x0 : x0 + 64])
+    # centerface-1's two interpolations blur the same pixels (the crop it replaces)
+    twice = crop_rotated(frame, centre, side, math.radians(roll_deg), 64)
+    assert high_pass_energy(twice) < 0.9 * high_pass_energy(crop)
+
+
+@pytest.mark.parametrize("deg", [-40, -20, 20, 40])
+@pytest.mark.parametrize("capped", [False, True], ids=["margin", "capped"])
+def test_centerface_2_turns_a_rolled_head_as_centerface_1_does(deg: float, capped: bool) -> None:
+    cap = 1.0 if capped else None
+    frame = rolled_scene(deg)
+    one = FaceCropper(crop_size=112, cropper=CROPPER_CNN, max_downscale=cap).crop(frame)
+    two = FaceCropper(crop_size=112, cropper=CROPPER_CNN_ONCE, max_downscale=cap).crop(frame)
+    assert one.found and two.found and abs(two.roll_deg) > ROLL_SNAP_DEG
+    assert two.roll_deg == one.roll_deg and ncc(two.image, one.image) > 0.97
+    # the same upright face as the unrolled frame's crop
+    upright = FaceCropper(crop_size=112, cropper=CROPPER_CNN_ONCE, max_downscale=cap).crop(
+        rolled_scene(0)
+    )
+    assert ncc(two.image, upright.image) > 0.8
+
+
+def test_centerface_2_shrinks_a_big_rolled_face_without_aliasing() -> None:
+    # a fine grating turned by 20 degrees, shrunk 4x: averaged to flat grey, not moire
+    yy, xx = np.mgrid[0:400, 0:400]
+    grating = (127.5 + 127.5 * np.sin(xx * 2.6)).astype(np.uint8)
+    frame = np.repeat(grating[:, :, None], 3, axis=2)
+    crop, _ = crop_once(frame, (200.0, 200.0), 224.0, math.radians(20), 56)
+    assert float(crop.std()) < 12.0, crop.std()

@@ -11,6 +11,7 @@ import pytest
 
 from monitor.contract import (
     CROPPER_CNN,
+    CROPPER_CNN_ONCE,
     CROPPER_HAAR,
     DEFAULT_CROPPER,
     HEAD_OUTPUTS,
@@ -65,3 +66,12 @@ def test_cache_keys_keep_old_caches_and_never_mix_croppers(tmp_path: Path) -> No
     before = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     assert CacheSpec(tmp_path, haar).key == before
     assert CacheSpec(tmp_path, cnn).folder != CacheSpec(tmp_path, haar).folder
+    once = InputContract(cropper=CROPPER_CNN_ONCE, crop_size=64)
+    assert CacheSpec(tmp_path, once).folder not in (
+        CacheSpec(tmp_path, cnn).folder,
+        CacheSpec(tmp_path, haar).folder,
+    )
+    with pytest.raises(
+        ContractError, match="cropper: runtime 'centerface-1' vs model 'centerface-2'"
+    ):
+        cnn.check_compatible(once)
