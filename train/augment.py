@@ -465,6 +465,21 @@ def delivery(
     return np.asarray(out, dtype=np.float32)
 
 
+def av_offset(audio: np.ndarray, shift: int) -> np.ndarray:
+    """The window's voice `shift` samples later against its crops (earlier when negative).
+
+    The gap at one end is filled with the window's own audio mirrored at that edge, so
+    no silence marks a moved window. |shift| must be below the window's length.
+    """
+    n, m = audio.shape[0], abs(shift)
+    if m == 0:
+        return audio
+    if m >= n:
+        raise ValueError(f"a shift of {shift} samples does not fit a {n}-sample window")
+    padded = np.pad(audio, (m, m), mode="reflect")
+    return padded[m - shift : m - shift + n]
+
+
 def audio_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
     return np.clip(audio * np.float32(10.0 ** (gain_db / 20.0)), -AUDIO_CLIP, AUDIO_CLIP)
 
@@ -565,6 +580,12 @@ class Augmenter:
             child = rng.spawn(1)[0]
             if child.random() < prob:
                 audio = delivery(audio, SAMPLE_RATE, child)
+        if c.av_offset_prob > 0:
+            # A child generator too, spawned after delivery's, so delivery draws as before.
+            child = rng.spawn(1)[0]
+            if child.random() < c.av_offset_prob:
+                most = min(round(c.av_offset_max_s * SAMPLE_RATE), audio.shape[0] - 1)
+                audio = av_offset(audio, int(child.integers(-most, most + 1)))
         return audio.astype(np.float32, copy=False)
 
     def __call__(

@@ -177,6 +177,22 @@ class AugmentConfig(_Strict):
         "AAC, packet loss, gain control, noise suppression); a real voice stays real; 0 (off) "
         "draws what a config without it drew, 0.3 is the value recommended for new models",
     )
+    av_offset_prob: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="P(a window's voice is moved against its face crops by up to "
+        "av_offset_max_s, earlier or later: the audio-video skew of an honest call, which "
+        "the lip-sync head must not read as out of step); every window, real or fake, sync "
+        "labels unchanged; 0 (off) draws what a config without it drew",
+    )
+    av_offset_max_s: float = Field(
+        default=0.12,
+        ge=0.0,
+        le=0.5,
+        description="largest skew, s (desync fakes and the sync head's mismatched pairs are "
+        "0.25 s or more out of step)",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> AugmentConfig:

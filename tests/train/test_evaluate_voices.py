@@ -5,6 +5,8 @@
 - the delivery conditions (telephone line, Opus, AAC, packet loss concealment, gain
   control, noise suppression) keep a window's length and type, change it, and are drawn
   by the training augmentation without moving any other augmentation's draw;
+- an honest call's audio-video skew (`av_offset`) moves a window's voice against its crops
+  without a silent gap, drawn without moving any other draw;
 - bench/delivery_voices.py runs end to end on a tiny dataset with the toy detector.
 """
 
@@ -21,7 +23,7 @@ import train.augment as aug
 from engines.toy import make_toy_onnx
 from monitor.backend import load_backend
 from tests.support.tiny_dataset import TINY_CONTRACT, write_dataset
-from train.augment import DELIVERY, Augmenter, delivery
+from train.augment import DELIVERY, Augmenter, av_offset, delivery
 from train.commands.evaluate import print_voice_breakdown
 from train.config import AugmentConfig
 from train.evaluate import ClipScores, clip_metrics, training_engines, voice_metrics
@@ -207,6 +209,44 @@ def test_delivery_fires_at_its_probability() -> None:
         hits += not np.array_equal(out, x)
         assert np.array_equal(Augmenter(quiet).audio(x.copy(), np.random.default_rng(seed)), x)
     assert 0.1 * 40 <= hits <= 0.55 * 40
+
+
+@pytest.mark.parametrize("shift", [1600, -800, 1])
+def test_av_offset_moves_the_voice_and_fills_the_gap_with_its_own_audio(shift: int) -> None:
+    x = _voice()
+    out = av_offset(x, shift)
+    n, m = x.shape[0], abs(shift)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    if shift > 0:  # later: the voice starts `shift` samples into the window
+        assert np.array_equal(out[m:], x[: n - m]) and np.array_equal(out[:m], x[m:0:-1])
+    else:
+        assert np.array_equal(out[: n - m], x[m:])
+        assert np.array_equal(out[n - m :], x[n - 2 : n - m - 2 : -1])
+    assert np.array_equal(av_offset(x, 0), x)
+    with pytest.raises(ValueError, match="does not fit"):
+        av_offset(x, n)
+
+
+def test_augmenter_draws_av_offset_without_moving_other_draws() -> None:
+    faces = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    x = _voice()
+    base = _with_delivery(AugmentConfig(), 1.0)
+    skewed = base.model_copy(update={"av_offset_prob": 1.0, "av_offset_max_s": 0.1})
+    most = round(0.1 * RATE)
+    shifts = set()
+    for seed in range(6):
+        a_off, f_off = Augmenter(base)(x.copy(), faces.copy(), np.random.default_rng(seed))
+        a_on, f_on = Augmenter(skewed)(x.copy(), faces.copy(), np.random.default_rng(seed))
+        assert np.array_equal(f_off, f_on)  # the crops got the same augmentations
+        # the voice is the same delivered voice, moved by at most 0.1 s
+        match = [
+            k
+            for k in range(-most, most + 1)
+            if np.array_equal(a_on[most:-most], a_off[most - k : a_off.shape[0] - most - k])
+        ]
+        assert len(match) == 1, match
+        shifts.add(match[0])
+    assert len(shifts) == 6 and max(abs(k) for k in shifts) > most // 4
 
 
 # ---- the bench ---------------------------------------------------------------------------
