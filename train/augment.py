@@ -81,6 +81,17 @@ def jpeg_recompress(faces: np.ndarray, quality: int) -> np.ndarray:
     return out
 
 
+def freeze(faces: np.ndarray, start: int, length: int) -> np.ndarray:
+    """Crops start..start+length-1 of a [K, H, W, 3] stack all show crop `start`: the
+    picture of a stalled call or a starved encoder, held while the voice goes on."""
+    k = faces.shape[0]
+    if not (start >= 0 and length >= 1 and start + length <= k):
+        raise ValueError(f"a freeze of {length} crops from {start} does not fit {k} crops")
+    out = faces.copy()
+    out[start + 1 : start + length] = faces[start]
+    return out
+
+
 def resize_down_up(faces: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
     """Downscale each crop by `scale` and back to its size: the blur of a low-res source."""
     h, w = faces.shape[1:3]
@@ -543,6 +554,13 @@ class Augmenter:
         c = self.cfg
         if not c.enabled:
             return faces
+        k = faces.shape[0]
+        if c.freeze_prob > 0 and k >= 2:
+            # Its own generator, so that every other crop augmentation draws as before.
+            child = rng.spawn(1)[0]
+            if child.random() < c.freeze_prob:
+                length = int(child.integers(2, min(c.freeze_max_steps, k) + 1))
+                faces = freeze(faces, int(child.integers(0, k - length + 1)), length)
         # First: the camera's own processing. No draw while it is off, so that configs
         # without it draw the same augmentations as before it existed.
         if c.denoise_prob > 0 and rng.random() < c.denoise_prob * strength:

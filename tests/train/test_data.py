@@ -20,6 +20,7 @@ from train.augment import (
     blend_mask,
     color_jitter,
     denoise,
+    freeze,
     gaussian_noise,
     has_voice,
     jpeg_recompress,
@@ -403,6 +404,44 @@ def test_degrading_augmentations_ramp_up_over_the_warm_up() -> None:
         for s in range(200)
     ]
     assert 0.85 < np.mean(fired) < 0.99  # 1 - 0.5 ** 4 = 0.94 of samples touched
+
+
+def test_freeze_holds_one_crop_over_a_run_and_nothing_else() -> None:
+    faces = np.random.default_rng(0).integers(0, 256, size=(8, 16, 16, 3), dtype=np.uint8)
+    out = freeze(faces, 2, 3)
+    assert all(np.array_equal(out[i], faces[2]) for i in (2, 3, 4))
+    assert all(np.array_equal(out[i], faces[i]) for i in (0, 1, 5, 6, 7))
+    assert np.array_equal(freeze(faces, 7, 1), faces)
+    with pytest.raises(ValueError, match="does not fit 8 crops"):
+        freeze(faces, 6, 3)
+
+
+def test_the_augmenter_freezes_a_run_of_crops_without_moving_other_draws() -> None:
+    rng = np.random.default_rng(3)
+    faces = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    audio = rng.standard_normal(16_000).astype(np.float32)
+    # crop by crop augmentations (colour jitter's contrast pivots on the stack's mean)
+    degrade_all = dict(resize_prob=1.0, noise_prob=1.0, jpeg_prob=1.0, color_prob=0.0)
+    off = AugmentConfig(**degrade_all)
+    on = off.model_copy(update={"freeze_prob": 1.0, "freeze_max_steps": 4})
+    lengths = set()
+    for seed in range(12):
+        a_off, f_off = Augmenter(off)(audio, faces, np.random.default_rng(seed))
+        a_on, f_on = Augmenter(on)(audio, faces, np.random.default_rng(seed))
+        assert np.array_equal(a_on, a_off)  # the voice is untouched
+        changed = [i for i in range(8) if not np.array_equal(f_on[i], f_off[i])]
+        # one run of 1..3 crops after its first differs; every other crop got its own
+        # augmentations exactly as without the freeze
+        assert changed and changed == list(range(changed[0], changed[-1] + 1))
+        assert len(changed) <= 3 and changed[0] >= 1
+        lengths.add(len(changed) + 1)
+    assert lengths == {2, 3, 4}
+    # with nothing else on, the frozen crops are the run's first, pixel for pixel
+    bare = AugmentConfig(color_prob=0.0, resize_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
+    held = Augmenter(bare.model_copy(update={"freeze_prob": 1.0}))
+    out = held.faces(faces, np.random.default_rng(5))
+    same = [i for i in range(1, 8) if np.array_equal(out[i], out[i - 1])]
+    assert 1 <= len(same) <= 3 and np.array_equal(out[same[0] - 1], faces[same[0] - 1])
 
 
 def test_the_window_dataset_applies_the_warm_up_of_its_epoch(tiny: Path, tmp_path: Path) -> None:
