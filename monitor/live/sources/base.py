@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 STREAM_ID_MAX_CHARS = 64  # bounded label values for metrics and log lines
 STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_INFLIGHT_HANDOVERS = 256  # media items queued on the loop per stream before dropping
+BACKPRESSURE_WAIT_S = 0.1  # a fast file's decoder re-checks its stop flag this often
+DRAIN_TIMEOUT_S = 5.0  # longest wait for a finished thread's queued media to be delivered
 REALTIME_MAX_SLEEP_S = 1.0  # never sleep longer than this per item while pacing (stop check)
 
 # Errors that a retry cannot fix for a file (a camera URL is retried whatever happens).
@@ -117,6 +119,7 @@ class DecodeThread:
         self._stop = threading.Event()
         self._inflight = 0
         self._inflight_lock = threading.Lock()
+        self._inflight_ready = threading.Condition(self._inflight_lock)  # a delivery was made
         self.started_at = time.monotonic()
         self.heartbeat = self.started_at  # monotonic time of the last decoded item
         self.ended_at: float | None = None  # monotonic time the thread finished
@@ -149,6 +152,28 @@ class DecodeThread:
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        """Media handed to the loop and not delivered yet."""
+        with self._inflight_lock:
+            return self._inflight
+
+    async def drained(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+        """Wait, on the loop, until everything this thread handed over is delivered; False
+        if some is still queued after timeout_s.
+
+        A handover waits in the loop's queue, and the thread can end while some of its
+        media is still there. Whoever acts on the thread's end (closing the sink at EOF,
+        starting a reconnect) waits here first, or the stream's last media, on a busy
+        loop all of a short file's, would arrive after it and be ignored.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight > 0:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0)  # the queued handovers run before this task resumes
+        return True
 
     # -- thread side -------------------------------------------------------------------
 
@@ -248,17 +273,25 @@ class DecodeThread:
                 return False
 
     def _handover(self, fn: Any, *args: Any, force: bool = False) -> bool:
-        """Schedule fn(*args) on the loop; False (dropped) when too many are in flight."""
-        with self._inflight_lock:
-            if not force and self._inflight >= MAX_INFLIGHT_HANDOVERS:
-                return False
+        """Schedule fn(*args) on the loop. With too many items in flight, a camera or a
+        paced file drops this one (False; it cannot wait without falling behind), and a
+        file read as fast as possible waits for the loop instead: a busy machine slows
+        it down and loses nothing."""
+        wait = not self.source.live and not self.source.realtime
+        with self._inflight_ready:
+            while not force and self._inflight >= MAX_INFLIGHT_HANDOVERS:
+                if not wait or self._stop.is_set():
+                    return False
+                self._inflight_ready.wait(BACKPRESSURE_WAIT_S)
+                self.heartbeat = time.monotonic()  # waiting on the loop is not a stall
             self._inflight += 1
         self._loop.call_soon_threadsafe(self._deliver, fn, args)
         return True
 
     def _deliver(self, fn: Any, args: tuple[Any, ...]) -> None:
-        with self._inflight_lock:
+        with self._inflight_ready:
             self._inflight -= 1
+            self._inflight_ready.notify()
         if self._stop.is_set():
             return  # an abandoned attempt must not touch the stream any more
         try:

@@ -137,6 +137,12 @@ class SourceSupervisor:
                 self._thread = thread
                 thread.start()
                 outcome = await self._watch(thread)
+                if not await thread.drained():
+                    logger.warning(
+                        "stream %s: %d media items still queued after the decoder ended",
+                        self.stream_id,
+                        thread.in_flight,
+                    )
                 offset = thread.max_time + 1.0  # keep the stream clock moving forward
                 healthy = (
                     thread.first_media_at is not None

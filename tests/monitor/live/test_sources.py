@@ -134,6 +134,61 @@ def test_file_source_plays_to_eof_at_real_time(clip: Path) -> None:
     assert sup.attempts == 1
 
 
+class SlowSink(StreamBuffers):
+    """Buffers whose every push holds the event loop a while, as a loaded machine does."""
+
+    def push_audio(self, samples: Any, t: float) -> None:
+        time.sleep(0.004)
+        super().push_audio(samples, t)
+
+    def push_video(self, frame: Any, t: float) -> None:
+        time.sleep(0.004)
+        super().push_video(frame, t)
+
+
+def test_a_file_read_fast_loses_no_media_to_a_busy_loop(tmp_path: Path) -> None:
+    # The decode thread outruns a loaded event loop; past MAX_INFLIGHT_HANDOVERS queued
+    # items it used to drop media (a short file under load then scored no window at all).
+    # A file read as fast as possible waits for the loop instead. 4 s at 25 fps: 100 frames
+    # and about 170 audio chunks, more than the queue holds.
+    clip = write_clip(tmp_path / "clip.mp4", seconds=4.0, fps=25)
+
+    async def run() -> tuple[StreamBuffers, Events]:
+        sink, events = SlowSink("s", audio_seconds=10.0), Events()
+        source = FileSource(str(clip), realtime=False)
+        sup = SourceSupervisor("s", source, sink, RetryPolicy(), events)
+        await asyncio.wait_for(sup.run(), timeout=30)
+        return sink, events
+
+    for _ in range(3):
+        sink, events = asyncio.run(run())
+        assert sink.closed_reason == "eof" and events.log == ["up"]
+        assert sink.video.received == 100 and events.dropped == 0
+        assert sink.audio.end_t == pytest.approx(4.0, abs=0.05)
+
+
+def test_a_file_ends_only_after_its_last_media_is_delivered(
+    clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The thread can end while some of its media still waits in the loop's queue; closing
+    # the sink at once ignored that tail (on a busy machine all of a short file's media:
+    # it then scored no window). Looking at the thread on every loop pass makes the race
+    # certain without the wait for delivery.
+    monkeypatch.setattr("monitor.live.sources.supervisor.WATCH_INTERVAL_S", 0.0)
+
+    async def run() -> StreamBuffers:
+        sink = SlowSink("s", audio_seconds=10.0)
+        sup = SourceSupervisor("s", FileSource(str(clip), realtime=False), sink, RetryPolicy())
+        await asyncio.wait_for(sup.run(), timeout=30)
+        return sink
+
+    for _ in range(3):
+        sink = asyncio.run(run())
+        assert sink.closed_reason == "eof"
+        assert sink.video.received == 20  # every frame of the 2-s, 10-fps clip
+        assert sink.audio.end_t == pytest.approx(2.0, abs=0.1)
+
+
 def test_file_source_loops_with_a_monotonic_clock(clip: Path) -> None:
     src = FileSource(str(clip), loop=True, realtime=False)
     times: list[float] = []
