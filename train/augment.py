@@ -543,13 +543,17 @@ class Augmenter:
         return 1.0 if n <= 0 else min(1.0, epoch / n)
 
     def faces(
-        self, faces: np.ndarray, rng: np.random.Generator, strength: float = 1.0
+        self,
+        faces: np.ndarray,
+        rng: np.random.Generator,
+        strength: float = 1.0,
+        keep_timing: bool = False,
     ) -> np.ndarray:
         """Augment [K, H, W, 3] crops; `strength` scales the degrading augmentations' odds.
 
         Only the odds are scaled, never what is drawn, so at strength 1 (after the warm-up,
         or without one) a sample gets exactly the augmentations it got before the warm-up
-        existed.
+        existed. With `keep_timing` no freeze is applied (it is still drawn).
         """
         c = self.cfg
         if not c.enabled:
@@ -560,7 +564,9 @@ class Augmenter:
             child = rng.spawn(1)[0]
             if child.random() < c.freeze_prob:
                 length = int(child.integers(2, min(c.freeze_max_steps, k) + 1))
-                faces = freeze(faces, int(child.integers(0, k - length + 1)), length)
+                start = int(child.integers(0, k - length + 1))
+                if not keep_timing:
+                    faces = freeze(faces, start, length)
         # First: the camera's own processing. No draw while it is off, so that configs
         # without it draw the same augmentations as before it existed.
         if c.denoise_prob > 0 and rng.random() < c.denoise_prob * strength:
@@ -582,7 +588,10 @@ class Augmenter:
             faces = jpeg_recompress(faces, q)
         return faces
 
-    def audio(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def audio(
+        self, audio: np.ndarray, rng: np.random.Generator, keep_timing: bool = False
+    ) -> np.ndarray:
+        """Augment one window's audio; with `keep_timing` no skew is applied (still drawn)."""
         c = self.cfg
         if not c.enabled:
             return audio
@@ -603,10 +612,24 @@ class Augmenter:
             child = rng.spawn(1)[0]
             if child.random() < c.av_offset_prob:
                 most = min(round(c.av_offset_max_s * SAMPLE_RATE), audio.shape[0] - 1)
-                audio = av_offset(audio, int(child.integers(-most, most + 1)))
+                shift = int(child.integers(-most, most + 1))
+                if not keep_timing:
+                    audio = av_offset(audio, shift)
         return audio.astype(np.float32, copy=False)
 
     def __call__(
-        self, audio: np.ndarray, faces: np.ndarray, rng: np.random.Generator, epoch: int = 0
+        self,
+        audio: np.ndarray,
+        faces: np.ndarray,
+        rng: np.random.Generator,
+        epoch: int = 0,
+        keep_timing: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self.audio(audio, rng), self.faces(faces, rng, self.degrade_strength(epoch))
+        """Augment one window. `keep_timing` (a fake whose evidence is its audio-video
+        timing) leaves out the skew and the freeze: moved by up to av_offset_max_s, a
+        desync fake 0.25 s out of step would come as close to in step as a skewed real."""
+        strength = self.degrade_strength(epoch)
+        return (
+            self.audio(audio, rng, keep_timing),
+            self.faces(faces, rng, strength, keep_timing),
+        )

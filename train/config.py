@@ -183,8 +183,9 @@ class AugmentConfig(_Strict):
         le=1.0,
         description="P(a window's voice is moved against its face crops by up to "
         "av_offset_max_s, earlier or later: the audio-video skew of an honest call, which "
-        "the lip-sync head must not read as out of step); every window, real or fake, sync "
-        "labels unchanged; 0 (off) draws what a config without it drew",
+        "the lip-sync head must not read as out of step); every window but a desync fake's "
+        "(its timing is its evidence), labels unchanged; 0 (off) draws what a config "
+        "without it drew",
     )
     freeze_prob: float = Field(
         default=0.0,
@@ -192,8 +193,8 @@ class AugmentConfig(_Strict):
         le=1.0,
         description="P(a window's picture freezes: a run of 2..freeze_max_steps consecutive "
         "crops all show the run's first, as a stalled call or a starved encoder shows, while "
-        "the voice goes on); every window, real or fake, labels unchanged; 0 (off) draws "
-        "what a config without it drew",
+        "the voice goes on); every window but a desync fake's, labels unchanged; 0 (off) "
+        "draws what a config without it drew",
     )
     freeze_max_steps: int = Field(
         default=4, ge=2, le=64, description="longest frozen run, in crops (capped at k_crops)"

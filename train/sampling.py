@@ -130,7 +130,8 @@ class WindowDataset:
                 faces = self.augmenter.self_blend(faces, rng)
             if resynth:
                 audio = self.augmenter.voice_resynth(audio, self.sample_rate, rng)
-            audio, faces = self.augmenter(audio, faces, rng, self.epoch)
+            keep_timing = target == 1 and family == SYNC_FAMILY
+            audio, faces = self.augmenter(audio, faces, rng, self.epoch, keep_timing)
         audio_label, visual_label, sync_label = head_labels(target, audio_fake, video_fake, family)
         return {
             "audio": np.ascontiguousarray(audio, dtype=np.float32),

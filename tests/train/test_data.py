@@ -462,6 +462,26 @@ def test_the_window_dataset_applies_the_warm_up_of_its_epoch(tiny: Path, tmp_pat
         assert same == untouched, epoch
 
 
+def test_the_window_dataset_spares_a_desync_fakes_timing(tiny: Path, tmp_path: Path) -> None:
+    idx = load_split(tiny, "train")
+    clips = build_cache(list(idx.records), CacheSpec(tmp_path / "cache", TINY_CONTRACT)).clips
+    real = next(c for c in clips if c.record.method == "real")
+    fake = next(c for c in clips if c.record.target == 1)
+    # the same media, once as a fake whose evidence is its timing
+    desync = replace(fake, record=replace(fake.record, family="sync"))
+    timing_only = AugmentConfig(
+        color_prob=0.0, resize_prob=0.0, noise_prob=0.0, jpeg_prob=0.0,
+        audio_gain_prob=0.0, audio_noise_prob=0.0, self_blend_prob=0.0,
+        av_offset_prob=1.0, freeze_prob=1.0,
+    )  # fmt: skip
+    augmented = WindowDataset([real, fake, desync], Augmenter(timing_only), seed=1)
+    bare = WindowDataset([real, fake, desync], None, seed=1)
+    for i, spared in [(0, False), (1, False), (2, True)]:
+        a, b = augmented[(i, 0)], bare[(i, 0)]
+        assert np.array_equal(a["audio"], b["audio"]) == spared, i
+        assert np.array_equal(a["faces"], b["faces"]) == spared, i
+
+
 def test_self_blend_alters_the_inner_face_only() -> None:
     rng = np.random.default_rng(3)
     # a textured crop stack: fine detail that a lower-resolution paste would lose
