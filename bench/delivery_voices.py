@@ -36,7 +36,7 @@ from monitor.contract import InputContract
 from monitor.media.clip import extract_windows
 from monitor.offline.aggregation import DEFAULT_RULE, AggregateRule
 from monitor.offline.evaluation import roc_auc
-from train.augment import DELIVERY, delivery
+from train.delivery import DELIVERY, delivery
 from train.splits import load_split
 
 GOAL_AUC = 0.6  # at most: delivered reals must not look more fake than untouched ones

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import train.augment as aug
 from engines.toy import make_toy_onnx
 from monitor.backend import load_backend
 from tests.support.tiny_dataset import TINY_CONTRACT, write_dataset
-from train.augment import DELIVERY, Augmenter, av_offset, delivery
+from train.augment import Augmenter, av_offset
 from train.commands.evaluate import print_voice_breakdown
 from train.config import AugmentConfig
+from train.delivery import DELIVERY, DELIVERY_PROB, delivery
 from train.evaluate import ClipScores, clip_metrics, training_engines, voice_metrics
 from train.splits import ClipRecord, load_split
 
@@ -203,7 +203,7 @@ def test_delivery_fires_at_its_probability() -> None:
     hits = 0
     x = _voice(1.0)
     quiet = AugmentConfig(audio_gain_prob=0.0, audio_noise_prob=0.0)
-    cfg = _with_delivery(quiet, aug.DELIVERY_PROB)
+    cfg = _with_delivery(quiet, DELIVERY_PROB)
     for seed in range(40):
         out = Augmenter(cfg).audio(x.copy(), np.random.default_rng(seed))
         hits += not np.array_equal(out, x)
