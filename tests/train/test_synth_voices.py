@@ -23,7 +23,7 @@ from monitor.cli import main as cli_main
 from monitor.errors import ConfigError
 from monitor.media.decode import load_audio, probe
 from tests.train.test_synth import ANALYSIS_RATE, AUC_TOLERANCE, ClipFacts, _features, auc
-from train.synth import voices
+from train.synth import takes, voices
 from train.synth.audio_fakes import VocoderParams, vocoder, voice_conversion
 from train.synth.dataset import (
     SPLITS,
@@ -188,7 +188,7 @@ def test_mouth_track_follows_the_envelope() -> None:
     t = np.arange(3 * rate) / rate
     syllables = (np.sin(2 * np.pi * 4.0 * t) > 0).astype(np.float32)
     x = (0.3 * np.sin(2 * np.pi * 800.0 * t) * syllables).astype(np.float32)
-    jaw = voices.mouth_track(x, rate)
+    jaw = takes.mouth_track(x, rate)
     assert jaw.size == 300 and jaw.min() >= 0.0 and jaw.max() <= 1.0
     on = syllables[::441][:300] > 0
     assert jaw[on].mean() > 0.7 and jaw[~on].mean() < 0.3
@@ -208,7 +208,7 @@ def _active_db(x: np.ndarray, rate: int) -> float:
     hop = rate // 100
     n = x.size // hop
     e = 10.0 * np.log10(np.square(x[: n * hop].reshape(n, hop)).mean(axis=1) + 1e-12)
-    act = e[e > e.max() - voices.TRIM_DB]
+    act = e[e > e.max() - takes.TRIM_DB]
     return float(10.0 * np.log10(np.mean(10.0 ** (act / 10.0))))
 
 
@@ -239,18 +239,18 @@ def test_every_fake_family_leaves_the_chain_like_the_real_voice() -> None:
                 continue
             cutoff = 3_500.0 if narrow else 6_500.0
             plan = voices.VoicePlan(speaker, language, voices.Channel(narrow, cutoff), 17)
-            pre, real, _ = voices.real_take(plan, duration, lead, trail)
+            pre, real, _ = takes.real_take(plan, duration, lead, trail)
             for method in methods:
                 if method in TTS_METHODS:
                     tts = cast.pick_tts(method, "train", voices.SPEAKERS[speaker], language, rng)
-                    fake, _ = voices.tts_take(plan, tts, duration, lead, trail)
+                    fake, _ = takes.tts_take(plan, tts, duration, lead, trail)
                 elif method == "vocoder":
                     conv = vocoder(pre, VocoderParams(22_050, 4), 3)
-                    fake, _ = voices.converted_take(plan, conv, duration, lead, trail)
+                    fake, _ = takes.converted_take(plan, conv, duration, lead, trail)
                 else:
                     target = dataclasses.replace(voices.speaker_voice(speaker), f0_hz=110.0)
                     conv = voice_conversion(pre, voices.speaker_voice(speaker), target)
-                    fake, _ = voices.converted_take(plan, conv, duration, lead, trail)
+                    fake, _ = takes.converted_take(plan, conv, duration, lead, trail)
                 where = f"{speaker} {method} {'narrow' if narrow else 'wide'}"
                 assert fake.shape == real.shape == (round(duration * AUDIO_RATE),), where
                 e_real, e_fake = _band_edge(real, AUDIO_RATE), _band_edge(fake, AUDIO_RATE)
@@ -275,11 +275,11 @@ def test_every_fake_family_leaves_the_chain_like_the_real_voice() -> None:
 @needs_voices
 def test_real_take_mouth_follows_its_speech_and_another_take_does_not() -> None:
     plan = voices.VoicePlan("carlo", "it", voices.Channel(False, 7_000.0), 3)
-    _, dry, utt = voices.real_take(plan, 6.0, 0.3, 0.3)
+    _, dry, utt = takes.real_take(plan, 6.0, 0.3, 0.3)
     hop = AUDIO_RATE // 100
     env = np.sqrt(np.square(dry[: utt.n * hop]).reshape(utt.n, hop).mean(axis=1))
     t = np.arange(utt.n) / 100.0
-    other = voices.real_take(plan, 6.0, 0.3, 0.3, seed=99)[2]
+    other = takes.real_take(plan, 6.0, 0.3, 0.3, seed=99)[2]
     own = np.corrcoef(env, utt.jaw_at(t))[0, 1]
     assert own > 0.6
     assert np.corrcoef(env, other.jaw_at(t))[0, 1] < own - 0.3

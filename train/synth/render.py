@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.synth import audio_fakes, voices
+from train.synth import audio_fakes, takes, voices
 from train.synth.background import render_background
 from train.synth.encode import write_mp4
 from train.synth.faces import FaceStyle, SpriteBank, render_sprites
@@ -75,7 +75,7 @@ def _prepare(scene: Scene, voicing: voices.VoicePlan | None = None) -> _Shared:
     ident = scene.identity
     pre = None
     if voicing is not None:  # a real recording; the mouth follows its envelope
-        pre, dry, utt = voices.real_take(voicing, scene.duration_s, scene.lead_s, scene.trail_s)
+        pre, dry, utt = takes.real_take(voicing, scene.duration_s, scene.lead_s, scene.trail_s)
     else:
         rng = np.random.default_rng(scene.seed)
         utt = plan_utterance(rng, scene.duration_s, scene.lead_s, scene.trail_s, ident.voice.rate)
@@ -111,7 +111,7 @@ def _real_fake_audio(
     the mouth that follows it; (the real voice, None) when the method leaves the voice."""
     span = (scene.duration_s, scene.lead_s, scene.trail_s)
     if plan.tts is not None:
-        return voices.tts_take(voicing, plan.tts, *span)
+        return takes.tts_take(voicing, plan.tts, *span)
     if shared.pre is None:
         raise ValueError("real voices need the recording before the channel")
     if plan.vocoder is not None:
@@ -121,7 +121,7 @@ def _real_fake_audio(
         converted = audio_fakes.voice_conversion(shared.pre, source, plan.donor.voice)
     else:
         return shared.dry, None
-    return voices.converted_take(voicing, converted, *span)
+    return takes.converted_take(voicing, converted, *span)
 
 
 def _fake_video(
@@ -151,7 +151,7 @@ def _fake_video(
         tracks = dataclasses.replace(tracks, mouth=mouth)
     elif plan.method == "desync_other" and voicing is not None:  # another take's envelope
         span = (scene.duration_s, scene.lead_s, scene.trail_s)
-        other = voices.real_take(voicing, *span, seed=plan.other_seed)[2]
+        other = takes.real_take(voicing, *span, seed=plan.other_seed)[2]
         tracks = dataclasses.replace(tracks, mouth=other.jaw_at(times + scene.mouth_lag_s))
     elif plan.method == "desync_other":
         rng = np.random.default_rng(plan.other_seed)
