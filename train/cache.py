@@ -34,6 +34,7 @@ import numpy as np
 
 from monitor.contract import HEAD_OUTPUTS, InputContract
 from monitor.errors import MediaError
+from monitor.media.decode import FRAME_PICK
 from monitor.media.faces import CROP_CAP_VERSION, CROPPER_VERSION
 from train.splits import ClipRecord
 
@@ -64,6 +65,7 @@ class CacheSpec:
             "contract": {**self.contract.to_dict(), "output_names": list(HEAD_OUTPUTS)},
             "max_windows": self.max_windows,
             "audio_dtype": self.audio_dtype,
+            "frames": FRAME_PICK,  # crops of another frame choice never share a folder
         }
         if self.contract.max_crop_downscale is not None:
             spec["crop_cap"] = CROP_CAP_VERSION  # uncapped contracts keep their keys

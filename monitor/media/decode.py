@@ -43,6 +43,8 @@ MAX_DIMENSION = 8192  # px; beyond 8K is a broken header or a decompression bomb
 MAX_PIXELS = MAX_DIMENSION * MAX_DIMENSION
 _LIMITS = {"max_pixels": str(MAX_PIXELS)}
 SEEK_AHEAD_SECONDS = 2.0  # seek instead of decoding through gaps longer than this
+# Which frame `sample_frames` gives a time; caches of crops record it (train/cache.py).
+FRAME_PICK = "nearest"  # before 2026-12-07: the frame on screen at that time
 TRUNCATION_TOLERANCE = 0.8  # decoded/declared duration below this means a truncated file
 SHORT_TRACK_FRACTION = 0.8  # a track shorter than this share of the other is worth a note
 # Leading bytes of containers we recognise, to tell "corrupt media" from "not media".
@@ -394,7 +396,10 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
 
 
 def sample_frames(path: str | Path, times: Sequence[float]) -> list[Frame]:
-    """Return, for each time in seconds, the frame on screen at that time.
+    """Return, for each time in seconds, the frame nearest to it (of two equally near, the
+    earlier), as the live `FrameSampler` picks: a file scored offline and the same media
+    streamed get the same crops. Not the frame on screen at that time, which lags it by
+    half a frame interval on average (0.1 s at 5 fps), and the lip-sync head reads a lag.
 
     Frames are decoded in order and converted to RGB only when chosen; when the next
     requested time lies more than SEEK_AHEAD_SECONDS ahead, the decoder seeks to the
@@ -430,7 +435,9 @@ def sample_frames(path: str | Path, times: Sequence[float]) -> list[Frame]:
                     n += 1
                     t = float(frame.time)
                     while k < len(order) and t > times[order[k]] + 1e-6:
-                        out[order[k]] = _emit(prev if prev is not None else frame)
+                        target = times[order[k]]
+                        early = prev is not None and target - float(prev.time) <= t - target
+                        out[order[k]] = _emit(prev if early else frame)
                         k += 1
                     prev, last_t = frame, t
                     if k >= len(order) or (

@@ -4,7 +4,7 @@ Each worker runs `extract_job` on one video at a time and sends back its windows
 [N, S] float32, crops [N, K, H, W, 3] uint8). Sampling modes:
 
     exact     `monitor.media.clip.extract_windows`, the path training and the live monitor use:
-              every sampled frame is the frame on screen at the window's crop time.
+              every sampled frame is the frame nearest to the window's crop time.
     keyframe  each crop time gets the keyframe at or before it (`media.sample_keyframes`):
               one intra-frame decode per distinct keyframe instead of decoding every frame
               between keyframes. Several times-faster on long GOPs; the crop may be up to

@@ -247,11 +247,13 @@ def test_load_window_falls_back_for_other_layouts(tmp_path: Path, layout: str) -
 def test_cache_keys_move_only_for_contracts_whose_crops_changed() -> None:
     root = Path("cache")
     # The cap's rule changed (it stops at the face box): capped contracts' caches are
-    # re-made, while an uncapped contract's key, and so every cache it already has,
-    # stays what it was before the cap existed.
-    assert CacheSpec(root, InputContract(cropper=CROPPER_HAAR)).key == "acc1f4ac37f95ef0"
+    # re-made, while an uncapped contract's key stayed what it was before the cap existed
+    # ("acc1f4ac37f95ef0"). Every key moved when crops began to come from the frame nearest
+    # to their time instead of the frame on screen (FRAME_PICK), since every crop can.
+    plain = CacheSpec(root, InputContract(cropper=CROPPER_HAAR)).key
+    assert plain == "485206830ce9e102"
     capped = InputContract(crop_size=224, max_crop_downscale=1.0, cropper=CROPPER_HAAR)
-    assert CacheSpec(root, capped).key not in {"cbcf78e31f70007c", "acc1f4ac37f95ef0"}
+    assert CacheSpec(root, capped).key not in {"cbcf78e31f70007c", "acc1f4ac37f95ef0", plain}
     assert (
         CacheSpec(root, capped).key != CacheSpec(root, replace(capped, max_crop_downscale=2.0)).key
     )

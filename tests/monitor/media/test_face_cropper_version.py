@@ -19,6 +19,7 @@ from monitor.contract import (
     InputContract,
 )
 from monitor.errors import ContractError
+from monitor.media.decode import FRAME_PICK
 from monitor.media.faces import CROPPER_VERSION, FaceCropper
 from tests.monitor.media.test_faces import scene
 from train.cache import CACHE_FORMAT, CacheSpec
@@ -54,13 +55,14 @@ def test_a_model_is_cropped_with_the_cropper_it_was_trained_with() -> None:
 def test_cache_keys_keep_old_caches_and_never_mix_croppers(tmp_path: Path) -> None:
     haar = InputContract(cropper=CROPPER_HAAR, crop_size=64)
     cnn = InputContract(cropper=CROPPER_CNN, crop_size=64)
-    # the Haar contract's key is the key it had before croppers had names
+    # the Haar contract's key is built as before croppers had names: no cropper in its dict
     spec = {
         "format": CACHE_FORMAT,
         "cropper": CROPPER_VERSION,
         "contract": {**haar.to_dict(), "output_names": list(HEAD_OUTPUTS)},
         "max_windows": 8,
         "audio_dtype": "float16",
+        "frames": FRAME_PICK,
     }
     assert "cropper" not in spec["contract"]
     before = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

@@ -19,6 +19,7 @@ from monitor.errors import (
     NoVideoStreamError,
     ZeroDurationError,
 )
+from monitor.live.buffers import FrameSampler
 from monitor.media.decode import iter_frames, load_audio, probe, sample_frames
 from tests.support.media_factory import dominant_frequency, write_clip
 
@@ -72,13 +73,13 @@ def _index_of(level: float) -> int:
     return round(level / 7)
 
 
-def test_sample_frames_returns_frame_on_screen_and_seeks(tmp_path: Path):
+def test_sample_frames_returns_the_nearest_frame_and_seeks(tmp_path: Path):
     clip = write_clip(tmp_path / "long.mp4", seconds=12.0, fps=25, gop=25, audio_rate=None)
-    times = [0.1, 5.31, 5.3, 11.0, 8.0, 30.0]
+    times = [0.11, 5.31, 5.29, 11.0, 8.0, 30.0, 0.03]
     frames = sample_frames(clip, times)
     assert len(frames) == len(times)
     for t, f in zip(times, frames, strict=True):
-        expected = min(int(t * 25 + 1e-6), 299)  # the frame shown at time t
+        expected = min(round(t * 25), 299)  # the frame nearest to time t (no ties here)
         assert f.t == pytest.approx(expected / 25, abs=1e-6)
         # brightness wraps at 250; compare modulo
         assert abs(f.image.mean() - (7 * expected) % 250) <= 3
@@ -90,7 +91,23 @@ def test_sample_frames_matches_full_decode(tmp_path: Path):
     times = [0.0, 0.4, 2.75, 5.9]
     for t, f in zip(times, sample_frames(clip, times), strict=True):
         assert np.array_equal(full[round(f.t, 4)], f.image)
-        assert f.t <= t + 1e-6
+        assert abs(f.t - t) <= 0.5 / 30 + 1e-6
+
+
+def test_offline_and_live_sample_the_same_frames(tmp_path: Path):
+    # At 5 fps the frame on screen at a crop time lags it by 0.1 s on average, a lag the
+    # lip-sync head reads; offline scoring and the live sampler both take the nearest.
+    clip = write_clip(tmp_path / "slow.mp4", seconds=4.0, fps=5, gop=10, audio_rate=None)
+    times = [round(0.05 + 0.25 * i + 0.013 * (i % 3), 3) for i in range(14)]
+    live = FrameSampler()
+    live.want(times)
+    for f in iter_frames(clip):
+        live.push(f.image, f.t)
+    picked = live.take(times)
+    offline = sample_frames(clip, times)
+    assert [round(p.t, 4) for p in picked if p is not None] == [round(f.t, 4) for f in offline]
+    assert max(abs(f.t - t) for f, t in zip(offline, times, strict=True)) <= 0.1 + 1e-6
+    assert any(f.t > t for f, t in zip(offline, times, strict=True))  # not only earlier frames
 
 
 # ---- bad input: each case raises its own clear, typed error naming the file ----
