@@ -20,7 +20,7 @@ import numpy as np
 
 from monitor.contract import SAMPLE_RATE
 from train.config import AugmentConfig
-from train.delivery import AUDIO_CLIP, audio_noise, delivery
+from train.delivery import AUDIO_CLIP, audio_noise, delivery, rms
 from train.synth import dsp
 
 logger = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def voice_resynth(audio: np.ndarray, rate: int, rng: np.random.Generator) -> np.
         w[start : start + fade] = ramp
         w[start + length - fade : start + length] = ramp[::-1]
         out = w * out + (1.0 - w) * audio
-    level, out_level = _rms(audio), _rms(out)
+    level, out_level = rms(audio), rms(out)
     if out_level > 0.0:
         out = out * np.float32(level / out_level)
     return np.clip(out, -AUDIO_CLIP, AUDIO_CLIP).astype(np.float32)
@@ -254,17 +254,13 @@ def _resynthesise(mag: np.ndarray, phase: np.ndarray, n: int) -> np.ndarray:
     return dsp.istft((mag * np.exp(1j * phase)).astype(np.complex64), VOICE_FFT, n)
 
 
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-
-
 def _relative_change(out: np.ndarray, audio: np.ndarray) -> float:
-    return _rms(out - audio) / max(_rms(audio), 1e-12)
+    return rms(out - audio) / max(rms(audio), 1e-12)
 
 
 def has_voice(audio: np.ndarray) -> bool:
     """Whether a window is loud enough to hold speech worth re-synthesising."""
-    return _rms(audio) >= VOICE_SPEECH_RMS
+    return rms(audio) >= VOICE_SPEECH_RMS
 
 
 def av_offset(audio: np.ndarray, shift: int) -> np.ndarray:

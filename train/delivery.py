@@ -220,11 +220,16 @@ def delivery(
     return np.asarray(out, dtype=np.float32)
 
 
+def rms(x: np.ndarray) -> float:
+    """Root mean square of a signal, in float64."""
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
 def audio_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """Add white noise `snr_db` below the window's RMS level (nothing for a silent window)."""
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
-    if rms < SILENCE_RMS:
+    level = rms(audio)
+    if level < SILENCE_RMS:
         return audio
-    std = rms / (10.0 ** (snr_db / 20.0))
+    std = level / (10.0 ** (snr_db / 20.0))
     noisy = audio + rng.normal(0.0, std, size=audio.shape).astype(np.float32)
     return np.clip(noisy, -AUDIO_CLIP, AUDIO_CLIP)
