@@ -206,7 +206,7 @@ def test_raw_audio_input_learns_from_the_samples() -> None:
     with torch.no_grad():
         emb, at_crops = model.audio_features(audio)
         louder, _ = model.audio_features(audio * 4.0)
-    assert emb.shape == (2, cfg.audio_dim) and at_crops.shape == (2, SMALL.k_crops, cfg.sync_dim)
+    assert emb.shape == (2, cfg.audio_dim) and at_crops.shape == (2, 1, SMALL.k_crops, cfg.sync_dim)
     # the encoder sees each window at unit RMS: level alone does not move its embedding
     raw_only = model.audio_proj(mean_max(model.raw_encoder(audio), dim=2))
     raw_louder = model.audio_proj(mean_max(model.raw_encoder(audio * 4.0), dim=2))
@@ -496,7 +496,7 @@ def test_checkpoint_refusals(tmp_path: Path, tiny_model: Detector) -> None:
 @pytest.mark.parametrize(
     ("highpass", "phase", "audio_input"),
     [(False, False, "mel"), (True, False, "mel"), (False, True, "mel"), (False, False, "raw")],
-    ids=["rgb", "rgb+highpass+mouth_box+or_fusion", "audio_phase", "raw_audio"],
+    ids=["rgb", "rgb+highpass+mouth_box+or_fusion+sync_offsets", "audio_phase", "raw_audio"],
 )
 def test_onnx_export_and_onnxruntime_parity(
     tmp_path: Path, highpass: bool, phase: bool, audio_input: str
@@ -511,6 +511,7 @@ def test_onnx_export_and_onnxruntime_parity(
         fusion="or" if highpass else "mlp",
         audio_phase=phase,
         audio_input=audio_input,
+        sync_offsets_ms=(-40.0, 0.0, 80.0) if highpass else (0.0,),
     )
     model, _ = _trained_once(contract, cfg)  # non-trivial batch-norm stats
     probs = model.export_module().eval()
@@ -792,3 +793,59 @@ def test_or_fusion_is_a_soft_or_of_the_three_heads() -> None:
     )
     for part in parts:
         assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
+
+
+# --- sync offsets ----------------------------------------------------------------------
+
+
+def test_sync_offsets_keep_the_offset_most_in_step() -> None:
+    """With offsets, the sync logit is the least of the logits each offset alone gives
+    (same weights), and the mlp fusion takes that offset's embedding."""
+    offsets = (-80.0, 0.0, 120.0)
+    torch.manual_seed(3)
+    both = build_model(SMALL, TINY_CFG.replace(sync_offsets_ms=offsets)).eval()
+    state = both.state_dict()
+    audio, faces = random_batch(SMALL, 3, seed=4)
+    audio[0] = speech_like(SMALL.window_seconds, seed=4)
+    singles = []
+    for offset in offsets:
+        one = build_model(SMALL, TINY_CFG.replace(sync_offsets_ms=(offset,))).eval()
+        one.load_state_dict(state)  # the instants are not weights: the same state fits
+        with torch.no_grad():
+            singles.append(one(audio, faces, with_sync=True))
+    with torch.no_grad():
+        fused, _, _, sync = both(audio, faces, with_sync=True)
+        _, a = both.audio_features(audio)
+    assert a.shape == (3, len(offsets), SMALL.k_crops, TINY_CFG.sync_dim)
+    per_offset = torch.stack([s[3] for s in singles], dim=1)  # [B, O]
+    assert not torch.allclose(per_offset[:, 0], per_offset[:, 2])  # the offsets differ
+    torch.testing.assert_close(sync, per_offset.amin(dim=1))
+    best = per_offset.argmin(dim=1)
+    want_fused = torch.stack([singles[int(o)][0][i] for i, o in enumerate(best)])
+    torch.testing.assert_close(fused, want_fused)
+
+
+def test_sync_offsets_shift_the_audio_instants() -> None:
+    late = build_model(SMALL, TINY_CFG.replace(sync_offsets_ms=(0.0, 100.0)))
+    frame_s = TINY_CFG.hop_length / SMALL.sample_rate
+    t = torch.arange(late.instants.shape[0], dtype=torch.float32) * frame_s
+    centres = (late.instants * t[:, None]).sum(dim=0)  # [O*K]
+    k = SMALL.k_crops
+    moved = centres[k:] - centres[:k]
+    torch.testing.assert_close(moved[:-1], torch.full((k - 1,), 0.1), atol=2e-3, rtol=0)
+    assert 0.05 < float(moved[-1]) < 0.1  # the last crop's span is cut by the window's end
+
+
+@pytest.mark.parametrize("offsets", [(), (0.0, 0.0), (0.0, 300.0)])
+def test_bad_sync_offsets_are_refused(offsets: tuple[float, ...]) -> None:
+    with pytest.raises(ConfigError, match="sync_offsets_ms"):
+        TINY_CFG.replace(sync_offsets_ms=offsets)
+
+
+def test_sync_offsets_survive_the_config_dict_and_default_to_none_searched() -> None:
+    cfg = TINY_CFG.replace(sync_offsets_ms=[-40, 0, 40])
+    assert cfg.sync_offsets_ms == (-40.0, 0.0, 40.0)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = TINY_CFG.to_dict()
+    del old["sync_offsets_ms"]  # a checkpoint saved before the option
+    assert ModelConfig.from_dict(old).sync_offsets_ms == (0.0,)

@@ -83,6 +83,9 @@ class ModelConfig:
     sync_dim: int = 128  # per-time-step size of the audio-visual sync path
     sync_audio_channels: int = 64  # channels of the sync path's 1-D conv over mel frames
     sync_span_ms: float = 120.0  # audio averaged over this span around each crop instant
+    sync_offsets_ms: tuple[float, ...] = (0.0,)  # the sync head pairs each crop with the
+    # audio this much later (ms, negative: earlier) and keeps the offset most in step; a
+    # call's voice a few frames late is not a desync fake (those are 300 ms or more out)
     mouth_channels: int = 16  # width of the mouth CNN's first layer (doubles per layer)
     mouth_size: int = 56  # crops are average-pooled to about this size for the mouth CNN
     mouth_box: tuple[float, float, float, float] | None = None  # (top, bottom, left, right)
@@ -145,6 +148,11 @@ class ModelConfig:
             problems.append(f"visual_stride={self.visual_stride} must be >= 1")
         if not 10.0 <= self.sync_span_ms <= 1000.0:
             problems.append(f"sync_span_ms={self.sync_span_ms} outside 10..1000 ms")
+        offsets = self.sync_offsets_ms
+        if not offsets or len(set(offsets)) != len(offsets) or max(map(abs, offsets)) > 250:
+            problems.append(
+                f"sync_offsets_ms={offsets} needs one or more distinct offsets within ±250 ms"
+            )
         if self.mouth_size < 16:
             problems.append(f"mouth_size={self.mouth_size} must be >= 16")
         if self.mouth_box is not None:
@@ -229,6 +237,7 @@ class ModelConfig:
         d["pixel_std"] = list(self.pixel_std)
         d["mouth_box"] = None if self.mouth_box is None else list(self.mouth_box)
         d["raw_channels"] = list(self.raw_channels)
+        d["sync_offsets_ms"] = list(self.sync_offsets_ms)
         return d
 
     @classmethod
@@ -244,7 +253,7 @@ class ModelConfig:
                 f"(known: {sorted(known)})"
             )
         kwargs = dict(data)
-        for key in ("pixel_mean", "pixel_std", "mouth_box"):
+        for key in ("pixel_mean", "pixel_std", "mouth_box", "sync_offsets_ms"):
             if kwargs.get(key) is not None:
                 kwargs[key] = tuple(float(v) for v in kwargs[key])
         if kwargs.get("raw_channels") is not None:

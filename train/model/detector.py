@@ -22,12 +22,16 @@
 The sync path compares what is heard at the instant of each crop (a few 10 ms frames
 around it, not a whole slice of the window) with what the mouth does in that crop, so
 the fused head can flag audio-visual desynchronisation even when each modality looks
-real on its own. The mouth CNN keeps its small spatial map instead of pooling it away,
-so it can attend to where the mouth is in a face crop; it sees grey, per-crop normalised
-pixels, so lighting and colour changes do not read as mouth motion. The sync audio path
-takes the mel image before SpecAugment: a masked frame would look like silence under
-an open mouth. All shapes are static given the input contract (no adaptive pooling,
-no data-dependent shapes, no complex ops), so the model exports to ONNX and TensorRT.
+real on its own. With `sync_offsets_ms` it makes that comparison with the voice taken a
+little later or earlier too and keeps the pairing most in step, as a lip-sync detector
+searches offsets: an honest call's voice often arrives a few frames off, a desync
+fake's is 300 ms or more out. The mouth CNN keeps its small spatial map instead of
+pooling it away, so it can attend to where the mouth is in a face crop; it sees grey,
+per-crop normalised pixels, so lighting and colour changes do not read as mouth motion.
+The sync audio path takes the mel image before SpecAugment: a masked frame would look
+like silence under an open mouth. All shapes are static given the input contract (no
+adaptive pooling, no data-dependent shapes, no complex ops), so the model exports to
+ONNX and TensorRT.
 """
 
 from __future__ import annotations
@@ -85,7 +89,8 @@ def check_fits(contract: InputContract, cfg: ModelConfig) -> None:
 class Detector(nn.Module):
     """audio float32 [B, S], faces uint8 [B, K, H, W, 3] -> (fused, audio, visual) logits [B]."""
 
-    instants: torch.Tensor  # buffer [T, K]: mel frames -> short spans at crop instants
+    instants: torch.Tensor  # buffer [T, O*K]: mel frames -> short spans at crop instants,
+    # shifted by each of the O sync offsets
 
     def __init__(
         self, contract: InputContract, cfg: ModelConfig, load_weights: bool = True
@@ -136,13 +141,21 @@ class Detector(nn.Module):
             )
             a_channels = self._probe_audio(in_chans, cfg.n_mels, n_frames)
         crop_times = frame_times(0.0, contract)
+        # one block of K columns per audio offset tried (the voice heard that much later
+        # than the crop's instant); a single offset of 0 is the plain pairing
         self.register_buffer(
             "instants",
-            instant_weights(
-                n_frames,
-                cfg.hop_length / contract.sample_rate,
-                crop_times,
-                cfg.sync_span_ms / 1000.0,
+            torch.cat(
+                [
+                    instant_weights(
+                        n_frames,
+                        cfg.hop_length / contract.sample_rate,
+                        tuple(t + offset_ms / 1000.0 for t in crop_times),
+                        cfg.sync_span_ms / 1000.0,
+                    )
+                    for offset_ms in cfg.sync_offsets_ms
+                ],
+                dim=1,
             ),
             persistent=False,
         )
@@ -241,7 +254,8 @@ class Detector(nn.Module):
         return int(fmap.shape[1])
 
     def audio_features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(audio embedding [B, audio_dim], audio at each crop instant [B, K, sync_dim])."""
+        """(audio embedding [B, audio_dim], audio at each crop instant shifted by each sync
+        offset [B, O, K, sync_dim])."""
         audio = self.gain(audio)
         if self.config.audio_phase:
             db, phase = self.frontend.mel_and_phase(audio)
@@ -256,8 +270,9 @@ class Detector(nn.Module):
             fmap = self.audio_backbone(self.spec_augment(image)).mean(dim=2)  # [B, C, T']
         embedding = self.audio_proj(mean_max(fmap, dim=2))
         frames = self.sync_audio(mel)  # [B, sc, T]
-        at_crops = torch.matmul(frames, self.instants).transpose(1, 2)  # [B, K, sc]
-        return embedding, self.sync_audio_proj(at_crops)
+        at_crops = torch.matmul(frames, self.instants).transpose(1, 2)  # [B, O*K, sc]
+        steps = self.sync_audio_proj(at_crops)
+        return embedding, steps.reshape(steps.shape[0], -1, self.contract.k_crops, steps.shape[2])
 
     def _flip(self, faces: torch.Tensor) -> torch.Tensor:
         if self.training and self.config.augment and self.config.hflip:
@@ -295,6 +310,21 @@ class Detector(nn.Module):
         steps = torch.cat([a, m, a * m], dim=-1).transpose(1, 2)  # [B, 3*sync_dim, K]
         return mean_max(self.sync_net(steps), dim=2)
 
+    def sync_logit(self, a: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio [B, O, K, sync_dim] at O offsets and mouth steps [B, K, sync_dim] ->
+        (sync logit [B], sync embedding [B, 2 * sync_dim]) of the offset that looks most
+        in step: a call whose voice arrives a little late or early is the same call."""
+        b, o = a.shape[0], a.shape[1]
+        if o == 1:
+            emb = self.sync_embedding(a[:, 0], m)
+            return self.sync_head(emb).squeeze(1), emb
+        emb = self.sync_embedding(a.flatten(0, 1), m.repeat_interleave(o, dim=0))
+        logits = self.sync_head(emb).reshape(b, o)
+        best = logits.argmin(dim=1, keepdim=True)  # [B, 1]
+        per_offset = emb.reshape(b, o, -1)
+        chosen = per_offset.gather(1, best.unsqueeze(2).expand(b, 1, per_offset.shape[2]))
+        return logits.gather(1, best).squeeze(1), chosen.squeeze(1)
+
     def forward(
         self,
         audio: torch.Tensor,
@@ -310,10 +340,9 @@ class Detector(nn.Module):
         crops = self.visual_features(faces)
         visual_emb = mean_max(self.visual_temporal(crops), dim=1)
         m = self.mouth_features(faces)
-        sync_emb = self.sync_embedding(a, m)
+        sync_logit, sync_emb = self.sync_logit(a, m)
         audio_logit = self.audio_head(self.dropout(audio_emb)).squeeze(1)
         visual_logit = self.visual_head(self.dropout(visual_emb)).squeeze(1)
-        sync_logit = self.sync_head(sync_emb).squeeze(1)
         heads = torch.stack([audio_logit, visual_logit, sync_logit], dim=1)  # [B, 3]
         if self.fusion_head is None or self.head_weights is None:
             # Soft OR: high as soon as any head is; the fused loss reaches every head
@@ -331,7 +360,7 @@ class Detector(nn.Module):
                 return fused_logit, audio_logit, visual_logit, sync_logit
             return fused_logit, audio_logit, visual_logit
         in_sync = sync_logit
-        out_of_sync = self.sync_head(self.sync_embedding(a, mismatch_steps(m))).squeeze(1)
+        out_of_sync = self.sync_logit(a, mismatch_steps(m))[0]
         return fused_logit, audio_logit, visual_logit, in_sync, out_of_sync
 
     def export_module(self) -> ProbabilityModel:
