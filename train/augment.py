@@ -64,14 +64,20 @@ def freeze(faces: np.ndarray, start: int, length: int) -> np.ndarray:
     return out
 
 
-def resize_down_up(faces: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
-    """Downscale each crop by `scale` and back to its size: the blur of a low-res source."""
+def resize_down_up(
+    faces: np.ndarray, scale: float, interpolation: int, quality: int | None = None
+) -> np.ndarray:
+    """Downscale each crop by `scale` and back to its size: the blur of a low-res source.
+    With `quality`, the small crops are JPEG-compressed before the upscale: a frame sent
+    at low resolution, its encoder's blocks as large as the upscale makes them."""
     h, w = faces.shape[1:3]
     small = (max(MIN_RESIZED_PX, round(w * scale)), max(MIN_RESIZED_PX, round(h * scale)))
+    tiny = np.stack([cv2.resize(crop, small, interpolation=interpolation) for crop in faces])
+    if quality is not None:
+        tiny = jpeg_recompress(tiny, quality)
     out = np.empty_like(faces)
-    for i, crop in enumerate(faces):
-        tiny = cv2.resize(crop, small, interpolation=interpolation)
-        out[i] = cv2.resize(tiny, (w, h), interpolation=cv2.INTER_LINEAR)
+    for i, crop in enumerate(tiny):
+        out[i] = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
     return out
 
 
@@ -348,10 +354,14 @@ class Augmenter:
         # without it draw the same augmentations as before it existed.
         if c.denoise_prob > 0 and rng.random() < c.denoise_prob * strength:
             faces = denoise(faces, float(rng.uniform(5.0, c.denoise_sigma_max)), 2.0)
+        resize: tuple[float, int] | None = None
         if rng.random() < c.resize_prob * strength:
             scale = float(rng.uniform(c.resize_min_scale, 1.0))
             interp = RESIZE_INTERPOLATIONS[int(rng.integers(len(RESIZE_INTERPOLATIONS)))]
-            faces = resize_down_up(faces, scale, interp)
+            if c.codec_at_scale:
+                resize = (scale, interp)  # after the camera's steps, with the JPEG if any
+            else:
+                faces = resize_down_up(faces, scale, interp)
         if rng.random() < c.color_prob:
             b, k, s = rng.uniform(-1.0, 1.0, size=3)
             faces = color_jitter(
@@ -362,7 +372,12 @@ class Augmenter:
         # Last, as in delivery: whatever the camera did, the encoder compresses it.
         if rng.random() < c.jpeg_prob * strength:
             q = int(rng.integers(c.jpeg_quality_min, c.jpeg_quality_max + 1))
-            faces = jpeg_recompress(faces, q)
+            if resize is not None:
+                faces, resize = resize_down_up(faces, *resize, quality=q), None
+            else:
+                faces = jpeg_recompress(faces, q)
+        if resize is not None:
+            faces = resize_down_up(faces, *resize)
         return faces
 
     def audio(

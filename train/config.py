@@ -120,6 +120,13 @@ class AugmentConfig(_Strict):
     resize_min_scale: float = Field(
         default=0.4, gt=0.0, le=1.0, description="smallest downscale factor"
     )
+    codec_at_scale: bool = Field(
+        default=False,
+        description="a crop both downscaled and JPEG-compressed is compressed at its small size"
+        " and then upscaled, as a call's encoder works on the low-resolution frame it sends"
+        " (blocks of the sent frame, not of the crop); with it on, colour and noise come"
+        " before the downscale (the camera before the delivery); the same draws either way",
+    )
     noise_prob: float = Field(default=0.3, ge=0.0, le=1.0, description="P(Gaussian pixel noise)")
     noise_std_max: float = Field(
         default=8.0, ge=0.0, le=64.0, description="largest noise std, 0..255"

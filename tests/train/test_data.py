@@ -16,6 +16,7 @@ from monitor.media.faces import CROPPER_VERSION
 from tests.support.tiny_dataset import TINY_CONTRACT, write_clip, write_corrupt, write_dataset
 from train.augment import (
     NOISE_BANK_SIZE,
+    RESIZE_INTERPOLATIONS,
     Augmenter,
     blend_mask,
     color_jitter,
@@ -328,6 +329,44 @@ def test_augmentations_change_pixels_but_keep_shapes() -> None:
     a3, f3 = on(audio, faces, rng)
     assert a3.dtype == np.float32 and not np.array_equal(a3, audio)
     assert f3.shape == faces.shape and not np.array_equal(f3, faces)
+
+
+def _grid_step(faces: np.ndarray, period: int) -> float:
+    """Mean |horizontal step| across column boundaries that are multiples of `period`,
+    over the mean step elsewhere: > 1 where a codec's blocks of that size show."""
+    grey = faces.astype(float).mean(axis=-1)
+    steps = np.abs(np.diff(grey, axis=2)).mean(axis=(0, 1))  # step between col j and j+1
+    on = np.arange(steps.size) % period == period - 1
+    return float(steps[on].mean() / steps[~on].mean())
+
+
+def test_codec_at_scale_compresses_the_small_frame_with_the_same_draws() -> None:
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:128, 0:128]
+    shade = 128 + 60 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
+    faces = np.clip(shade[None, :, :, None] + rng.normal(0, 6, (2, 128, 128, 3)), 0, 255)
+    faces = faces.astype(np.uint8)
+    # compressed at a quarter of the size, the blocks are 32 px once upscaled, not 8
+    small_first = resize_down_up(faces, 0.25, 1, quality=10)
+    crop_after = jpeg_recompress(resize_down_up(faces, 0.25, 1), 10)
+    assert _grid_step(crop_after, 8) > 1.5 > _grid_step(small_first, 8)
+    assert _grid_step(small_first, 32) > 1.5
+    # the augmenter draws exactly what it drew without the option, applied in that order
+    only = dict(resize_prob=1.0, jpeg_prob=1.0, noise_prob=0.0, color_prob=0.0)
+    plain, at_scale = AugmentConfig(**only), AugmentConfig(**only, codec_at_scale=True)
+    for seed in range(4):
+        r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+        f_plain = Augmenter(plain).faces(faces, r1)
+        f_scale = Augmenter(at_scale).faces(faces, r2)
+        assert r1.random() == r2.random()  # the same draws were taken
+        draw = np.random.default_rng(seed)
+        draw.random()
+        scale = float(draw.uniform(plain.resize_min_scale, 1.0))
+        interp = RESIZE_INTERPOLATIONS[int(draw.integers(len(RESIZE_INTERPOLATIONS)))]
+        draw.random(), draw.random(), draw.random()  # colour, noise, JPEG: all drawn
+        q = int(draw.integers(plain.jpeg_quality_min, plain.jpeg_quality_max + 1))
+        assert np.array_equal(f_scale, resize_down_up(faces, scale, interp, quality=q))
+        assert np.array_equal(f_plain, jpeg_recompress(resize_down_up(faces, scale, interp), q))
 
 
 @pytest.mark.parametrize("b,c,s", [(1.15, 0.8, 1.2), (0.85, 1.2, 0.8), (1.0, 1.0, 0.0)])
