@@ -700,11 +700,13 @@ def test_the_voices_recipe_is_the_default_one_with_delivery_augmentation_only() 
     assert voices.model_copy(update={"augment": augment}) == default
 
 
-def test_voices_cnn_differs_from_voices_in_cropper_mouth_band_degradation_and_sync_span() -> None:
+def test_voices_cnn_differs_from_voices_in_cropper_mouth_band_degradation_and_sync_path() -> None:
     # MODEL_CARD's cropper and face-delivery tables compare these recipes
     voices, cnn = load_config("voices"), load_config("voices_cnn")
     assert (voices.contract.cropper, cnn.contract.cropper) == ("haar-2", "centerface-1")
     assert cnn.model["sync_span_ms"] == 250 and "sync_span_ms" not in voices.model
+    assert cnn.model["sync_offsets_ms"] == [-80, -40, 0, 40, 80, 120]
+    assert "sync_offsets_ms" not in voices.model
     assert cnn.augment.resize_min_scale < voices.augment.resize_min_scale
     assert cnn.augment.jpeg_quality_min < voices.augment.jpeg_quality_min
     degrade = ("resize_prob", "resize_min_scale", "jpeg_quality_min")
@@ -712,7 +714,11 @@ def test_voices_cnn_differs_from_voices_in_cropper_mouth_band_degradation_and_sy
         update={
             "contract": cnn.contract.model_copy(update={"cropper": "haar-2"}),
             "model": {
-                **{k: v for k, v in cnn.model.items() if k != "sync_span_ms"},
+                **{
+                    k: v
+                    for k, v in cnn.model.items()
+                    if k not in ("sync_span_ms", "sync_offsets_ms")
+                },
                 "mouth_box": voices.model["mouth_box"],
             },
             "augment": cnn.augment.model_copy(
