@@ -9,10 +9,13 @@ condition, the AUC of the degraded copies against the originals: 0.5 means deliv
 the model nothing; the goal is <= 0.6 on the fused and face-head (visual) scores. Two
 conditions keep the picture and move the voice (an honest call's audio-video skew). The
 voice head (a control: the audio is only re-encoded) and the lip-sync head are shown too,
-with the share of crops that found a face. Run from the repo root:
+with the share of crops that found a face. With `--fakes DATA`, the face fakes of that
+synthetic folder's split are delivered the same way, and a last column gives what is left
+of the face head's power: the AUC of delivered face fakes against reals delivered alike.
+Run from the repo root:
 
     .venv/bin/python bench/delivery_faces.py --model runs/NAME/model.onnx [--data DIR]
-        [--clips 24 --seed 21] [--keep DIR]
+        [--clips 24 --seed 21] [--keep DIR] [--fakes DATA --fake-split test]
 """
 
 from __future__ import annotations
@@ -113,6 +116,22 @@ def degrade(src: Path, dst: Path, cond: Condition) -> int:
     return round(max(0.0, video_bytes) * 8 / 1000 / max(info.duration_s, 1e-6))
 
 
+def face_fakes_from(data: Path, split: str, most: int) -> list[Path]:
+    """Up to `most` fakes of a synthetic folder's split whose face is manipulated (not the
+    desync family, whose frames are untouched), from its manifest."""
+    manifest = data / "manifest.csv"
+    if not manifest.is_file():
+        raise SystemExit(f"no manifest.csv in {data}: --fakes takes a synthetic folder")
+    folder = data / f"{split}set"
+    with manifest.open() as f:
+        rows = [
+            r
+            for r in csv.DictReader(f)
+            if r["split"] == split and r["video_fake"] == "1" and r["family"] != "sync"
+        ]
+    return sorted(folder / r["video_name"] for r in rows)[:most]
+
+
 HEADS = ("fused", "visual", "audio", "sync")  # table order; sync is absent from 3-output models
 
 
@@ -142,6 +161,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=24, help="synth clips to make (half real)")
     parser.add_argument("--seed", type=int, default=21, help="synth seed")
     parser.add_argument("--keep", type=Path, help="keep the degraded copies here")
+    parser.add_argument("--fakes", type=Path, help="a synthetic folder whose face fakes to deliver")
+    parser.add_argument("--fake-split", default="test", help="its split (default: test)")
+    parser.add_argument("--max-fakes", type=int, default=40, help="face fakes taken (default 40)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="delivery-") as tmp:
         work = args.keep or Path(tmp)
@@ -158,32 +180,53 @@ def main() -> None:
             raise SystemExit(f"no real clips in {data}")
         backend = load_backend(args.model, backend="auto", device="cpu")
         t0 = time.perf_counter()
+        fakes = face_fakes_from(args.fakes, args.fake_split, args.max_fakes) if args.fakes else []
+        if args.fakes and not fakes:
+            raise SystemExit(f"no face fakes in the {args.fake_split} split of {args.fakes}")
         base = [score_clip(backend, p) for p in reals]
+        fbase = [score_clip(backend, p) for p in fakes]
         print(
             f"model {args.model} ({backend.name}, cropper {backend.contract.cropper}), "
             f"{len(reals)} real clips from {data}, rule {DEFAULT_RULE}"
+            + (f"; {len(fakes)} face fakes from {args.fakes}" if fakes else "")
         )
         print()
+        power = " face fakes vs reals, face head |" if fakes else ""
         print(
             "| condition | video kbit/s | fused AUC | face-head AUC | voice-head AUC "
-            "| sync-head AUC | faces found | verdict |"
+            f"| sync-head AUC | faces found | verdict |{power}"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|" + ("---|" if fakes else ""))
+
+        def told_apart(fake_rows: list[dict[str, float]], real_rows: list[dict[str, float]]) -> str:
+            if not fakes:
+                return ""
+            a = auc([r["visual"] for r in fake_rows], [r["visual"] for r in real_rows])
+            return f" {a:.3f} |"
+
         found0 = np.mean([b["found"] for b in base])
-        print(f"| original | - | - | - | - | - | {found0:.0%} | |")
+        print(f"| original | - | - | - | - | - | {found0:.0%} | |{told_apart(fbase, base)}")
         for cond in CONDITIONS:
-            rows, kbps = [], []
+            rows, kbps, frows = [], [], []
+            tag = f"{cond.name.split()[0]}-{abs(hash(cond)) % 10**6}"
             for i, src in enumerate(reals):
-                dst = work / f"{cond.name.split()[0]}-{i:03d}-{abs(hash(cond)) % 10**6}.mp4"
+                dst = work / f"{tag}-{i:03d}.mp4"
                 kbps.append(degrade(src, dst, cond))
                 rows.append(score_clip(backend, dst))
+            for i, src in enumerate(fakes):
+                dst = work / f"{tag}-fake-{i:03d}.mp4"
+                degrade(src, dst, cond)
+                frows.append(score_clip(backend, dst))
             aucs = {h: auc([r[h] for r in rows], [b[h] for b in base]) for h in HEADS}
             found = np.mean([r["found"] for r in rows])
             verdict = (
                 "ok" if max(aucs["fused"], aucs["visual"]) <= GOAL_AUC else f"above {GOAL_AUC}"
             )
             cells = " | ".join("-" if np.isnan(aucs[h]) else f"{aucs[h]:.3f}" for h in HEADS)
-            print(f"| {cond.name} | {np.median(kbps):.0f} | {cells} | {found:.0%} | {verdict} |")
+            print(
+                f"| {cond.name} | {np.median(kbps):.0f} | {cells} | {found:.0%} | {verdict} |"
+                + told_apart(frows, rows)
+            )
         print()
         print(f"{time.perf_counter() - t0:.0f} s")
 

@@ -338,9 +338,24 @@ class Augmenter:
         or without one) a sample gets exactly the augmentations it got before the warm-up
         existed. With `keep_timing` no freeze is applied (it is still drawn).
         """
+        return self.faces_detail(faces, rng, strength, keep_timing)[0]
+
+    def faces_detail(
+        self,
+        faces: np.ndarray,
+        rng: np.random.Generator,
+        strength: float = 1.0,
+        keep_timing: bool = False,
+        keep_detail: bool = False,
+    ) -> tuple[np.ndarray, bool]:
+        """`faces`, and whether the crops were degraded below the detail floor
+        (`detail_floor_scale`, `detail_floor_jpeg`). With `keep_detail` (a fake whose face
+        is its evidence) a downscale or JPEG quality drawn below the floor is raised to it:
+        the same draws, so every other augmentation of the window is unchanged."""
         c = self.cfg
         if not c.enabled:
-            return faces
+            return faces, False
+        below = False
         k = faces.shape[0]
         if c.freeze_prob > 0 and k >= 2:
             # Its own generator, so that every other crop augmentation draws as before.
@@ -357,6 +372,9 @@ class Augmenter:
         resize: tuple[float, int] | None = None
         if rng.random() < c.resize_prob * strength:
             scale = float(rng.uniform(c.resize_min_scale, 1.0))
+            if keep_detail:
+                scale = max(scale, c.detail_floor_scale)
+            below = below or scale < c.detail_floor_scale
             interp = RESIZE_INTERPOLATIONS[int(rng.integers(len(RESIZE_INTERPOLATIONS)))]
             if c.codec_at_scale:
                 resize = (scale, interp)  # after the camera's steps, with the JPEG if any
@@ -372,13 +390,16 @@ class Augmenter:
         # Last, as in delivery: whatever the camera did, the encoder compresses it.
         if rng.random() < c.jpeg_prob * strength:
             q = int(rng.integers(c.jpeg_quality_min, c.jpeg_quality_max + 1))
+            if keep_detail:
+                q = max(q, c.detail_floor_jpeg)
+            below = below or q < c.detail_floor_jpeg
             if resize is not None:
                 faces, resize = resize_down_up(faces, *resize, quality=q), None
             else:
                 faces = jpeg_recompress(faces, q)
         if resize is not None:
             faces = resize_down_up(faces, *resize)
-        return faces
+        return faces, below
 
     def audio(
         self, audio: np.ndarray, rng: np.random.Generator, keep_timing: bool = False
@@ -420,8 +441,21 @@ class Augmenter:
         """Augment one window. `keep_timing` (a fake whose evidence is its audio-video
         timing) leaves out the skew and the freeze: moved by up to av_offset_max_s, a
         desync fake 0.25 s out of step would come as close to in step as a skewed real."""
+        audio, faces, _ = self.window(audio, faces, rng, epoch, keep_timing)
+        return audio, faces
+
+    def window(
+        self,
+        audio: np.ndarray,
+        faces: np.ndarray,
+        rng: np.random.Generator,
+        epoch: int = 0,
+        keep_timing: bool = False,
+        keep_detail: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """`__call__`, with `keep_detail` (see `faces_detail`) and whether the crops were
+        degraded below the detail floor."""
         strength = self.degrade_strength(epoch)
-        return (
-            self.audio(audio, rng, keep_timing),
-            self.faces(faces, rng, strength, keep_timing),
-        )
+        audio = self.audio(audio, rng, keep_timing)
+        faces, below = self.faces_detail(faces, rng, strength, keep_timing, keep_detail)
+        return audio, faces, below

@@ -127,6 +127,23 @@ class AugmentConfig(_Strict):
         " (blocks of the sent frame, not of the crop); with it on, colour and noise come"
         " before the downscale (the camera before the delivery); the same draws either way",
     )
+    detail_floor_scale: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="a crop downscaled below this share of its side has lost the detail a"
+        " re-rendered face leaves, so it is taught as evidence of nothing: a window whose fake"
+        " face is its evidence is never downscaled below it (its draw is raised to it, the"
+        " draws unchanged), and a window downscaled below it gives the lip-sync loss no"
+        " mismatched pairing; 0 (off) draws and trains what a config without it did",
+    )
+    detail_floor_jpeg: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="the same for JPEG quality: a fake face is never compressed below it, and"
+        " a window compressed below it gives the lip-sync loss no mismatched pairing; 0 (off)",
+    )
     noise_prob: float = Field(default=0.3, ge=0.0, le=1.0, description="P(Gaussian pixel noise)")
     noise_std_max: float = Field(
         default=8.0, ge=0.0, le=64.0, description="largest noise std, 0..255"

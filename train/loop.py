@@ -196,7 +196,7 @@ def compute_loss(
     total = l_f + cfg.audio_loss_weight * l_a + cfg.visual_loss_weight * l_v
     l_s = torch.zeros((), device=fused.device)
     if len(outputs) == 5:
-        l_s = sync_loss(outputs[3], outputs[4], batch["sync_fake"])
+        l_s = sync_loss(outputs[3], outputs[4], batch["sync_fake"], batch.get("sync_mismatch"))
         total = total + cfg.sync_loss_weight * l_s
     return total, {
         "loss": total.item(),
@@ -208,16 +208,23 @@ def compute_loss(
 
 
 def sync_loss(
-    in_sync: torch.Tensor, out_of_sync: torch.Tensor, sync_labels: torch.Tensor
+    in_sync: torch.Tensor,
+    out_of_sync: torch.Tensor,
+    sync_labels: torch.Tensor,
+    mismatch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sync-head BCE per window of known sync (`sync_labels` 0 in sync, 1 out of sync,
     < 0 unknown). An in-sync window gives two terms: its true pairing against 0 and
     the mismatched pairing built from its own crops (out of sync by construction)
     against 1; an out-of-sync fake gives its true pairing against 1. 0 when no window's
-    sync is known."""
+    sync is known. Where `mismatch` is 0 (crops degraded below the detail floor, in
+    which a mouth's motion no longer shows) the mismatched pairing is left out, so the
+    head never learns lost detail as "out of step"."""
     bce = F.binary_cross_entropy_with_logits
     known = (sync_labels >= 0).float()
     in_step = (sync_labels == 0).float()
+    if mismatch is not None:
+        in_step = in_step * mismatch.float()
     true_pair = bce(in_sync.float(), sync_labels.clamp(min=0.0).float(), reduction="none")
     mismatched = bce(out_of_sync.float(), torch.ones_like(known), reduction="none")
     total = (true_pair * known).sum() + (mismatched * in_step).sum()

@@ -125,13 +125,18 @@ class WindowDataset:
                 logger.debug("no voice in a window of %s; kept the fake draw", real.npz.name)
         if not resynth:
             audio, faces = load_window(c.npz, int(rng.integers(c.n_windows)))
+        below_floor = False
         if self.augmenter is not None:
             if blend:
                 faces = self.augmenter.self_blend(faces, rng)
             if resynth:
                 audio = self.augmenter.voice_resynth(audio, self.sample_rate, rng)
             keep_timing = target == 1 and family == SYNC_FAMILY
-            audio, faces = self.augmenter(audio, faces, rng, self.epoch, keep_timing)
+            # A fake whose face is (or may be) its evidence keeps the detail that shows it.
+            keep_detail = target == 1 and family != SYNC_FAMILY and video_fake != 0
+            audio, faces, below_floor = self.augmenter.window(
+                audio, faces, rng, self.epoch, keep_timing, keep_detail
+            )
         audio_label, visual_label, sync_label = head_labels(target, audio_fake, video_fake, family)
         return {
             "audio": np.ascontiguousarray(audio, dtype=np.float32),
@@ -141,6 +146,8 @@ class WindowDataset:
             "video_fake": visual_label,
             "sync_fake": sync_label,
             "voice_fallback": np.float32(fallback),
+            # 0: crops degraded below the detail floor give the sync loss no mismatched pair
+            "sync_mismatch": np.float32(not below_floor),
         }
 
 

@@ -523,6 +523,68 @@ def test_the_window_dataset_spares_a_desync_fakes_timing(tiny: Path, tmp_path: P
         assert np.array_equal(a["faces"], b["faces"]) == spared, i
 
 
+def test_detail_floor_spares_a_fake_face_and_flags_degraded_windows() -> None:
+    rng = np.random.default_rng(5)
+    faces = rng.integers(0, 256, size=(2, 96, 96, 3), dtype=np.uint8)
+    only = dict(resize_prob=1.0, jpeg_prob=1.0, noise_prob=0.0, color_prob=0.0)
+    plain = AugmentConfig(**only, resize_min_scale=0.1, jpeg_quality_min=10)
+    floor = AugmentConfig(
+        **only, resize_min_scale=0.1, jpeg_quality_min=10,
+        detail_floor_scale=0.5, detail_floor_jpeg=50,
+    )  # fmt: skip
+    seen = {True: 0, False: 0}
+    for seed in range(12):
+        draw = np.random.default_rng(seed)
+        draw.random()
+        scale = float(draw.uniform(0.1, 1.0))
+        interp = RESIZE_INTERPOLATIONS[int(draw.integers(len(RESIZE_INTERPOLATIONS)))]
+        draw.random(), draw.random(), draw.random()  # colour, noise, JPEG: all drawn
+        q = int(draw.integers(10, 96))
+        expect_below = scale < 0.5 or q < 50
+        seen[expect_below] += 1
+        # any other window: the crops it got without the floor, flagged when below it
+        r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+        f_plain = Augmenter(plain).faces(faces, r1)
+        f_any, below = Augmenter(floor).faces_detail(faces, r2)
+        assert np.array_equal(f_plain, f_any) and below == expect_below, seed
+        after = r1.random()
+        assert r2.random() == after
+        # a fake face: its downscale and JPEG raised to the floor, the same draws taken
+        r3 = np.random.default_rng(seed)
+        f_kept, below = Augmenter(floor).faces_detail(faces, r3, keep_detail=True)
+        assert not below and r3.random() == after
+        small = resize_down_up(faces, max(scale, 0.5), interp)
+        assert np.array_equal(f_kept, jpeg_recompress(small, max(q, 50))), seed
+    assert min(seen.values()) > 0  # both kinds of window were drawn
+    # off (the default): nothing is ever below it
+    for seed in range(6):
+        assert not Augmenter(plain).faces_detail(faces, np.random.default_rng(seed))[1]
+
+
+def test_the_window_dataset_keeps_a_fake_faces_detail(tiny: Path, tmp_path: Path) -> None:
+    idx = load_split(tiny, "train")
+    clips = build_cache(list(idx.records), CacheSpec(tmp_path / "cache", TINY_CONTRACT)).clips
+    real = next(c for c in clips if c.record.method == "real")
+    fake = next(c for c in clips if c.record.target == 1)
+    face_fake = replace(fake, record=replace(fake.record, video_fake=1, family="face"))
+    voice_fake = replace(fake, record=replace(fake.record, video_fake=0, family="audio"))
+    heavy = dict(
+        color_prob=0.0, noise_prob=0.0, jpeg_prob=0.0, self_blend_prob=0.0,
+        resize_prob=1.0, resize_min_scale=0.05,
+    )  # fmt: skip
+    with_floor = AugmentConfig(**heavy, detail_floor_scale=1.0)
+    clips3 = [real, face_fake, voice_fake]
+    ds = WindowDataset(clips3, Augmenter(with_floor), seed=1)
+    bare = WindowDataset(clips3, None, seed=1)
+    for i, kept in [(0, False), (1, True), (2, False)]:
+        a, b = ds[(i, 0)], bare[(i, 0)]
+        # a scale of 1 (the floor) leaves the face fake's crops untouched
+        assert np.array_equal(a["faces"], b["faces"]) == kept, i
+        # every other window was downscaled below the floor: no mismatched sync pair
+        assert a["sync_mismatch"] == (1.0 if kept else 0.0), i
+    assert bare[(0, 0)]["sync_mismatch"] == 1.0
+
+
 def test_self_blend_alters_the_inner_face_only() -> None:
     rng = np.random.default_rng(3)
     # a textured crop stack: fine detail that a lower-resolution paste would lose

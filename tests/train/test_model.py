@@ -658,6 +658,13 @@ def test_sync_pairs_give_two_extra_logits_and_train_the_sync_path() -> None:
     desync = torch.tensor([1.0, -1.0, -1.0, -1.0])
     expected = bce(in_sync[:1], torch.ones(1))
     assert sync_loss(in_sync, mismatched, desync).item() == pytest.approx(expected.item())
+    # crops degraded below the detail floor: the true pairing still counts, no mismatch
+    floor = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    expected = (
+        bce(in_sync[:2], torch.zeros(2), reduction="sum")
+        + bce(mismatched[:1], torch.ones(1), reduction="sum")
+    ) / 2
+    assert sync_loss(in_sync, mismatched, labels, floor).item() == pytest.approx(expected.item())
 
 
 def test_visual_stride_feeds_every_nth_crop_to_the_visual_cnn() -> None:
