@@ -709,7 +709,11 @@ def test_voices_cnn_differs_from_voices_in_cropper_mouth_band_degradation_and_sy
     assert "sync_offsets_ms" not in voices.model
     assert cnn.augment.resize_min_scale < voices.augment.resize_min_scale
     assert cnn.augment.jpeg_quality_min < voices.augment.jpeg_quality_min
-    degrade = ("resize_prob", "resize_min_scale", "jpeg_quality_min")
+    assert (cnn.augment.detail_floor_scale, cnn.augment.detail_floor_jpeg) == (0.4, 40)
+    degrade = (
+        "resize_prob", "resize_min_scale", "jpeg_quality_min",
+        "detail_floor_scale", "detail_floor_jpeg",
+    )  # fmt: skip
     same = cnn.model_copy(
         update={
             "contract": cnn.contract.model_copy(update={"cropper": "haar-2"}),
