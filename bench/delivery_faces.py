@@ -204,19 +204,23 @@ def main() -> None:
             a = auc([r["visual"] for r in fake_rows], [r["visual"] for r in real_rows])
             return f" {a:.3f} |"
 
+        def deliver(
+            clips: list[Path], cond: Condition, prefix: str
+        ) -> tuple[list[dict[str, float]], list[int]]:
+            """Each clip re-encoded under `cond` and scored; and each copy's kbit/s."""
+            rows, kbps = [], []
+            for i, src in enumerate(clips):
+                dst = work / f"{prefix}{i:03d}.mp4"
+                kbps.append(degrade(src, dst, cond))
+                rows.append(score_clip(backend, dst))
+            return rows, kbps
+
         found0 = np.mean([b["found"] for b in base])
         print(f"| original | - | - | - | - | - | {found0:.0%} | |{told_apart(fbase, base)}")
         for cond in CONDITIONS:
-            rows, kbps, frows = [], [], []
             tag = f"{cond.name.split()[0]}-{abs(hash(cond)) % 10**6}"
-            for i, src in enumerate(reals):
-                dst = work / f"{tag}-{i:03d}.mp4"
-                kbps.append(degrade(src, dst, cond))
-                rows.append(score_clip(backend, dst))
-            for i, src in enumerate(fakes):
-                dst = work / f"{tag}-fake-{i:03d}.mp4"
-                degrade(src, dst, cond)
-                frows.append(score_clip(backend, dst))
+            rows, kbps = deliver(reals, cond, f"{tag}-")
+            frows, _ = deliver(fakes, cond, f"{tag}-fake-")
             aucs = {h: auc([r[h] for r in rows], [b[h] for b in base]) for h in HEADS}
             found = np.mean([r["found"] for r in rows])
             verdict = (
