@@ -14,7 +14,9 @@ model (it needs the mel front end).
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 
+import av
 import cv2
 import numpy as np
 
@@ -22,6 +24,7 @@ from monitor.contract import SAMPLE_RATE
 from train.config import AugmentConfig
 from train.delivery import AUDIO_CLIP, audio_noise, delivery, rms
 from train.synth import dsp
+from train.synth.encode import X264_PRESET, x264_params
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +33,11 @@ PIXEL_MAX = 255.0  # uint8 full scale
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 RESIZE_INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC, cv2.INTER_NEAREST)
 MIN_RESIZED_PX = 8  # never downscale a crop below this many pixels per side
+MIN_CODED_PX = 16  # H.264 codes at least one macroblock per side (smaller crops are padded)
 NOISE_BANK_SIZE = 1 << 22  # unit normals shared by gaussian_noise draws (16 MB, made once)
 NOISE_BANK_SEED = 20240601
 _NOISE_BANK: np.ndarray | None = None
+DEFAULT_CROP_RATE = 4.0  # the contract's default: 8 crops over a 2-s window
 VOICE_FFT = 512  # 32 ms at 16 kHz: the resolution a speech vocoder works at
 VOICE_MIN_CHANGE = 0.1  # smallest RMS change (relative) a voice pseudo-fake may make
 VOICE_SPEECH_RMS = 3e-3  # a window quieter than this holds too little voice to re-synthesise
@@ -50,6 +55,62 @@ def jpeg_recompress(faces: np.ndarray, quality: int) -> np.ndarray:
             out[i] = crop
             continue
         out[i] = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    return out
+
+
+def h264_recompress(faces: np.ndarray, crf: int, rate: float) -> np.ndarray:
+    """Encode a [K, H, W, 3] RGB crop stack as K consecutive H.264 frames at `rate` frames
+    a second and constant rate factor `crf` (0..51), and decode it.
+
+    What a call's video encoder does that JPEG does not: 4:2:0 chroma, the deblocking
+    filter's smear, and at low bitrates skipped blocks that hold part of the previous
+    picture (a mouth that stops moving while the voice goes on). x264 runs
+    single-threaded with the synthetic clips' preset, so the round trip is deterministic.
+    """
+    k, h, w = faces.shape[:3]
+    # 4:2:0 needs even sides, and x264 one macroblock at least
+    even_h, even_w = max(MIN_CODED_PX, h + h % 2), max(MIN_CODED_PX, w + w % 2)
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = even_w, even_h, "yuv420p"
+    enc.time_base = Fraction(1, 1000)
+    enc.framerate = Fraction(rate).limit_denominator(1000)
+    enc.thread_count = 1
+    enc.options = {"crf": str(int(crf)), "preset": X264_PRESET, **x264_params()}
+    packets = []
+    for i, crop in enumerate(faces):
+        if (even_h, even_w) != (h, w):
+            crop = cv2.copyMakeBorder(crop, 0, even_h - h, 0, even_w - w, cv2.BORDER_REPLICATE)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = round(i * 1000 / rate)
+        frame.time_base = enc.time_base
+        packets.extend(enc.encode(frame))
+    packets.extend(enc.encode(None))
+    dec = av.CodecContext.create("h264", "r")
+    dec.thread_count = 1
+    decoded = [f for p in packets for f in dec.decode(p)]
+    decoded.extend(dec.decode(None))
+    if len(decoded) != k:  # x264 returns every frame it is given; keep the crops if not
+        logger.debug("H.264 round trip gave %d of %d crops, left unchanged", len(decoded), k)
+        return faces
+    out = np.empty_like(faces)
+    for i, f in enumerate(decoded):
+        out[i] = f.to_ndarray(format="rgb24")[:h, :w]
+    return out
+
+
+def h264_at_scale(faces: np.ndarray, crf: int, scale: float, rate: float) -> np.ndarray:
+    """`h264_recompress` of the crops downscaled by `scale` (area), upscaled back: a face
+    that filled fewer pixels of the frame the encoder sent."""
+    h, w = faces.shape[1:3]
+    if scale >= 1.0:
+        return h264_recompress(faces, crf, rate)
+    small = (max(MIN_RESIZED_PX, round(w * scale)), max(MIN_RESIZED_PX, round(h * scale)))
+    tiny = np.stack([cv2.resize(crop, small, interpolation=cv2.INTER_AREA) for crop in faces])
+    tiny = h264_recompress(tiny, crf, rate)
+    out = np.empty_like(faces)
+    for i, crop in enumerate(tiny):
+        out[i] = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
     return out
 
 
@@ -291,8 +352,9 @@ def audio_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
 class Augmenter:
     """Applies the configured augmentations with a caller-supplied generator (deterministic)."""
 
-    def __init__(self, cfg: AugmentConfig) -> None:
+    def __init__(self, cfg: AugmentConfig, crop_rate: float = DEFAULT_CROP_RATE) -> None:
         self.cfg = cfg
+        self.crop_rate = crop_rate  # crops a second of a window: the H.264 step's frame rate
 
     def wants_self_blend(self, rng: np.random.Generator) -> bool:
         """Draw whether a fake draw is replaced by a self-blended pseudo-fake of a real clip."""
@@ -390,6 +452,16 @@ class Augmenter:
         # Last, as in delivery: whatever the camera did, the encoder compresses it.
         if rng.random() < c.jpeg_prob * strength:
             q = int(rng.integers(c.jpeg_quality_min, c.jpeg_quality_max + 1))
+            codec = self._h264_draw(rng) if c.h264_prob > 0 else None
+            if codec is not None:
+                crf, sent = codec
+                if keep_detail:
+                    sent = max(sent, c.detail_floor_scale)
+                    crf = min(crf, c.detail_floor_crf) if c.detail_floor_crf > 0 else crf
+                below = below or sent < c.detail_floor_scale or 0 < c.detail_floor_crf < crf
+                if resize is not None:  # the source's own blur, then the sent frame's codec
+                    faces = resize_down_up(faces, *resize)
+                return h264_at_scale(faces, crf, sent, self.crop_rate), below
             if keep_detail:
                 q = max(q, c.detail_floor_jpeg)
             below = below or q < c.detail_floor_jpeg
@@ -400,6 +472,16 @@ class Augmenter:
         if resize is not None:
             faces = resize_down_up(faces, *resize)
         return faces, below
+
+    def _h264_draw(self, rng: np.random.Generator) -> tuple[int, float] | None:
+        """Whether the compression step is H.264, and its CRF and scale. A child generator:
+        spawning draws nothing from `rng`, so every other draw is what it was without it."""
+        c = self.cfg
+        child = rng.spawn(1)[0]
+        if child.random() >= c.h264_prob:
+            return None
+        crf = int(child.integers(c.h264_crf_min, c.h264_crf_max + 1))
+        return crf, float(child.uniform(c.h264_min_scale, 1.0))
 
     def audio(
         self, audio: np.ndarray, rng: np.random.Generator, keep_timing: bool = False

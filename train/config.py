@@ -144,6 +144,28 @@ class AugmentConfig(_Strict):
         description="the same for JPEG quality: a fake face is never compressed below it, and"
         " a window compressed below it gives the lip-sync loss no mismatched pairing; 0 (off)",
     )
+    h264_prob: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="P(a window's compression step, when drawn, is H.264 over its crop stack"
+        " instead of JPEG per crop): the K crops coded as consecutive frames at"
+        " h264_crf_min..h264_crf_max, at h264_min_scale..1 of their side (the face's size in"
+        " the sent frame), with x264's blocks, chroma loss, deblocking smear and skipped"
+        " blocks; 0 (off) draws what a config without it drew",
+    )
+    h264_crf_min: int = Field(default=30, ge=0, le=51, description="lowest x264 CRF drawn")
+    h264_crf_max: int = Field(default=51, ge=0, le=51, description="highest x264 CRF drawn")
+    h264_min_scale: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="smallest side factor the H.264 step codes at"
+    )
+    detail_floor_crf: int = Field(
+        default=0,
+        ge=0,
+        le=51,
+        description="the detail floor for H.264: a fake face is never coded above this CRF,"
+        " and a window coded above it gives the lip-sync loss no mismatched pairing; 0 (off)",
+    )
     noise_prob: float = Field(default=0.3, ge=0.0, le=1.0, description="P(Gaussian pixel noise)")
     noise_std_max: float = Field(
         default=8.0, ge=0.0, le=64.0, description="largest noise std, 0..255"
@@ -235,6 +257,8 @@ class AugmentConfig(_Strict):
     def _ranges(self) -> AugmentConfig:
         if self.jpeg_quality_min > self.jpeg_quality_max:
             raise ValueError("jpeg_quality_min must be <= jpeg_quality_max")
+        if self.h264_crf_min > self.h264_crf_max:
+            raise ValueError("h264_crf_min must be <= h264_crf_max")
         if self.audio_snr_db_min > self.audio_snr_db_max:
             raise ValueError("audio_snr_db_min must be <= audio_snr_db_max")
         return self

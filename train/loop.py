@@ -353,7 +353,10 @@ class _Trainer:
         elif env.main:
             logger.warning("%s has no valset: best.pt will simply be the last epoch", self.data)
         self.dataset = WindowDataset(
-            clips, Augmenter(cfg.augment), cfg.seed, sample_rate=self.contract.sample_rate
+            clips,
+            Augmenter(cfg.augment, self.contract.k_crops / self.contract.window_seconds),
+            cfg.seed,
+            sample_rate=self.contract.sample_rate,
         )
         targets = [c.record.target for c in clips]
         self.sampler = EpochSampler(

@@ -7,6 +7,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -23,6 +24,7 @@ from train.augment import (
     denoise,
     freeze,
     gaussian_noise,
+    h264_recompress,
     has_voice,
     jpeg_recompress,
     resize_down_up,
@@ -559,6 +561,76 @@ def test_detail_floor_spares_a_fake_face_and_flags_degraded_windows() -> None:
     # off (the default): nothing is ever below it
     for seed in range(6):
         assert not Augmenter(plain).faces_detail(faces, np.random.default_rng(seed))[1]
+
+
+def _talking_stack(k: int = 8, size: int = 64) -> np.ndarray:
+    """A textured face-sized stack whose lower half (the mouth) changes from crop to crop."""
+    rng = np.random.default_rng(0)
+    grey = cv2.GaussianBlur(rng.integers(0, 256, (size, size), dtype=np.uint8), (0, 0), 1.0)
+    # detail in the luma, smooth colour: what 4:2:0 keeps of a face
+    base = np.stack([grey, grey * 0.8 + 20, grey * 0.6 + 30], axis=-1).astype(np.uint8)
+    out = np.repeat(base[None], k, axis=0)
+    for i in range(k):
+        mouth = out[i, size // 2 :].astype(np.int16) + (12 if i % 2 else -12)
+        out[i, size // 2 :] = np.clip(np.roll(mouth, 3 * i, axis=1), 0, 255)
+    return out
+
+
+def test_h264_round_trip_keeps_the_stack_and_loses_more_at_a_higher_crf() -> None:
+    faces = _talking_stack()
+    gentle, harsh = h264_recompress(faces, 10, 4.0), h264_recompress(faces, 51, 4.0)
+    assert gentle.shape == faces.shape and gentle.dtype == np.uint8
+    assert np.array_equal(harsh, h264_recompress(faces, 51, 4.0))  # single-threaded: repeatable
+
+    def err(x: np.ndarray) -> float:
+        return float(np.abs(x.astype(np.int16) - faces).mean())
+
+    assert err(gentle) < 3.0 < 10.0 < err(harsh)
+
+    def mouth_motion(x: np.ndarray) -> float:
+        return float(np.abs(np.diff(x[:, 32:].astype(np.int16), axis=0)).mean())
+
+    # at the lowest bitrate x264 keeps part of the previous picture: the mouth moves less
+    assert mouth_motion(harsh) < 0.8 * mouth_motion(gentle)
+    # sides no 4:2:0 encoder takes (odd, under a macroblock) are padded and cut back
+    odd = faces[:, :7, :9]
+    assert h264_recompress(odd, 30, 4.0).shape == odd.shape
+
+
+def test_h264_step_replaces_jpeg_and_keeps_a_fake_face_above_the_crf_floor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    faces = _talking_stack(size=32)
+    only = dict(resize_prob=0.0, jpeg_prob=1.0, noise_prob=0.0, color_prob=0.0)
+    # a share too small to be drawn: every crop and every later draw as without the step
+    for seed in range(4):
+        r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+        plain = Augmenter(AugmentConfig(**only)).faces(faces, r1)
+        rare = Augmenter(AugmentConfig(**only, h264_prob=1e-12)).faces(faces, r2)
+        assert np.array_equal(plain, rare) and r1.random() == r2.random()
+    coded: list[tuple[int, float, float]] = []
+
+    def spy(x: np.ndarray, crf: int, scale: float, rate: float) -> np.ndarray:
+        coded.append((crf, scale, rate))
+        return x
+
+    monkeypatch.setattr("train.augment.h264_at_scale", spy)
+    cfg = AugmentConfig(
+        **only, h264_prob=1.0, h264_crf_min=45, h264_crf_max=51, h264_min_scale=0.3,
+        detail_floor_crf=36, detail_floor_scale=0.5,
+    )  # fmt: skip
+    aug = Augmenter(cfg, crop_rate=5.0)
+    for seed in range(8):
+        _, below = aug.faces_detail(faces, np.random.default_rng(seed))
+        crf, scale, rate = coded.pop()
+        assert below and 45 <= crf <= 51 and 0.3 <= scale <= 1.0 and rate == 5.0
+        # a fake whose face is its evidence: the same draw, capped at the floor
+        _, below = aug.faces_detail(faces, np.random.default_rng(seed), keep_detail=True)
+        kept = coded.pop()
+        assert not below and kept == (36, max(scale, 0.5), 5.0)
+    # without a CRF floor nothing is flagged for the codec alone
+    free = Augmenter(cfg.model_copy(update={"detail_floor_crf": 0, "h264_min_scale": 0.6}))
+    assert not free.faces_detail(faces, np.random.default_rng(0))[1]
 
 
 def test_the_window_dataset_keeps_a_fake_faces_detail(tiny: Path, tmp_path: Path) -> None:
