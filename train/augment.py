@@ -14,6 +14,7 @@ model (it needs the mel front end).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from fractions import Fraction
 
 import av
@@ -58,31 +59,51 @@ def jpeg_recompress(faces: np.ndarray, quality: int) -> np.ndarray:
     return out
 
 
-def h264_recompress(faces: np.ndarray, crf: int, rate: float) -> np.ndarray:
-    """Encode a [K, H, W, 3] RGB crop stack as K consecutive H.264 frames at `rate` frames
-    a second and constant rate factor `crf` (0..51), and decode it.
+def h264_recompress(faces: np.ndarray, crf: int, rate: float, steps: int = 1) -> np.ndarray:
+    """Encode a [K, H, W, 3] RGB crop stack as H.264 at `rate` crops a second and constant
+    rate factor `crf` (0..51), and decode it.
 
     What a call's video encoder does that JPEG does not: 4:2:0 chroma, the deblocking
     filter's smear, and at low bitrates skipped blocks that hold part of the previous
-    picture (a mouth that stops moving while the voice goes on). x264 runs
-    single-threaded with the synthetic clips' preset, so the round trip is deterministic.
+    picture. With `steps` > 1, `steps - 1` cross-faded frames are coded between each two
+    crops, as a camera's frames lie between the instants a window samples: each changes
+    the picture a little, so at a low bitrate x264 skips the blocks that changed least and
+    updates the others, and the crop comes back a patchwork of fresh and stale blocks (a
+    mouth that stops while the voice goes on, a seam across the face). Only the crops'
+    own frames are returned. x264 runs single-threaded with the synthetic clips' preset,
+    so the round trip is deterministic.
     """
     k, h, w = faces.shape[:3]
     # 4:2:0 needs even sides, and x264 one macroblock at least
     even_h, even_w = max(MIN_CODED_PX, h + h % 2), max(MIN_CODED_PX, w + w % 2)
+    if (even_h, even_w) != (h, w):
+        faces = np.stack(
+            [
+                cv2.copyMakeBorder(c, 0, even_h - h, 0, even_w - w, cv2.BORDER_REPLICATE)
+                for c in faces
+            ]
+        )
+    steps = max(1, int(steps))
     enc = av.CodecContext.create("libx264", "w")
     enc.width, enc.height, enc.pix_fmt = even_w, even_h, "yuv420p"
     enc.time_base = Fraction(1, 1000)
-    enc.framerate = Fraction(rate).limit_denominator(1000)
+    enc.framerate = Fraction(rate * steps).limit_denominator(1000)
     enc.thread_count = 1
     enc.options = {"crf": str(int(crf)), "preset": X264_PRESET, **x264_params()}
+
+    def frames() -> Iterator[np.ndarray]:
+        yield faces[0]
+        for i in range(1, k):
+            a, b = faces[i - 1].astype(np.float32), faces[i].astype(np.float32)
+            for j in range(1, steps):
+                yield np.rint(a + (b - a) * (j / steps)).astype(np.uint8)
+            yield faces[i]
+
     packets = []
-    for i, crop in enumerate(faces):
-        if (even_h, even_w) != (h, w):
-            crop = cv2.copyMakeBorder(crop, 0, even_h - h, 0, even_w - w, cv2.BORDER_REPLICATE)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="rgb24")
+    for n, image in enumerate(frames()):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame = frame.reformat(format="yuv420p")
-        frame.pts = round(i * 1000 / rate)
+        frame.pts = round(n * 1000 / (rate * steps))
         frame.time_base = enc.time_base
         packets.extend(enc.encode(frame))
     packets.extend(enc.encode(None))
@@ -90,24 +111,27 @@ def h264_recompress(faces: np.ndarray, crf: int, rate: float) -> np.ndarray:
     dec.thread_count = 1
     decoded = [f for p in packets for f in dec.decode(p)]
     decoded.extend(dec.decode(None))
-    if len(decoded) != k:  # x264 returns every frame it is given; keep the crops if not
-        logger.debug("H.264 round trip gave %d of %d crops, left unchanged", len(decoded), k)
-        return faces
-    out = np.empty_like(faces)
-    for i, f in enumerate(decoded):
-        out[i] = f.to_ndarray(format="rgb24")[:h, :w]
+    n_coded = 1 + (k - 1) * steps
+    if len(decoded) != n_coded:  # x264 returns every frame it is given; keep the crops if not
+        logger.debug("H.264 round trip gave %d of %d frames, left unchanged", len(decoded), n_coded)
+        return faces[:, :h, :w]
+    out = np.empty((k, h, w, 3), dtype=np.uint8)
+    for i in range(k):
+        out[i] = decoded[i * steps].to_ndarray(format="rgb24")[:h, :w]
     return out
 
 
-def h264_at_scale(faces: np.ndarray, crf: int, scale: float, rate: float) -> np.ndarray:
+def h264_at_scale(
+    faces: np.ndarray, crf: int, scale: float, rate: float, steps: int = 1
+) -> np.ndarray:
     """`h264_recompress` of the crops downscaled by `scale` (area), upscaled back: a face
     that filled fewer pixels of the frame the encoder sent."""
     h, w = faces.shape[1:3]
     if scale >= 1.0:
-        return h264_recompress(faces, crf, rate)
+        return h264_recompress(faces, crf, rate, steps)
     small = (max(MIN_RESIZED_PX, round(w * scale)), max(MIN_RESIZED_PX, round(h * scale)))
     tiny = np.stack([cv2.resize(crop, small, interpolation=cv2.INTER_AREA) for crop in faces])
-    tiny = h264_recompress(tiny, crf, rate)
+    tiny = h264_recompress(tiny, crf, rate, steps)
     out = np.empty_like(faces)
     for i, crop in enumerate(tiny):
         out[i] = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -432,10 +456,12 @@ class Augmenter:
         if c.denoise_prob > 0 and rng.random() < c.denoise_prob * strength:
             faces = denoise(faces, float(rng.uniform(5.0, c.denoise_sigma_max)), 2.0)
         resize: tuple[float, int] | None = None
+        source_scale = 1.0  # the side factor the source was downscaled to, if it was
         if rng.random() < c.resize_prob * strength:
             scale = float(rng.uniform(c.resize_min_scale, 1.0))
             if keep_detail:
                 scale = max(scale, c.detail_floor_scale)
+            source_scale = scale
             below = below or scale < c.detail_floor_scale
             interp = RESIZE_INTERPOLATIONS[int(rng.integers(len(RESIZE_INTERPOLATIONS)))]
             if c.codec_at_scale:
@@ -455,13 +481,15 @@ class Augmenter:
             codec = self._h264_draw(rng) if c.h264_prob > 0 else None
             if codec is not None:
                 crf, sent = codec
+                sent = min(sent, source_scale)  # a low-resolution source is sent as such
                 if keep_detail:
                     sent = max(sent, c.detail_floor_scale)
                     crf = min(crf, c.detail_floor_crf) if c.detail_floor_crf > 0 else crf
                 below = below or sent < c.detail_floor_scale or 0 < c.detail_floor_crf < crf
                 if resize is not None:  # the source's own blur, then the sent frame's codec
                     faces = resize_down_up(faces, *resize)
-                return h264_at_scale(faces, crf, sent, self.crop_rate), below
+                steps = max(1, round(c.h264_frame_rate / self.crop_rate))
+                return h264_at_scale(faces, crf, sent, self.crop_rate, steps), below
             if keep_detail:
                 q = max(q, c.detail_floor_jpeg)
             below = below or q < c.detail_floor_jpeg

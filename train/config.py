@@ -159,6 +159,15 @@ class AugmentConfig(_Strict):
     h264_min_scale: float = Field(
         default=0.5, gt=0.0, le=1.0, description="smallest side factor the H.264 step codes at"
     )
+    h264_frame_rate: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=120.0,
+        description="the camera's frame rate the H.264 step codes at: cross-faded frames fill"
+        " the time between crops, so x264 skips the blocks that changed least and the crops"
+        " come back a patchwork of fresh and stale blocks, as a low-bitrate call does; at or"
+        " below the crop rate only the crops are coded",
+    )
     detail_floor_crf: int = Field(
         default=0,
         ge=0,

@@ -597,6 +597,28 @@ def test_h264_round_trip_keeps_the_stack_and_loses_more_at_a_higher_crf() -> Non
     assert h264_recompress(odd, 30, 4.0).shape == odd.shape
 
 
+def test_h264_with_camera_frames_between_crops_comes_back_fresh_and_stale_blocks() -> None:
+    talking = _talking_stack()
+    faces = np.stack([np.roll(c, i, axis=0) for i, c in enumerate(talking)])  # the head drifts
+
+    def block_motion(x: np.ndarray) -> np.ndarray:
+        """Mean change of each 16-px block from one crop to the next."""
+        d = np.abs(np.diff(x.astype(np.int16), axis=0))
+        return d.reshape(7, 4, 16, 4, 16, 3).mean(axis=(2, 4, 5))
+
+    true = block_motion(faces)
+    alone = block_motion(h264_recompress(faces, 40, 4.0)) / true
+    filled = h264_recompress(faces, 40, 4.0, steps=8)
+    assert filled.shape == faces.shape
+    kept = block_motion(filled) / true
+    # crops coded alone all move; with the frames between, x264 skips some blocks (stale)
+    # while it updates others
+    assert (alone < 0.3).mean() == 0.0
+    assert (kept < 0.3).mean() > 0.1 and (kept > 0.5).mean() > 0.1
+    # at a high quality the crops themselves come back
+    assert np.abs(h264_recompress(faces, 10, 4.0, steps=8).astype(np.int16) - faces).mean() < 3
+
+
 def test_h264_step_replaces_jpeg_and_keeps_a_fake_face_above_the_crf_floor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -608,10 +630,10 @@ def test_h264_step_replaces_jpeg_and_keeps_a_fake_face_above_the_crf_floor(
         plain = Augmenter(AugmentConfig(**only)).faces(faces, r1)
         rare = Augmenter(AugmentConfig(**only, h264_prob=1e-12)).faces(faces, r2)
         assert np.array_equal(plain, rare) and r1.random() == r2.random()
-    coded: list[tuple[int, float, float]] = []
+    coded: list[tuple[int, float, float, int]] = []
 
-    def spy(x: np.ndarray, crf: int, scale: float, rate: float) -> np.ndarray:
-        coded.append((crf, scale, rate))
+    def spy(x: np.ndarray, crf: int, scale: float, rate: float, steps: int) -> np.ndarray:
+        coded.append((crf, scale, rate, steps))
         return x
 
     monkeypatch.setattr("train.augment.h264_at_scale", spy)
@@ -622,12 +644,21 @@ def test_h264_step_replaces_jpeg_and_keeps_a_fake_face_above_the_crf_floor(
     aug = Augmenter(cfg, crop_rate=5.0)
     for seed in range(8):
         _, below = aug.faces_detail(faces, np.random.default_rng(seed))
-        crf, scale, rate = coded.pop()
-        assert below and 45 <= crf <= 51 and 0.3 <= scale <= 1.0 and rate == 5.0
+        crf, scale, rate, steps = coded.pop()
+        assert below and 45 <= crf <= 51 and 0.3 <= scale <= 1.0
+        assert (rate, steps) == (5.0, 6)  # 30 camera frames a second, 5 crops a second
         # a fake whose face is its evidence: the same draw, capped at the floor
         _, below = aug.faces_detail(faces, np.random.default_rng(seed), keep_detail=True)
         kept = coded.pop()
-        assert not below and kept == (36, max(scale, 0.5), 5.0)
+        assert not below and kept == (36, max(scale, 0.5), 5.0, 6)
+    # a source downscaled below the sent frame's scale is coded at its own
+    low = Augmenter(cfg.model_copy(update={"resize_prob": 1.0, "resize_min_scale": 0.1}))
+    for seed in range(8):
+        draw = np.random.default_rng(seed)
+        draw.random()
+        source = float(draw.uniform(0.1, 1.0))
+        low.faces_detail(faces, np.random.default_rng(seed))
+        assert coded.pop()[1] <= source
     # without a CRF floor nothing is flagged for the codec alone
     free = Augmenter(cfg.model_copy(update={"detail_floor_crf": 0, "h264_min_scale": 0.6}))
     assert not free.faces_detail(faces, np.random.default_rng(0))[1]
