@@ -482,12 +482,17 @@ class Augmenter:
             if codec is not None:
                 crf, sent = codec
                 sent = min(sent, source_scale)  # a low-resolution source is sent as such
-                if keep_detail:
-                    sent = max(sent, c.detail_floor_scale)
-                    crf = min(crf, c.detail_floor_crf) if c.detail_floor_crf > 0 else crf
-                below = below or sent < c.detail_floor_scale or 0 < c.detail_floor_crf < crf
                 if resize is not None:  # the source's own blur, then the sent frame's codec
                     faces = resize_down_up(faces, *resize)
+                if keep_detail and 0 < c.detail_floor_crf < crf:
+                    # A fake face is never coded past the floor, and a draw past it is not
+                    # raised to it but left uncoded: at every CRF under the floor, fakes
+                    # and reals are then coded equally often (a raised draw would make
+                    # "coded at the floor" a mark of the fakes).
+                    return faces, below
+                if keep_detail:
+                    sent = max(sent, c.detail_floor_scale)
+                below = below or sent < c.detail_floor_scale or 0 < c.detail_floor_crf < crf
                 steps = max(1, round(c.h264_frame_rate / self.crop_rate))
                 return h264_at_scale(faces, crf, sent, self.crop_rate, steps), below
             if keep_detail:

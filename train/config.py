@@ -172,8 +172,9 @@ class AugmentConfig(_Strict):
         default=0,
         ge=0,
         le=51,
-        description="the detail floor for H.264: a fake face is never coded above this CRF,"
-        " and a window coded above it gives the lip-sync loss no mismatched pairing; 0 (off)",
+        description="the detail floor for H.264: a fake face is never coded above this CRF"
+        " (a draw above it leaves its crops uncoded), and a window coded above it gives the"
+        " lip-sync loss no mismatched pairing; 0 (off)",
     )
     noise_prob: float = Field(default=0.3, ge=0.0, le=1.0, description="P(Gaussian pixel noise)")
     noise_std_max: float = Field(

@@ -647,10 +647,20 @@ def test_h264_step_replaces_jpeg_and_keeps_a_fake_face_above_the_crf_floor(
         crf, scale, rate, steps = coded.pop()
         assert below and 45 <= crf <= 51 and 0.3 <= scale <= 1.0
         assert (rate, steps) == (5.0, 6)  # 30 camera frames a second, 5 crops a second
-        # a fake whose face is its evidence: the same draw, capped at the floor
-        _, below = aug.faces_detail(faces, np.random.default_rng(seed), keep_detail=True)
-        kept = coded.pop()
-        assert not below and kept == (36, max(scale, 0.5), 5.0, 6)
+        # a fake whose face is its evidence: a draw past the floor leaves it uncoded
+        out, below = aug.faces_detail(faces, np.random.default_rng(seed), keep_detail=True)
+        assert not below and not coded and np.array_equal(out, faces)
+    # under the floor a fake is coded as drawn, at no less than the floor's scale
+    mild = Augmenter(cfg.model_copy(update={"h264_crf_min": 20, "h264_crf_max": 40}))
+    crfs = set()
+    for seed in range(16):
+        _, below = mild.faces_detail(faces, np.random.default_rng(seed), keep_detail=True)
+        assert not below
+        if coded:
+            crf, scale, _, _ = coded.pop()
+            assert crf <= 36 and scale >= 0.5
+            crfs.add(crf)
+    assert len(crfs) > 3  # not raised or lowered to one value
     # a source downscaled below the sent frame's scale is coded at its own
     low = Augmenter(cfg.model_copy(update={"resize_prob": 1.0, "resize_min_scale": 0.1}))
     for seed in range(8):
