@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,11 @@ def test_callers_joining_and_leaving_leave_nothing_behind(tmp_path: Path) -> Non
                     await wait_until(lambda sid=sid: sid not in pipeline.streams, 15, "removal")
 
                     if call == 0:  # pools, the scorer and the backend's threads are up now
+                        # Pools start workers lazily, up to their size (the loop's default
+                        # pool serves aiortc's address lookups): start them all now, so a
+                        # later call growing a pool is not read as a leak.
+                        await fill_pool(None)
+                        await fill_pool(pipeline._executor)
                         gc.collect()
                         gc.disable()  # from here on only reference counting frees anything
                         baseline["threads"] = os_threads()
@@ -140,6 +147,18 @@ def test_callers_joining_and_leaving_leave_nothing_behind(tmp_path: Path) -> Non
     finally:
         gc.enable()
         backend.close()
+
+
+async def fill_pool(executor: ThreadPoolExecutor | None) -> None:
+    """Make a thread pool (None: the loop's default one) start every worker it may start."""
+    loop = asyncio.get_running_loop()
+    if executor is None:  # the loop makes its default pool on first use
+        await loop.run_in_executor(None, int)
+        executor = loop._default_executor  # type: ignore[attr-defined]
+    assert executor is not None
+    size = executor._max_workers  # type: ignore[attr-defined]
+    barrier = threading.Barrier(size, timeout=10)
+    await asyncio.gather(*(loop.run_in_executor(executor, barrier.wait) for _ in range(size)))
 
 
 async def settled(done: Callable[[], bool], timeout_s: float = 5.0) -> bool:
