@@ -45,6 +45,18 @@ def os_threads() -> int:
     return len(os.listdir(TASK_DIR))
 
 
+def thread_names() -> dict[str, int]:
+    """How many threads of this process bear each name (for a failure message)."""
+    names: dict[str, int] = {}
+    for task in TASK_DIR.iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        names[name] = names.get(name, 0) + 1
+    return names
+
+
 def test_converting_a_frame_leaves_no_thread_behind(tmp_path: Path) -> None:
     # PyAV's own frame.to_ndarray(format="rgb24") starts swscale worker threads that live
     # as long as the frame: a stream's buffers holding frames would hold threads too
@@ -129,10 +141,7 @@ def test_callers_joining_and_leaving_leave_nothing_behind(tmp_path: Path) -> Non
                     )
                     assert await settled(
                         lambda: os_threads() <= baseline["threads"] + THREAD_SLACK
-                    ), (
-                        os_threads(),
-                        baseline,
-                    )
+                    ), (os_threads(), baseline, thread_names())
                     assert sid not in pipeline.streams and server.peers == {}
                     assert pipeline.scorer.pending == 0
                     assert sid not in pipeline.metrics.exposition().decode()
