@@ -14,7 +14,7 @@ model (it needs the mel front end).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 import av
@@ -126,16 +126,11 @@ def h264_at_scale(
 ) -> np.ndarray:
     """`h264_recompress` of the crops downscaled by `scale` (area), upscaled back: a face
     that filled fewer pixels of the frame the encoder sent."""
-    h, w = faces.shape[1:3]
     if scale >= 1.0:
         return h264_recompress(faces, crf, rate, steps)
-    small = (max(MIN_RESIZED_PX, round(w * scale)), max(MIN_RESIZED_PX, round(h * scale)))
-    tiny = np.stack([cv2.resize(crop, small, interpolation=cv2.INTER_AREA) for crop in faces])
-    tiny = h264_recompress(tiny, crf, rate, steps)
-    out = np.empty_like(faces)
-    for i, crop in enumerate(tiny):
-        out[i] = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
-    return out
+    return _through_small(
+        faces, scale, cv2.INTER_AREA, lambda tiny: h264_recompress(tiny, crf, rate, steps)
+    )
 
 
 def freeze(faces: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -155,11 +150,22 @@ def resize_down_up(
     """Downscale each crop by `scale` and back to its size: the blur of a low-res source.
     With `quality`, the small crops are JPEG-compressed before the upscale: a frame sent
     at low resolution, its encoder's blocks as large as the upscale makes them."""
+    code = None if quality is None else (lambda tiny: jpeg_recompress(tiny, quality))
+    return _through_small(faces, scale, interpolation, code)
+
+
+def _through_small(
+    faces: np.ndarray,
+    scale: float,
+    interpolation: int,
+    code: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Each crop downscaled by `scale`, `code`d at that size if given, and upscaled back."""
     h, w = faces.shape[1:3]
     small = (max(MIN_RESIZED_PX, round(w * scale)), max(MIN_RESIZED_PX, round(h * scale)))
     tiny = np.stack([cv2.resize(crop, small, interpolation=interpolation) for crop in faces])
-    if quality is not None:
-        tiny = jpeg_recompress(tiny, quality)
+    if code is not None:
+        tiny = code(tiny)
     out = np.empty_like(faces)
     for i, crop in enumerate(tiny):
         out[i] = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
