@@ -710,9 +710,11 @@ def test_voices_cnn_differs_from_voices_in_cropper_mouth_band_degradation_and_sy
     assert cnn.augment.resize_min_scale < voices.augment.resize_min_scale
     assert cnn.augment.jpeg_quality_min < voices.augment.jpeg_quality_min
     assert (cnn.augment.detail_floor_scale, cnn.augment.detail_floor_jpeg) == (0.4, 40)
+    assert (cnn.augment.h264_prob, cnn.augment.detail_floor_crf) == (0.5, 36)
+    assert voices.augment.h264_prob == 0.0
     degrade = (
         "resize_prob", "resize_min_scale", "jpeg_quality_min",
-        "detail_floor_scale", "detail_floor_jpeg",
+        "detail_floor_scale", "detail_floor_jpeg", "h264_prob", "detail_floor_crf",
     )  # fmt: skip
     same = cnn.model_copy(
         update={
