@@ -256,8 +256,11 @@ class AudioConverter:
             # configuration in a transport stream) restarts the filter; what the old one
             # still held comes first, so no samples are lost.
             tail = self.flush()
+            # One filter thread: the default starts one idle thread per CPU for each
+            # stream's resampler, and PyAV 18.1.1 frees a resampler's filter graph (and
+            # so those threads) only when the cyclic collector runs.
             self._resampler = av.AudioResampler(
-                format="fltp", layout=source[0], rate=self.sample_rate
+                format="fltp", layout=source[0], rate=self.sample_rate, threads=1
             )
             self._source = source
             head = self._collect(self._resampler.resample(frame))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import wave
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from monitor.errors import (
     ZeroDurationError,
 )
 from monitor.live.buffers import FrameSampler
-from monitor.media.decode import iter_frames, load_audio, probe, sample_frames
+from monitor.media.decode import AudioConverter, iter_frames, load_audio, probe, sample_frames
 from tests.support.media_factory import dominant_frequency, write_clip
 
 
@@ -37,6 +38,38 @@ def test_audio_resampled_to_16k_mono_keeps_frequency(tmp_path: Path, rate: int, 
     assert dominant_frequency(mid, 16_000) == pytest.approx(440.0, abs=2.0)
     # a 0.5-amplitude sine in every channel downmixes to about 0.5 amplitude, not 1.0 or 0.25
     assert 0.3 < np.abs(mid).max() < 0.7
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_a_streams_audio_converter_starts_no_thread_and_frees_none_late(tmp_path: Path):
+    # A resampler's filter graph starts one idle thread per CPU by default (16 per stream
+    # on a 16-core host), and PyAV 18.1.1 frees that graph only in a cyclic collection:
+    # with gc off, as in a long GC pause, ended streams would keep their threads.
+    clip = write_clip(tmp_path / "tone.mp4", seconds=1.0, audio_rate=48_000, channels=2)
+    with av.open(str(clip)) as container:
+        frames = list(container.decode(audio=0))
+
+    def threads() -> int:
+        return len(list(Path("/proc/self/task").iterdir()))
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = threads()
+        converter = AudioConverter()
+        samples = np.concatenate([converter.convert(f) for f in frames] + [converter.flush()])
+        assert threads() == before
+        # a layout change mid-stream starts a second filter, and no thread either
+        mono = frames[0].to_ndarray().mean(axis=0, keepdims=True).astype(np.float32)
+        resampled = av.AudioFrame.from_ndarray(mono, format="fltp", layout="mono")
+        resampled.sample_rate = frames[0].sample_rate
+        converter.convert(resampled)
+        del converter
+        assert threads() == before
+    finally:
+        gc.enable()
+    assert abs(samples.size / 16_000 - 1.0) < 0.1
+    assert dominant_frequency(samples[2_000:14_000], 16_000) == pytest.approx(440.0, abs=2.0)
 
 
 def test_stereo_44k_tone_at_1khz(tmp_path: Path):
