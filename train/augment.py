@@ -20,8 +20,10 @@ from fractions import Fraction
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from monitor.contract import SAMPLE_RATE
+from monitor.live.crops import to_rgb
 from train.config import AugmentConfig
 from train.delivery import AUDIO_CLIP, audio_noise, delivery, rms
 from train.synth import dsp
@@ -99,10 +101,12 @@ def h264_recompress(faces: np.ndarray, crf: int, rate: float, steps: int = 1) ->
                 yield np.rint(a + (b - a) * (j / steps)).astype(np.uint8)
             yield faces[i]
 
+    # one-thread conversions: PyAV's own would start swscale threads for every frame
+    to_yuv, from_yuv = VideoReformatter(), VideoReformatter()
     packets = []
     for n, image in enumerate(frames()):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame = frame.reformat(format="yuv420p")
+        frame = to_yuv.reformat(frame, format="yuv420p", threads=1)
         frame.pts = round(n * 1000 / (rate * steps))
         frame.time_base = enc.time_base
         packets.extend(enc.encode(frame))
@@ -117,7 +121,7 @@ def h264_recompress(faces: np.ndarray, crf: int, rate: float, steps: int = 1) ->
         return faces[:, :h, :w]
     out = np.empty((k, h, w, 3), dtype=np.uint8)
     for i in range(k):
-        out[i] = decoded[i * steps].to_ndarray(format="rgb24")[:h, :w]
+        out[i] = to_rgb(decoded[i * steps], from_yuv)[:h, :w]
     return out
 
 

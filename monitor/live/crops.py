@@ -15,7 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
@@ -27,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 CROP_QUEUE_WINDOWS = 4  # raw windows waiting for cropping per stream before dropping oldest
 CROP_CACHE_FRAMES = 16  # overlapping windows share sample times: crop each time once
-# PyAV >= 17 converts with multithreaded swscale by default (threads=0: one per CPU)
-_ONE_THREAD: dict[str, int] = {"threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {}
 
 
 class Cropper(Protocol):
@@ -48,7 +45,7 @@ def to_rgb(frame: Any, reformatter: VideoReformatter | None = None) -> np.ndarra
     if isinstance(frame, np.ndarray):
         return frame
     reformatter = reformatter if reformatter is not None else VideoReformatter()
-    return np.asarray(reformatter.reformat(frame, format="rgb24", **_ONE_THREAD).to_ndarray())
+    return np.asarray(reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray())
 
 
 def audio_rms(audio: np.ndarray) -> float:
