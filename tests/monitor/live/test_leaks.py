@@ -47,18 +47,6 @@ def os_threads() -> int:
     return len(os.listdir(TASK_DIR))
 
 
-def thread_names() -> dict[str, int]:
-    """How many threads of this process bear each name (for a failure message)."""
-    names: dict[str, int] = {}
-    for task in TASK_DIR.iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-        except OSError:  # the thread ended meanwhile
-            continue
-        names[name] = names.get(name, 0) + 1
-    return names
-
-
 def test_converting_a_frame_leaves_no_thread_behind(tmp_path: Path) -> None:
     # PyAV's own frame.to_ndarray(format="rgb24") starts swscale worker threads that live
     # as long as the frame: a stream's buffers holding frames would hold threads too
